@@ -1,0 +1,50 @@
+"""lccore: a plugin engine for the whole life of a transformer language model.
+
+The kernel is small: hook specs (:mod:`lccore.hookspecs`), plugin discovery (:class:`Engine`),
+config (:mod:`lccore.config`), one training loop (:func:`train`) and inference (:func:`load`).
+Every task, head, optimiser, reasoner, KG backend, explainer and ethics policy comes from a plugin.
+
+Importing lccore is cheap: torch and transformers load only when training or inference starts.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .components import Head, Task
+from .config import RunConfig, load_config
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError
+from .hookspecs import COMPONENT_KINDS, hookimpl
+from .plugins import Engine
+
+__all__ = [
+    "COMPONENT_KINDS",
+    "ConfigError",
+    "DataError",
+    "Engine",
+    "Head",
+    "LccoreError",
+    "PluginError",
+    "RunConfig",
+    "RunDirError",
+    "Task",
+    "hookimpl",
+    "load",
+    "load_config",
+    "train",
+]
+
+
+def train(config, output_dir, **kwargs):
+    """Fine-tune a model as ``config`` (a dict, a YAML path or a :class:`RunConfig`) says; see
+    :func:`lccore.training.train`. Returns a :class:`lccore.training.Run`."""
+    from .training import train as _train
+
+    return _train(config, output_dir, **kwargs)
+
+
+def load(run_dir, **kwargs):
+    """Load a finished run for prediction; see :func:`lccore.predictor.load`."""
+    from .predictor import load as _load
+
+    return _load(run_dir, **kwargs)

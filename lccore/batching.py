@@ -1,0 +1,51 @@
+"""Batches that waste little padding: length-grouped for training, length-sorted for inference."""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of examples of similar length.
+
+    Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by length
+    and cut into batches, and the batches are shuffled again. Each pass draws a new order from
+    ``seed`` and the pass number, so a run is reproducible.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, *, group_by_length: bool = True, pool_batches: int = 50):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.pool_size = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        if not self.group_by_length:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = []
+        for start in range(0, len(order), self.pool_size):
+            pool = sorted(order[start : start + self.pool_size], key=lambda i: self.lengths[i], reverse=True)
+            batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices in order of decreasing length; callers restore input order afterwards."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

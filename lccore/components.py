@@ -1,0 +1,84 @@
+"""The contracts of the component kinds the training loop drives: tasks and heads.
+
+Plugins subclass these (or follow the same duck type). The other kinds' contracts are described
+in :mod:`lccore.hookspecs`. Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+class Task:
+    """A task: reads its data, encodes examples for a model, decodes and scores predictions.
+
+    Examples are whatever the task likes (typically small attrs records) but each carries
+    ``where`` ("file:line") so that errors found later can still point at their source.
+    """
+
+    #: The head used when the config names none.
+    default_head: str = ""
+    #: The main metric: early stopping and the best checkpoint use it unless configured otherwise.
+    metric: str = ""
+    #: Every metric :meth:`metrics` reports.
+    metric_names: tuple[str, ...] = ()
+    greater_is_better: bool = True
+
+    def read(self, path) -> list:
+        """Parse a data file into examples; raise :class:`lccore.DataError` naming file and line."""
+        raise NotImplementedError
+
+    def fit(self, examples: Sequence) -> None:
+        """Learn what the training data defines (e.g. the label set)."""
+
+    def head_spec(self) -> dict:
+        """JSON-serialisable description of the output layer (e.g. ``{"labels": [...]}``).
+
+        Saved in the run directory and handed back to :meth:`restore` when the run is loaded."""
+        return {}
+
+    def restore(self, spec: dict) -> None:
+        """Take back the state :meth:`head_spec` described, for inference on a saved run."""
+
+    def encode(self, examples: Sequence, tokenizer, max_length: int) -> list[dict]:
+        """One feature dict per example (``input_ids``, ``attention_mask``, ``labels`` if known)."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict], tokenizer) -> dict:
+        """Pad a list of features into a batch of tensors (dynamic padding to the longest)."""
+        import torch
+
+        labels = [f["labels"] for f in features if "labels" in f]
+        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+        batch = dict(tokenizer.pad(inputs, padding=True, return_tensors="pt"))
+        if labels and len(labels) == len(features):
+            batch["labels"] = torch.tensor(labels)
+        return batch
+
+    def decode(self, outputs: Any, batch: dict) -> list[dict]:
+        """Prediction records (JSON-serialisable dicts) for one batch of model outputs."""
+        raise NotImplementedError
+
+    def metrics(self, predictions: list[dict], examples: Sequence) -> dict[str, float]:
+        """Score prediction records against the examples' gold answers."""
+        raise NotImplementedError
+
+    def parse_input(self, value: Any, where: str):
+        """One example from a prediction input (a string or a JSON object)."""
+        raise NotImplementedError
+
+
+class Head:
+    """An output layer and loss on top of a pretrained backbone."""
+
+    def build(self, model: str, spec: dict):
+        """A new model from a pretrained backbone (path or hub id) and the task's ``head_spec()``."""
+        raise NotImplementedError
+
+    def load(self, model_dir):
+        """A model saved by a run (``RUN_DIR/model``)."""
+        raise NotImplementedError
+
+    def loss(self, outputs, batch):
+        """The scalar training loss; by default the loss the model computed from ``labels``."""
+        return outputs.loss

@@ -1,0 +1,279 @@
+"""Run configuration: YAML (safe loading) mapped onto typed, validated attrs classes.
+
+Only ``model`` and ``task`` are required; every other key has a default, and the resolved config
+(defaults filled in, component names chosen) is what a run directory records. Each field's
+``metadata["doc"]`` is its documentation: the config reference is generated from it.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import attrs
+import yaml
+
+from .errors import ConfigError, close_matches
+
+
+def doc(text: str, **kwargs):
+    return {"doc": text, **kwargs}
+
+
+@attrs.define
+class TaskConfig:
+    name: str = attrs.field(metadata=doc("Registered task name, e.g. `text_classification`."))
+    train: Optional[str] = attrs.field(default=None, metadata=doc("Training data file (needed by `lccore train`)."))
+    dev: Optional[str] = attrs.field(default=None, metadata=doc("Development file: periodic evaluation, early stopping, best checkpoint."))
+    test: Optional[str] = attrs.field(default=None, metadata=doc("Test file, evaluated before and after fine-tuning."))
+    options: dict = attrs.field(factory=dict, metadata=doc("Any other key of this section: the task's own options.", extra=True))
+
+
+@attrs.define
+class HeadConfig:
+    name: Optional[str] = attrs.field(default=None, metadata=doc("Registered head name; default: the task's usual head."))
+    options: dict = attrs.field(factory=dict, metadata=doc("Any other key of this section: the head's own options.", extra=True))
+
+
+@attrs.define
+class OptimizerConfig:
+    name: str = attrs.field(default="adamw", metadata=doc("Registered optimiser name (`adamw`, `sgd`, ...)."))
+    lr: float = attrs.field(default=5e-5, metadata=doc("Peak learning rate.", min=0.0))
+    weight_decay: float = attrs.field(default=0.01, metadata=doc("Decoupled weight decay, not applied to biases and norm weights.", min=0.0))
+    schedule: Literal["linear", "cosine", "constant"] = attrs.field(default="linear", metadata=doc("Learning-rate decay after warmup."))
+    warmup_ratio: float = attrs.field(default=0.1, metadata=doc("Fraction of the optimiser steps spent warming up linearly from 0.", min=0.0, max=1.0))
+    options: dict = attrs.field(factory=dict, metadata=doc("Any other key of this section: the optimiser's own options (e.g. `momentum` for sgd).", extra=True))
+
+
+@attrs.define
+class EarlyStoppingConfig:
+    metric: Optional[str] = attrs.field(default=None, metadata=doc("Dev metric that picks the best checkpoint; default: the task's main metric."))
+    patience: Optional[int] = attrs.field(default=None, metadata=doc("Stop after this many evaluations without improvement; null: never stop early.", min=1))
+    min_delta: float = attrs.field(default=0.0, metadata=doc("Smallest change that counts as an improvement.", min=0.0))
+
+
+@attrs.define
+class TrainConfig:
+    epochs: int = attrs.field(default=3, metadata=doc("Passes over the training data.", min=1))
+    batch_size: int = attrs.field(default=16, metadata=doc("Examples per optimiser step (before gradient accumulation).", min=1))
+    eval_batch_size: int = attrs.field(default=64, metadata=doc("Examples per batch at evaluation and prediction.", min=1))
+    max_length: int = attrs.field(default=128, metadata=doc("Longer inputs are truncated to this many tokens.", min=8))
+    seed: int = attrs.field(default=42, metadata=doc("Seed for initialisation, shuffling and dropout."))
+    grad_accum: int = attrs.field(default=1, metadata=doc("Micro-batches accumulated per optimiser step.", min=1))
+    mixed_precision: Literal["no", "bf16", "fp16"] = attrs.field(default="no", metadata=doc("Autocast precision under Accelerate (`bf16` also works on recent CPUs)."))
+    max_grad_norm: Optional[float] = attrs.field(default=1.0, metadata=doc("Gradient-norm clipping; null: no clipping.", min=0.0))
+    eval_every: Optional[int] = attrs.field(default=None, metadata=doc("Evaluate on dev every this many optimiser steps; null: at the end of each epoch.", min=1))
+    group_by_length: bool = attrs.field(default=True, metadata=doc("Batch training examples of similar length together (less padding)."))
+    early_stopping: EarlyStoppingConfig = attrs.field(factory=EarlyStoppingConfig, metadata=doc("Best-checkpoint metric and patience."))
+
+
+@attrs.define
+class PluginsConfig:
+    disable: list[str] = attrs.field(factory=list, metadata=doc("Plugin names not to load for this run (as does `LCCORE_DISABLE_PLUGINS`)."))
+
+
+@attrs.define
+class RunConfig:
+    model: str = attrs.field(metadata=doc("Pretrained model: a local Hugging Face directory or a hub id."))
+    task: TaskConfig = attrs.field(metadata=doc("The task, its data files and options; a bare string names the task."))
+    head: HeadConfig = attrs.field(factory=HeadConfig, metadata=doc("The output layer; a bare string names it."))
+    optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata=doc("Optimiser and schedule; a bare string names it."))
+    train: TrainConfig = attrs.field(factory=TrainConfig, metadata=doc("Training loop settings."))
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig, metadata=doc("Plugin selection for this run."))
+
+    def to_dict(self) -> dict:
+        return unstructure(self)
+
+
+# --- mapping plain data onto attrs classes ------------------------------------------------------
+
+
+def structure(cls, data: Any, key: str = ""):
+    """Build ``cls`` from plain data, checking names and types; errors name the full key."""
+    if isinstance(data, str) and "name" in attrs.fields_dict(cls):
+        data = {"name": data}  # `task: text_classification` is short for `task: {name: ...}`
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key or 'config'}: expected a mapping, got {_describe(data)}")
+    fields = attrs.fields_dict(cls)
+    hints = typing.get_type_hints(cls)
+    extra_field = next((f.name for f in fields.values() if f.metadata.get("extra")), None)
+    known = [name for name in fields if name != extra_field]
+    values, extra = {}, {}
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"{_join(key, str(name))}: keys must be strings")
+        if name in known:
+            values[name] = _convert(hints[name], value, _join(key, name), fields[name].metadata)
+        elif extra_field:
+            extra[name] = value
+        else:
+            raise ConfigError(f"{_join(key, name)}: unknown key{close_matches(name, known)}")
+    if extra_field:
+        values[extra_field] = extra
+    for name, field in fields.items():
+        if name not in values and field.default is attrs.NOTHING:
+            raise ConfigError(f"{_join(key, name)}: missing required key")
+    return cls(**values)
+
+
+def unstructure(obj) -> Any:
+    """attrs instance -> plain data, with component options folded back into their section."""
+    if attrs.has(type(obj)):
+        out = {}
+        for field in attrs.fields(type(obj)):
+            value = unstructure(getattr(obj, field.name))
+            if field.metadata.get("extra"):
+                out.update(value)
+            else:
+                out[field.name] = value
+        return out
+    if isinstance(obj, dict):
+        return {k: unstructure(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [unstructure(v) for v in obj]
+    return obj
+
+
+def _convert(tp, value, key: str, metadata=None):
+    metadata = metadata or {}
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key, metadata)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}{close_matches(value, args)}")
+        return value
+    if attrs.has(tp):
+        return structure(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        return [_convert(args[0] if args else Any, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+    elif tp is float:
+        if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
+        return value
+    if "min" in metadata and value < metadata["min"]:
+        raise ConfigError(f"{key}: must be at least {metadata['min']}, got {value}")
+    if "max" in metadata and value > metadata["max"]:
+        raise ConfigError(f"{key}: must be at most {metadata['max']}, got {value}")
+    return value
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return f"a {'mapping' if isinstance(value, dict) else 'list'}"
+    return f"{value!r}"
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+# --- files and overrides ------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Safe-load a YAML mapping; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {_describe(data)}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` overrides; values are parsed as YAML scalars (``1``, ``true``, ``[a, b]``)."""
+    for override in overrides:
+        dotted, sep, raw = override.partition("=")
+        if not sep or not dotted:
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.epochs=1")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in ("task", "head", "optimizer"):
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: '{part}' is not a section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConfig:
+    """A validated :class:`RunConfig` from a YAML path or a dict; data paths become absolute,
+    relative to the config file's folder (or the working directory for a dict)."""
+    if isinstance(source, dict):
+        import copy
+
+        data, base, origin = copy.deepcopy(source), Path.cwd(), "config"
+    else:
+        data, base, origin = read_yaml(source), Path(source).resolve().parent, str(source)
+    data = apply_overrides(data, list(overrides))
+    try:
+        config = structure(RunConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    for split in ("train", "dev", "test"):
+        value = getattr(config.task, split)
+        if value:
+            setattr(config.task, split, str((base / value).resolve()))
+    local_model = base / config.model
+    if not Path(config.model).is_absolute() and local_model.exists():
+        config.model = str(local_model.resolve())
+    return config
+
+
+def dump_yaml(data: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

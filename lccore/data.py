@@ -1,0 +1,115 @@
+"""Readers for data files, with errors that name the file and line.
+
+Tasks build on these so that every task reports a missing file, an empty file, bytes that are not
+UTF-8 or a malformed row the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+from .errors import DataError
+
+
+def check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return path
+
+
+def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped)."""
+    path = check_file(path)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            yield number, line
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON Lines file."""
+    found = False
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        found = True
+        yield number, value
+    if not found:
+        raise DataError(f"{path}: file has no rows")
+
+
+def read_csv(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line number, row dict) for each row of a CSV file with a header line."""
+    text = "".join(line for _, line in read_lines(path))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: file has no rows") from None
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}:1: header must have columns {', '.join(required)}; missing {', '.join(missing)} (found {', '.join(header)})")
+    found = False
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+        found = True
+        yield reader.line_num, dict(zip(header, row))
+    if not found:
+        raise DataError(f"{path}: file has no rows")
+
+
+def read_records(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[str, dict]]:
+    """("file:line", row) from a ``.jsonl``/``.json`` or ``.csv``/``.tsv`` file, checking ``required`` keys."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".csv",):
+        for number, row in read_csv(path, required):
+            yield f"{path}:{number}", row
+        return
+    if suffix not in (".jsonl", ".json", ".ndjson"):
+        check_file(path)
+        raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}'; expected .jsonl or .csv")
+    for number, row in read_jsonl(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DataError(f"{path}:{number}: missing key '{missing[0]}' (expected keys: {', '.join(required)})")
+        yield f"{path}:{number}", row
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

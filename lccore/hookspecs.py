@@ -1,0 +1,168 @@
+"""Every hook lccore defines, in one place.
+
+A plugin is a module (or any object) found through the ``lccore`` entry-point group, or handed to
+:class:`lccore.Engine` directly. It implements some of the hooks below, marked with
+``@lccore.hookimpl``. There are two families:
+
+**Registration hooks** — one per component kind. The engine calls each plugin's implementation with
+a ``register`` callback bound to that kind and that plugin, so it always knows which plugin gave
+which name::
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("text_classification", make_task, options=TextClassificationOptions,
+                 description="Single-label classification of a text.")
+
+``register(name, factory, *, options=None, description="")`` records a component. ``factory`` is
+called only when a run asks for that name, so a plugin module should import nothing heavy (no
+torch, no transformers) at import time: import inside the factory. ``options`` is an optional
+attrs class: the config keys of that component's section (beyond the kernel's own) are validated
+against it and the instance is passed to the factory. A name registered by two plugins is an
+error naming both, raised when the name is used (disable one of the plugins to resolve it).
+
+**Lifecycle hooks** — notifications during training. Every plugin's implementation is called, in
+registration order; return values are ignored. An observer that raises is reported as a warning
+naming its plugin and the run continues: an observer can watch a run but cannot break it.
+
+A hook implementation whose name matches no spec below (a typo) makes its plugin fail to load,
+with the reason shown by ``lccore plugins``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "lccore"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: The component kinds, each with its registration hook.
+COMPONENT_KINDS: dict[str, str] = {
+    "task": "register_tasks",
+    "head": "register_heads",
+    "optimizer": "register_optimizers",
+    "reasoner": "register_reasoners",
+    "kg_backend": "register_kg_backends",
+    "explainer": "register_explainers",
+    "ethics_policy": "register_ethics_policies",
+}
+
+#: The lifecycle events, in the order a run emits them.
+LIFECYCLE_EVENTS = ("on_train_start", "on_train_step", "on_evaluate", "on_checkpoint", "on_train_end")
+
+
+# --- Registration hooks -------------------------------------------------------------------------
+
+
+@hookspec
+def register_tasks(register):
+    """Register tasks: what data looks like, how it becomes model input, how it is scored.
+
+    Called once when an engine starts. ``factory(options)`` (or ``factory()`` when no options
+    class was registered) must return an object following :class:`lccore.components.Task`:
+    ``read(path)`` parses a data file into examples (raising :class:`lccore.DataError` with file
+    and line), ``fit(train_examples)`` learns the label space, ``head_spec()`` describes the output
+    layer the head must build, ``encode(...)`` turns examples into features, ``decode(...)`` turns
+    model outputs into prediction records, ``metrics(...)`` scores them, ``parse_input(...)`` reads
+    one prediction input, and ``default_head``/``metric`` name the usual head and main metric.
+    """
+
+
+@hookspec
+def register_heads(register):
+    """Register heads: the output layer and loss put on top of a pretrained backbone.
+
+    ``factory(options)`` returns an object following :class:`lccore.components.Head`:
+    ``build(model, spec)`` returns a ``torch.nn.Module`` (normally a Hugging Face
+    ``PreTrainedModel`` so that the run's ``model/`` folder loads with plain transformers) from a
+    model path or hub id and the task's ``head_spec()``; ``load(model_dir)`` loads a saved one;
+    ``loss(outputs, batch)`` returns the scalar training loss.
+    """
+
+
+@hookspec
+def register_optimizers(register):
+    """Register optimisers.
+
+    ``factory(param_groups, config)`` returns a ``torch.optim.Optimizer``. ``param_groups`` are
+    built by the kernel (weight decay on weights, none on biases and norms); ``config`` is the
+    run's :class:`lccore.config.OptimizerConfig` with the plugin's own options in ``config.options``.
+    The learning-rate schedule (warmup, then linear, cosine or constant) is the kernel's.
+    """
+
+
+@hookspec
+def register_reasoners(register):
+    """Register reasoners: components that answer a query with a trained model and, optionally, a
+    knowledge graph (e.g. ``generate``, ``kg_qa``).
+
+    ``factory(options)`` returns an object with ``answer(query, *, predictor, graph=None) -> dict``:
+    the answer record, including the evidence it used.
+    """
+
+
+@hookspec
+def register_kg_backends(register):
+    """Register knowledge-graph stores.
+
+    ``factory(options)`` returns an object that can add triples with provenance
+    (``add(triples, provenance)``), run SPARQL (``query(sparql)``), look up entities by label
+    (``lookup(label)``), return an entity's neighbourhood (``neighbours(iri, hops)``), and import
+    and export RDF (``load(path, format)``, ``dump(path, format)``).
+    """
+
+
+@hookspec
+def register_explainers(register):
+    """Register explainers: attributions of a prediction to its input.
+
+    ``factory(options)`` returns an object with ``explain(predictor, texts) -> list[dict]``, one
+    record per text holding the prediction, the words, and one attribution per word.
+    """
+
+
+@hookspec
+def register_ethics_policies(register):
+    """Register ethics policies that inspect text at a stage (``training_data``, ``input``,
+    ``output``).
+
+    ``factory(options)`` returns an object with ``inspect(text, stage) -> dict``: a decision
+    (``allow``, ``flag``, ``redact`` with the redacted text, or ``block``), the reasons and the
+    spans involved.
+    """
+
+
+# --- Lifecycle hooks ----------------------------------------------------------------------------
+
+
+@hookspec
+def on_train_start(run):
+    """Called once, after the model, data and optimiser are ready and before the first step.
+
+    ``run`` is the live :class:`lccore.training.RunState`: ``config``, ``output_dir``, ``model``,
+    ``task``, ``accelerator``, ``epoch``, ``step`` and ``metrics`` (the growing ``metrics.json``).
+    """
+
+
+@hookspec
+def on_train_step(run, step, logs):
+    """Called after every optimiser step with the global ``step`` (1-based) and ``logs``, a dict
+    holding at least ``loss`` (mean over the accumulated micro-batches), ``lr`` and ``epoch``."""
+
+
+@hookspec
+def on_evaluate(run, split, metrics):
+    """Called after each evaluation: ``split`` is ``"dev"``, ``"test.before"`` or ``"test.after"``,
+    ``metrics`` the task's metrics (plus ``loss`` where labels allow it)."""
+
+
+@hookspec
+def on_checkpoint(run, path):
+    """Called after a checkpoint has been written completely to ``path`` (a directory)."""
+
+
+@hookspec
+def on_train_end(run, metrics):
+    """Called once when training ends (normally or by early stopping), after the final test
+    evaluation, with the complete ``metrics.json`` content."""

@@ -1,0 +1,249 @@
+"""Plugin discovery and the component registries.
+
+An :class:`Engine` owns one pluggy plugin manager. There is no global one: a program that embeds
+lccore can build several engines with different plugin sets side by side. The rest of lccore asks
+the engine for components by kind and name and never calls pluggy directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from typing import Any, Callable, Iterable
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError, close_matches
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "lccore"
+#: Comma-separated plugin names that are never imported.
+DISABLE_ENV = "LCCORE_DISABLE_PLUGINS"
+
+
+@attrs.frozen
+class Component:
+    """One registered component: which kind, which name, which plugin gave it, how to build it."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    options: type | None = None
+    description: str = ""
+
+
+@attrs.define
+class PluginInfo:
+    """What ``lccore plugins`` reports for one plugin."""
+
+    name: str
+    module: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    status: str = "loaded"  # loaded | failed | disabled
+    reason: str | None = None
+    components: dict[str, list[str]] = attrs.Factory(dict)
+
+    def to_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+def disabled_from_env() -> list[str]:
+    return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
+
+
+class Engine:
+    """A set of plugins and the components they registered.
+
+    ``Engine()`` discovers installed plugins through the ``lccore`` entry-point group.
+    ``Engine(entry_points=False, plugins=[module, ...])`` uses exactly the given plugins.
+    ``disable`` (plus the ``LCCORE_DISABLE_PLUGINS`` environment variable) names plugins that are
+    skipped before they are imported.
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        plugins: Iterable[Any] = (),
+        disable: Iterable[str] = (),
+        use_env: bool = True,
+    ):
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self.disabled = set(disable) | (set(disabled_from_env()) if use_env else set())
+        self.plugins: dict[str, PluginInfo] = {}
+        self._components: dict[str, dict[str, list[Component]]] = {k: {} for k in hookspecs.COMPONENT_KINDS}
+        self._warned: set[tuple[str, str]] = set()
+
+        if entry_points:
+            for entry_point in _lccore_entry_points():
+                dist = getattr(entry_point, "dist", None)
+                info = PluginInfo(
+                    name=entry_point.name,
+                    module=entry_point.value,
+                    distribution=dist.name if dist else None,
+                    version=dist.version if dist else None,
+                )
+                self._add(info, entry_point.load)
+        for plugin in plugins:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            self._add(PluginInfo(name=name, module=name), lambda plugin=plugin: plugin)
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    def _add(self, info: PluginInfo, load: Callable[[], Any]) -> None:
+        if info.name in self.plugins:
+            previous = self.plugins[info.name]
+            info.status, info.reason = "failed", (
+                f"plugin name '{info.name}' is already taken by {_origin(previous)}"
+            )
+            self.plugins[f"{info.name} ({_origin(info)})"] = info
+            return
+        self.plugins[info.name] = info
+        if info.name in self.disabled:
+            info.status, info.reason = "disabled", "disabled by configuration"
+            return
+        try:
+            plugin = load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            info.status, info.reason = "failed", f"import failed: {type(exc).__name__}: {exc}"
+            return
+        try:
+            _check_hook_names(plugin)
+            self._pm.register(plugin, name=info.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            info.status, info.reason = "failed", f"bad hook: {exc}"
+            return
+        try:
+            found = self._collect(info.name)
+        except Exception as exc:
+            self._pm.unregister(name=info.name)
+            info.status, info.reason = "failed", f"registration raised {type(exc).__name__}: {exc}"
+            return
+        for component in found:
+            self._components[component.kind].setdefault(component.name, []).append(component)
+            info.components.setdefault(component.kind, []).append(component.name)
+
+    def _collect(self, plugin_name: str) -> list[Component]:
+        """Call this plugin's registration hooks; nothing is kept unless all of them succeed."""
+        found: list[Component] = []
+        for kind, hook_name in hookspecs.COMPONENT_KINDS.items():
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != plugin_name:
+                    continue
+
+                def register(name, factory, *, options=None, description="", _kind=kind):
+                    if not isinstance(name, str) or not name:
+                        raise ValueError(f"{_kind} name must be a non-empty string, got {name!r}")
+                    if not callable(factory):
+                        raise ValueError(f"{_kind} '{name}': factory must be callable")
+                    if options is not None and not attrs.has(options):
+                        raise ValueError(f"{_kind} '{name}': options must be an attrs class")
+                    found.append(Component(_kind, name, factory, plugin_name, options, description))
+
+                impl.function(**{arg: register for arg in impl.argnames})
+        return found
+
+    # --- looking up components -------------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        _check_kind(kind)
+        return sorted(self._components[kind])
+
+    def owners(self, kind: str, name: str) -> list[Component]:
+        """Every registration of ``name`` (more than one is a conflict)."""
+        _check_kind(kind)
+        return list(self._components[kind].get(name, []))
+
+    def component(self, kind: str, name: str, *, key: str | None = None) -> Component:
+        """The component ``name`` of ``kind``; a clear :class:`PluginError` if unknown or ambiguous."""
+        _check_kind(kind)
+        registered = self._components[kind].get(name)
+        where = f"{key}: " if key else ""
+        if not registered:
+            known = ", ".join(self.names(kind)) or "none"
+            hint = close_matches(name, self.names(kind))
+            blocked = [p.name for p in self.plugins.values() if p.status != "loaded"]
+            extra = f"; plugins not loaded: {', '.join(blocked)} (see 'lccore plugins')" if blocked else ""
+            raise PluginError(f"{where}unknown {kind} '{name}'{hint}; known: {known}{extra}")
+        if len(registered) > 1:
+            owners = " and ".join(f"'{c.plugin}' ({_origin(self.plugins[c.plugin])})" for c in registered)
+            raise PluginError(
+                f"{where}{kind} '{name}' is registered by two plugins: {owners}; "
+                f"disable one with {DISABLE_ENV} or the config key plugins.disable"
+            )
+        return registered[0]
+
+    def create(self, kind: str, name: str, options: dict | None = None, *, key: str | None = None, **kwargs):
+        """Build the component ``name`` of ``kind`` with validated ``options``."""
+        component = self.component(kind, name, key=key)
+        parsed = self.parse_options(component, options or {}, key=key or kind)
+        if component.options is not None:
+            return component.factory(parsed, **kwargs)
+        return component.factory(**kwargs)
+
+    def parse_options(self, component: Component, options: dict, *, key: str):
+        from .config import structure
+
+        if component.options is None:
+            if options:
+                first = sorted(options)[0]
+                raise ConfigError(f"{key}.{first}: unknown key; {component.kind} '{component.name}' takes no options")
+            return None
+        return structure(component.options, options, key)
+
+    def plugin_of(self, kind: str, name: str) -> PluginInfo:
+        return self.plugins[self.component(kind, name).plugin]
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def notify(self, event: str, **kwargs) -> None:
+        """Tell every plugin observing ``event``; an observer that raises is reported, not fatal."""
+        if event not in hookspecs.LIFECYCLE_EVENTS:
+            raise ValueError(f"unknown lifecycle event {event!r}")
+        for impl in getattr(self._pm.hook, event).get_hookimpls():
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception as exc:
+                if (impl.plugin_name, event) not in self._warned:
+                    self._warned.add((impl.plugin_name, event))
+                    log.warning("plugin '%s' raised in %s: %s: %s", impl.plugin_name, event, type(exc).__name__, exc)
+
+    def report(self) -> list[dict]:
+        return [info.to_dict() for info in self.plugins.values()]
+
+
+def _lccore_entry_points() -> list:
+    seen, unique = set(), []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if (entry_point.name, entry_point.value) not in seen:  # an editable and a normal install
+            seen.add((entry_point.name, entry_point.value))
+            unique.append(entry_point)
+    return unique
+
+
+def _check_hook_names(plugin) -> None:
+    """A hook implementation that matches no spec is a typo: refuse it instead of ignoring it."""
+    known = set(hookspecs.COMPONENT_KINDS.values()) | set(hookspecs.LIFECYCLE_EVENTS)
+    for attr in dir(plugin):
+        value = getattr(plugin, attr, None)
+        if callable(value) and hasattr(value, f"{hookspecs.PROJECT}_impl") and attr not in known:
+            raise ValueError(f"hook implementation '{attr}' matches no hook spec{close_matches(attr, known)}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in hookspecs.COMPONENT_KINDS:
+        raise ValueError(f"unknown component kind {kind!r}; kinds: {', '.join(hookspecs.COMPONENT_KINDS)}")
+
+
+def _origin(info: PluginInfo) -> str:
+    if info.distribution:
+        return f"{info.distribution} {info.version}"
+    return f"module {info.module}"

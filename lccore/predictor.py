@@ -1,0 +1,102 @@
+"""Inference on a finished run: ``lccore.load(RUN_DIR).predict([...])``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import load_config
+from .errors import DataError
+from .plugins import Engine
+from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, resolve, run_model
+
+
+class Predictor:
+    """A trained model with its task: predicts, and evaluates on labelled files."""
+
+    def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None):
+        self.run_dir = run_dir
+        self.config = config
+        self.task = task
+        self.head = head
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _run(self, examples, *, batch_size, progress, desc, with_loss=False):
+        features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
+        return run_model(
+            self.model, self.task, self.tokenizer, features,
+            batch_size=batch_size or self.config.train.eval_batch_size, device=self.device,
+            autocast=self._autocast, loss_fn=self.head.loss if with_loss else None, progress=progress, desc=desc,
+        )
+
+    def predict(self, inputs: Iterable[Any], *, batch_size: int | None = None, progress: bool = False) -> list[dict]:
+        """One prediction record per input (a string, or a JSON-like object the task accepts), in order."""
+        examples = [self.task.parse_input(value, f"input {i + 1}") for i, value in enumerate(inputs)]
+        return self.predict_examples(examples, batch_size=batch_size, progress=progress)
+
+    def predict_examples(self, examples: list, *, batch_size: int | None = None, progress: bool = False) -> list[dict]:
+        """Like :meth:`predict`, for examples already parsed by ``task.parse_input``."""
+        if not examples:
+            return []
+        predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
+        return predictions
+
+    def evaluate(self, path: str | Path, *, batch_size: int | None = None, progress: bool = False) -> dict:
+        """The task's metrics (and the loss) on a labelled data file."""
+        examples = self.task.read(path)
+        predictions, loss = self._run(examples, batch_size=batch_size, progress=progress, desc="evaluate", with_loss=True)
+        result = self.task.metrics(predictions, examples)
+        if loss is not None:
+            result["loss"] = loss
+        return result
+
+
+def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | None = None, precision: str = "fp32") -> Predictor:
+    """Load a run directory written by :func:`lccore.train` for prediction and evaluation.
+
+    ``precision="bf16"`` runs the model under bfloat16 autocast (faster on CPUs with bf16 units)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    run_dir = check_run_dir(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    engine = engine or Engine(disable=config.plugins.disable)
+    config, task, head = resolve(config, engine)
+    task.restore(json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = head.load(run_dir / MODEL_DIR).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
+    return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision])
+
+
+def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:
+    """("where", value) rows from a JSONL file or '-' (stdin): each row a JSON string or object."""
+    import sys
+
+    from .data import read_jsonl
+
+    if path != "-":
+        yield from ((f"{path}:{n}", value) for n, value in read_jsonl(path))
+        return
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"<stdin>:{number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"<stdin>:{number}: malformed JSON: {exc.msg} (column {exc.colno})") from None

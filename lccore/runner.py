@@ -1,0 +1,180 @@
+"""Pieces shared by training and inference: resolving a config against an engine, running a
+model over examples in length-sorted batches, and the run directory's files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+from .batching import sorted_batches
+from .config import RunConfig, unstructure
+from .errors import ConfigError, RunDirError
+from .plugins import Engine
+
+MODEL_DIR = "model"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+CURVE_FILE = "training_curve.png"
+
+
+def resolve(config: RunConfig, engine: Engine):
+    """Fill in the defaults that depend on plugins; returns (config, task, head).
+
+    After this the config names every component it uses and holds every option's value, so the
+    saved copy reproduces the run exactly."""
+    task_component = engine.component("task", config.task.name, key="task.name")
+    task_options = engine.parse_options(task_component, config.task.options, key="task")
+    task = task_component.factory(task_options) if task_component.options else task_component.factory()
+    if task_options is not None:
+        config.task.options = unstructure(task_options)
+
+    if config.head.name is None:
+        config.head.name = task.default_head
+    head = engine.create("head", config.head.name, config.head.options, key="head")
+
+    optimizer = engine.component("optimizer", config.optimizer.name, key="optimizer.name")
+    parsed = engine.parse_options(optimizer, config.optimizer.options, key="optimizer")
+    if parsed is not None:
+        config.optimizer.options = unstructure(parsed)
+
+    stopping = config.train.early_stopping
+    if stopping.metric is None:
+        stopping.metric = task.metric
+    allowed = list(task.metric_names) + ["loss"]
+    if stopping.metric not in allowed:
+        raise ConfigError(
+            f"train.early_stopping.metric: task '{config.task.name}' has no metric '{stopping.metric}'; "
+            f"expected one of {', '.join(allowed)}"
+        )
+    return config, task, head
+
+
+def optimizer_config_with_options(config: RunConfig, engine: Engine):
+    component = engine.component("optimizer", config.optimizer.name)
+    options = engine.parse_options(component, config.optimizer.options, key="optimizer")
+    return component, attrs.evolve(config.optimizer, options=options)
+
+
+def run_model(
+    model,
+    task,
+    tokenizer,
+    features: list[dict],
+    *,
+    batch_size: int,
+    device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_fn=None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> tuple[list[dict], float | None]:
+    """Prediction records in input order, and the mean loss when the features carry labels.
+
+    Batches are sorted by length so that each is padded only to its own longest member."""
+    import torch
+    from tqdm.auto import tqdm
+
+    predictions: list[dict | None] = [None] * len(features)
+    lengths = [len(f["input_ids"]) for f in features]
+    loss_sum, loss_count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(features), desc=desc, unit="ex", disable=not progress, leave=False)
+    with torch.inference_mode():
+        for indices in sorted_batches(lengths, batch_size):
+            batch = task.collate([features[i] for i in indices], tokenizer)
+            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+            with autocast():
+                outputs = model(**batch)
+            if loss_fn is not None and "labels" in batch:
+                loss_sum += float(loss_fn(outputs, batch)) * len(indices)
+                loss_count += len(indices)
+            for index, record in zip(indices, task.decode(outputs, batch)):
+                predictions[index] = record
+            bar.update(len(indices))
+    bar.close()
+    model.train(was_training)
+    return predictions, (loss_sum / loss_count if loss_count else None)
+
+
+# --- run directory ------------------------------------------------------------------------------
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a directory")
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"{path}: directory is not empty; choose another --output or pass --overwrite")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_model_atomically(model, tokenizer, run_dir: Path) -> Path:
+    """Write ``model/`` through a temporary folder and a rename, so a crash never leaves half a model."""
+    final = run_dir / MODEL_DIR
+    partial = run_dir / f"{MODEL_DIR}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if final.exists():
+        old = run_dir / f"{MODEL_DIR}.old"
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, final)
+    return final
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: no such run directory")
+    for name in (CONFIG_FILE, MANIFEST_FILE, MODEL_DIR):
+        if not (path / name).exists():
+            raise RunDirError(f"{path}: not a finished lccore run (missing {name})")
+    return path
+
+
+def plot_training_curve(metrics: dict, path: Path, metric: str) -> None:
+    """Training loss per step and the dev metric per evaluation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, loss_axis = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [row["step"] for row in metrics["train"]]
+    loss_axis.plot(steps, [row["loss"] for row in metrics["train"]], color="tab:blue", alpha=0.8, label="train loss")
+    loss_axis.set_xlabel("optimiser step")
+    loss_axis.set_ylabel("train loss", color="tab:blue")
+    if metrics["dev"]:
+        metric_axis = loss_axis.twinx()
+        metric_axis.plot(
+            [row["step"] for row in metrics["dev"]], [row.get(metric) for row in metrics["dev"]], "o-", color="tab:orange"
+        )
+        metric_axis.set_ylabel(f"dev {metric}", color="tab:orange")
+        best = metrics.get("best")
+        if best:
+            metric_axis.axvline(best["step"], color="tab:gray", linestyle=":", linewidth=1)
+    loss_axis.set_title("lccore training curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

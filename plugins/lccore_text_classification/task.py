@@ -1,0 +1,93 @@
+"""The `text_classification` task."""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+import lccore
+from lccore.data import read_records
+
+
+@attrs.frozen
+class Example:
+    text: str
+    label: str | None
+    where: str
+
+
+class TextClassificationTask(lccore.Task):
+    default_head = "sequence_classifier"
+    metric = "accuracy"
+    metric_names = ("accuracy", "f1_macro")
+
+    def __init__(self, options):
+        self.options = options
+        self.labels: list[str] = list(options.labels or [])
+
+    def read(self, path) -> list[Example]:
+        text_key, label_key = self.options.text_field, self.options.label_field
+        examples = []
+        for where, row in read_records(path, required=(text_key, label_key)):
+            text, label = row[text_key], row[label_key]
+            if not isinstance(text, str):
+                raise lccore.DataError(f"{where}: '{text_key}' must be a string, got {type(text).__name__}")
+            if isinstance(label, bool) or not isinstance(label, (str, int)):
+                raise lccore.DataError(f"{where}: '{label_key}' must be a string or an integer, got {label!r}")
+            examples.append(Example(text, str(label), where))
+        return examples
+
+    def fit(self, examples) -> None:
+        found = sorted({e.label for e in examples})
+        if not self.labels:
+            self.labels = found
+        unknown = [label for label in found if label not in self.labels]
+        if unknown:
+            first = next(e for e in examples if e.label == unknown[0])
+            raise lccore.DataError(f"{first.where}: label '{unknown[0]}' is not in task.labels ({', '.join(self.labels)})")
+        if len(self.labels) < 2:
+            raise lccore.DataError(f"{examples[0].where.rsplit(':', 1)[0]}: training data needs at least 2 labels, found {len(self.labels)}")
+
+    def head_spec(self) -> dict:
+        return {"labels": list(self.labels)}
+
+    def restore(self, spec: dict) -> None:
+        self.labels = list(spec["labels"])
+
+    def encode(self, examples, tokenizer, max_length):
+        index = {label: i for i, label in enumerate(self.labels)}
+        encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+        features = []
+        for i, example in enumerate(examples):
+            feature = {key: values[i] for key, values in encoded.items()}
+            if example.label is not None:
+                if example.label not in index:
+                    raise lccore.DataError(
+                        f"{example.where}: label '{example.label}' was not seen in training (known: {', '.join(self.labels)})"
+                    )
+                feature["labels"] = index[example.label]
+            features.append(feature)
+        return features
+
+    def decode(self, outputs, batch):
+        probabilities = torch.softmax(outputs.logits.float(), dim=-1)
+        scores, indices = probabilities.max(dim=-1)
+        return [{"label": self.labels[i], "score": round(float(s), 6)} for i, s in zip(indices.tolist(), scores.tolist())]
+
+    def metrics(self, predictions, examples):
+        from sklearn.metrics import accuracy_score, f1_score
+
+        gold = [e.label for e in examples]
+        predicted = [p["label"] for p in predictions]
+        return {
+            "accuracy": float(accuracy_score(gold, predicted)),
+            "f1_macro": float(f1_score(gold, predicted, labels=self.labels, average="macro", zero_division=0)),
+        }
+
+    def parse_input(self, value, where):
+        if isinstance(value, str):
+            return Example(value, None, where)
+        if isinstance(value, dict) and isinstance(value.get(self.options.text_field), str):
+            label = value.get(self.options.label_field)
+            return Example(value[self.options.text_field], None if label is None else str(label), where)
+        raise lccore.DataError(f"{where}: expected a string or an object with a string '{self.options.text_field}'")

@@ -1,0 +1,93 @@
+"""Shared fixtures: a tiny BERT built from a config (no hub), and small labelled data files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POSITIVE = ["great", "wonderful", "superb", "lovely", "brilliant", "delightful"]
+NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "dull"]
+NEUTRAL = ["the", "film", "was", "a", "plot", "and", "acting", "really", "quite", "book", "meal", "it", "very", "show"]
+
+
+def sentiment_rows(count: int, seed: int) -> list[dict]:
+    """Short texts whose label is given by one sentiment word among neutral filler."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(NEUTRAL, rng.randint(2, 8)) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def build_tiny_model(directory: Path) -> str:
+    """A 2-layer, 32-wide BERT with a word-level vocabulary, saved in Hugging Face format."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(POSITIVE + NEGATIVE + NEUTRAL + ["good", "bad"]))
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_sentiment_files(directory: Path) -> dict[str, Path]:
+    return {
+        "train": write_jsonl(directory / "train.jsonl", sentiment_rows(160, seed=1)),
+        "dev": write_jsonl(directory / "dev.jsonl", sentiment_rows(40, seed=2)),
+        "test": write_jsonl(directory / "test.jsonl", sentiment_rows(40, seed=3)),
+    }
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory) -> dict[str, Path]:
+    return build_sentiment_files(tmp_path_factory.mktemp("sentiment"))
+
+
+def build_tiny_config(tiny_model: str, sentiment_files: dict) -> dict:
+    return {
+        "model": tiny_model,
+        "task": {"name": "text_classification", **{k: str(v) for k, v in sentiment_files.items()}},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 10, "batch_size": 16, "max_length": 32, "seed": 7},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_model, sentiment_files) -> dict:
+    return build_tiny_config(tiny_model, sentiment_files)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_config, tmp_path_factory):
+    """One finished tiny run, shared by the tests that only read it."""
+    import lccore
+
+    return lccore.train(tiny_config, tmp_path_factory.mktemp("runs") / "tiny", progress=False)

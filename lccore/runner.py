@@ -62,6 +62,16 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
     return component, attrs.evolve(config.optimizer, options=options)
 
 
+def progress_bar(*, total: int, desc: str, unit: str, enabled: bool, leave: bool = True):
+    """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0)
+
+
 def run_model(
     model,
     task,
@@ -79,14 +89,13 @@ def run_model(
 
     Batches are sorted by length so that each is padded only to its own longest member."""
     import torch
-    from tqdm.auto import tqdm
 
     predictions: list[dict | None] = [None] * len(features)
     lengths = [len(f["input_ids"]) for f in features]
     loss_sum, loss_count = 0.0, 0
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(features), desc=desc, unit="ex", disable=not progress, leave=False)
+    bar = progress_bar(total=len(features), desc=desc, unit="ex", enabled=progress, leave=False)
     with torch.inference_mode():
         for indices in sorted_batches(lengths, batch_size):
             batch = task.collate([features[i] for i in indices], tokenizer)

@@ -25,6 +25,7 @@ from .runner import (
     METRICS_FILE,
     optimizer_config_with_options,
     plot_training_curve,
+    progress_bar,
     prepare_output_dir,
     resolve,
     run_model,
@@ -78,9 +79,9 @@ def train(
     """Fine-tune ``config.model`` on ``config.task`` and write a run directory to ``output_dir``."""
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, get_scheduler
 
     from .batching import LengthGroupedBatchSampler
@@ -98,6 +99,10 @@ def train(
     task.fit(splits["train"])
     output_dir = prepare_output_dir(output_dir, overwrite)
 
+    # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
+    # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -158,7 +163,7 @@ def train(
 
     engine.notify("on_train_start", run=state)
     model.train()
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
+    bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
     for state.epoch in range(settings.epochs):
         sampler.set_epoch(state.epoch)
         accumulated = []
@@ -184,7 +189,7 @@ def train(
             metrics["train"].append(logs)
             engine.notify("on_train_step", run=state, step=state.step, logs=logs)
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", epoch=state.epoch + 1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", epoch=state.epoch + 1, refresh=False)
             if "dev" in splits and settings.eval_every and state.step % settings.eval_every == 0:
                 stop = evaluate_dev()
                 if stop:

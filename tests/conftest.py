@@ -91,3 +91,19 @@ def trained_run(tiny_config, tmp_path_factory):
     import lccore
 
     return lccore.train(tiny_config, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
+
+
+def make_distribution(site: Path, dist_name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.2.3") -> Path:
+    """Install a throw-away distribution into ``site`` (a folder put on sys.path): its modules and a
+    ``.dist-info`` with entry points, exactly what pip leaves behind."""
+    import textwrap
+
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    info = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n", encoding="utf-8")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[lccore]\n{lines}", encoding="utf-8")
+    return site

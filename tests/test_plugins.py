@@ -1,0 +1,210 @@
+"""Plugin discovery through entry points, failure isolation, disabling, conflicts, isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import lccore
+from lccore.cli import main
+from conftest import make_distribution
+
+GOOD_PLUGIN = """
+    import lccore
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("echo_task", lambda: "echo", description="third-party task")
+
+    @lccore.hookimpl
+    def register_explainers(register):
+        register("constant_explainer", lambda: "explainer")
+"""
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path (and PYTHONPATH, for subprocesses) to install throw-away plugins into."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("LCCORE_DISABLE_PLUGINS", raising=False)
+    return folder
+
+
+def test_third_party_plugin_is_discovered_like_first_party(site):
+    make_distribution(site, "lccore-echo", {"lccore_echo": GOOD_PLUGIN}, {"echo": "lccore_echo"})
+    engine = lccore.Engine()
+    plugin = engine.plugins["echo"]
+    assert (plugin.status, plugin.distribution, plugin.version) == ("loaded", "lccore-echo", "1.2.3")
+    assert plugin.components == {"task": ["echo_task"], "explainer": ["constant_explainer"]}
+    assert engine.create("task", "echo_task") == "echo"
+    # first-party plugins come through the very same entry-point group
+    assert engine.plugins["text_classification"].distribution == "lccore"
+    assert "sequence_classifier" in engine.names("head")
+
+
+def test_broken_plugins_are_reported_and_the_rest_keep_working(site):
+    make_distribution(
+        site,
+        "lccore-broken",
+        {
+            "broken_import": "import a_module_that_does_not_exist\n",
+            "broken_typo": """
+                import lccore
+                @lccore.hookimpl
+                def register_task(register):
+                    register("never", lambda: None)
+            """,
+            "broken_signature": """
+                import lccore
+                @lccore.hookimpl
+                def register_tasks(registrar):
+                    registrar("never", lambda: None)
+            """,
+            "broken_register": """
+                import lccore
+                @lccore.hookimpl
+                def register_heads(register):
+                    register("half_registered", lambda: None)
+                @lccore.hookimpl
+                def register_tasks(register):
+                    raise RuntimeError("database unavailable")
+            """,
+        },
+        {"imp": "broken_import", "typo": "broken_typo", "sig": "broken_signature", "reg": "broken_register"},
+    )
+    engine = lccore.Engine()
+    statuses = {name: (p.status, p.reason) for name, p in engine.plugins.items()}
+    assert statuses["imp"][0] == "failed" and "a_module_that_does_not_exist" in statuses["imp"][1]
+    assert statuses["typo"][0] == "failed" and "did you mean 'register_tasks'" in statuses["typo"][1]
+    assert statuses["sig"][0] == "failed" and "registrar" in statuses["sig"][1]
+    assert statuses["reg"][0] == "failed" and "database unavailable" in statuses["reg"][1]
+    assert "half_registered" not in engine.names("head")  # a failed registration leaves nothing behind
+    assert engine.plugins["text_classification"].status == "loaded"
+    assert "text_classification" in engine.names("task")
+
+    result = subprocess.run([sys.executable, "-m", "lccore.cli", "plugins"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "imp  [failed]  lccore-broken 1.2.3" in result.stdout
+    assert "database unavailable" in result.stdout
+    assert "text_classification  [loaded]" in result.stdout
+
+
+def test_disabled_plugin_is_never_imported(site, monkeypatch):
+    make_distribution(site, "lccore-echo", {"lccore_echo_disabled": GOOD_PLUGIN}, {"echo": "lccore_echo_disabled"})
+    monkeypatch.setenv("LCCORE_DISABLE_PLUGINS", "echo")
+    engine = lccore.Engine()
+    assert engine.plugins["echo"].status == "disabled"
+    assert "lccore_echo_disabled" not in sys.modules
+    with pytest.raises(lccore.PluginError, match="unknown task 'echo_task'.*plugins not loaded: echo"):
+        engine.component("task", "echo_task")
+    # the config key does the same without the environment variable
+    monkeypatch.delenv("LCCORE_DISABLE_PLUGINS")
+    assert lccore.Engine(disable=["text_classification"]).plugins["text_classification"].status == "disabled"
+
+
+def test_disabling_from_the_run_config(tiny_config, tmp_path):
+    config = {**tiny_config, "plugins": {"disable": ["text_classification"]}}
+    with pytest.raises(lccore.PluginError, match="unknown task 'text_classification'"):
+        lccore.train(config, tmp_path / "run", progress=False)
+
+
+def test_same_component_name_from_two_plugins_is_an_error_naming_both(site):
+    make_distribution(site, "lccore-one", {"plugin_one": GOOD_PLUGIN}, {"one": "plugin_one"})
+    make_distribution(site, "lccore-two", {"plugin_two": GOOD_PLUGIN}, {"two": "plugin_two"})
+    engine = lccore.Engine()
+    with pytest.raises(lccore.PluginError) as error:
+        engine.component("task", "echo_task")
+    message = str(error.value)
+    assert "'one' (lccore-one 1.2.3)" in message and "'two' (lccore-two 1.2.3)" in message
+    assert engine.component("task", "text_classification").plugin == "text_classification"  # others unaffected
+    assert [c.plugin for c in engine.owners("task", "echo_task")] == ["one", "two"]
+
+
+def test_engines_are_isolated():
+    first, second = types.ModuleType("first"), types.ModuleType("second")
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("only_in_first", lambda: 1)
+
+    first.register_tasks = register_tasks
+    engine_a = lccore.Engine(entry_points=False, plugins=[first])
+    engine_b = lccore.Engine(entry_points=False, plugins=[second])
+    assert engine_a.names("task") == ["only_in_first"]
+    assert engine_b.names("task") == []
+    with pytest.raises(lccore.PluginError, match="did you mean 'only_in_first'"):
+        engine_a.component("task", "only_in_firts")
+
+
+def test_lifecycle_observers_see_the_run_and_cannot_break_it(tiny_config, tmp_path, caplog):
+    events = []
+    observer = types.ModuleType("observer")
+    observer.on_train_start = lccore.hookimpl(lambda run: events.append(("start", run.step)))
+    observer.on_train_step = lccore.hookimpl(lambda step, logs: events.append(("step", step, logs["loss"] > 0)))
+    observer.on_evaluate = lccore.hookimpl(lambda split, metrics: events.append(("evaluate", split, "accuracy" in metrics)))
+    observer.on_checkpoint = lccore.hookimpl(lambda path: events.append(("checkpoint", (path / "config.json").exists())))
+    observer.on_train_end = lccore.hookimpl(lambda metrics: events.append(("end", "after" in metrics["test"])))
+    faulty = types.ModuleType("faulty")
+
+    def explode(step):
+        raise RuntimeError("observer bug")
+
+    faulty.on_train_step = lccore.hookimpl(explode)
+
+    import lccore_optimizers
+    import lccore_text_classification
+
+    engine = lccore.Engine(entry_points=False, plugins=[lccore_text_classification, lccore_optimizers, observer, faulty])
+    config = {**tiny_config, "train": {**tiny_config["train"], "epochs": 2}}
+    run = lccore.train(config, tmp_path / "run", engine=engine, progress=False)
+    steps = [e for e in events if e[0] == "step"]
+    assert events[0] == ("evaluate", "test.before", True)
+    assert events[1] == ("start", 0)
+    assert len(steps) == run.metrics["train"][-1]["step"] and all(e[2] for e in steps)
+    assert ("evaluate", "dev", True) in events and ("checkpoint", True) in events
+    assert events[-2:] == [("evaluate", "test.after", True), ("end", True)]
+    assert sum("observer bug" in r.getMessage() and "faulty" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_help_and_plugins_do_not_import_torch():
+    code = (
+        "import sys, io, contextlib\n"
+        "from lccore.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['plugins', '--json'])\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_plugins_json_lists_every_component(capsys):
+    assert main(["plugins", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["components"]["task"]["text_classification"] == ["text_classification"]
+    assert report["components"]["head"]["sequence_classifier"] == ["text_classification"]
+    assert set(report["components"]["optimizer"]) >= {"adamw", "sgd"}
+    assert set(report["components"]) == set(lccore.COMPONENT_KINDS)
+
+
+def test_every_hook_is_documented():
+    from lccore import hookspecs
+
+    names = list(hookspecs.COMPONENT_KINDS.values()) + list(hookspecs.LIFECYCLE_EVENTS)
+    for name in names:
+        function = getattr(hookspecs, name)
+        assert hasattr(function, "lccore_spec"), name
+        assert function.__doc__ and len(function.__doc__.split()) >= 10, f"{name} needs a docstring"

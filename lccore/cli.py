@@ -183,8 +183,7 @@ def cmd_quickstart(args) -> int:
     config = {
         "model": args.model or quickstart_model(),
         "task": {"name": "text_classification", "train": str(data / "train.jsonl"), "dev": str(data / "dev.jsonl"), "test": str(data / "test.jsonl")},
-        "optimizer": {"name": "adamw", "lr": 1e-4},
-        "train": {"epochs": 4, "batch_size": 16, "max_length": 64, "seed": 13},
+        "train": {"epochs": 5, "batch_size": 16, "max_length": 64, "seed": 13},
     }
     from .config import load_config
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from .config import load_config
 from .errors import DataError
 from .plugins import Engine
-from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, resolve, run_model
+from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model
 
 
 class Predictor:
@@ -76,8 +76,9 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     config, task, head = resolve(config, engine)
     task.restore(json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = head.load(run_dir / MODEL_DIR).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
+    with model_load_errors("model", run_dir / MODEL_DIR):
+        model = head.load(run_dir / MODEL_DIR).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")

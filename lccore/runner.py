@@ -62,6 +62,16 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
     return component, attrs.evolve(config.optimizer, options=options)
 
 
+@contextlib.contextmanager
+def model_load_errors(key: str, source):
+    """Turn transformers' errors for a missing or malformed model into a one-line config error."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None
+
+
 def progress_bar(*, total: int, desc: str, unit: str, enabled: bool, leave: bool = True):
     """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log."""
     import sys

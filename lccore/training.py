@@ -23,6 +23,7 @@ from .runner import (
     CURVE_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
+    model_load_errors,
     optimizer_config_with_options,
     plot_training_curve,
     progress_bar,
@@ -97,7 +98,6 @@ def train(
     # Data first: a bad row should fail in a second, not after the model has loaded.
     splits = {name: task.read(getattr(config.task, name)) for name in ("train", "dev", "test") if getattr(config.task, name)}
     task.fit(splits["train"])
-    output_dir = prepare_output_dir(output_dir, overwrite)
 
     # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
     # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
@@ -105,8 +105,10 @@ def train(
     GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum)
     set_seed(settings.seed)
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
-    model = head.build(config.model, task.head_spec())
+    with model_load_errors("model", config.model):
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        model = head.build(config.model, task.head_spec())
+    output_dir = prepare_output_dir(output_dir, overwrite)
     features = {name: task.encode(examples, tokenizer, settings.max_length) for name, examples in splits.items()}
 
     sampler = LengthGroupedBatchSampler(

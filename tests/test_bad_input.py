@@ -106,3 +106,15 @@ def test_output_directory_is_not_overwritten_by_accident(trained_run, tmp_path):
     result = run_cli("train", str(config), "--output", str(trained_run.output_dir))
     assert_one_line_error(result, "directory is not empty", "--overwrite")
     assert json.loads((trained_run.output_dir / "metrics.json").read_text())["test"]["after"]
+
+
+def test_model_that_cannot_be_loaded(config_with, tmp_path):
+    config, _ = config_with(GOOD)
+    result = run_cli("train", str(config), "--output", str(tmp_path / "run"), "--set", "model=no-such-org/no-such-model")
+    assert_one_line_error(result, "model: cannot load 'no-such-org/no-such-model'")
+    assert not (tmp_path / "run").exists()
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    result = run_cli("train", str(config), "--output", str(tmp_path / "run"), "--set", f"model={broken}")
+    assert_one_line_error(result, f"model: cannot load '{broken}'")

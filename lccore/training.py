@@ -211,8 +211,8 @@ def train(
         path = save_model_atomically(accelerator.unwrap_model(model), tokenizer, output_dir)
         engine.notify("on_checkpoint", run=state, path=path)
     # The test score after fine-tuning is measured on the saved best model, loaded back as a user would.
-    best_model = head.load(output_dir / "model").to(accelerator.device)
     if "test" in splits:
+        best_model = head.load(output_dir / "model").to(accelerator.device)
         metrics["test"]["after"] = evaluate("test", best_model)
         engine.notify("on_evaluate", run=state, split="test.after", metrics=metrics["test"]["after"])
 

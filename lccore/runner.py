@@ -108,14 +108,15 @@ def run_model(
     bar = progress_bar(total=len(features), desc=desc, unit="ex", enabled=progress, leave=False)
     with torch.inference_mode():
         for indices in sorted_batches(lengths, batch_size):
-            batch = task.collate([features[i] for i in indices], tokenizer)
+            batch_features = [features[i] for i in indices]
+            batch = task.collate(batch_features, tokenizer)
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
             with autocast():
                 outputs = model(**batch)
             if loss_fn is not None and "labels" in batch:
                 loss_sum += float(loss_fn(outputs, batch)) * len(indices)
                 loss_count += len(indices)
-            for index, record in zip(indices, task.decode(outputs, batch)):
+            for index, record in zip(indices, task.decode(outputs, batch, batch_features)):
                 predictions[index] = record
             bar.update(len(indices))
     bar.close()

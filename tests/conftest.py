@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 POSITIVE = ["great", "wonderful", "superb", "lovely", "brilliant", "delightful"]
 NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "dull"]
 NEUTRAL = ["the", "film", "was", "a", "plot", "and", "acting", "really", "quite", "book", "meal", "it", "very", "show"]
+PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
+PLACES = [["paris"], ["london"], ["rome"], ["new", "york"], ["bos", "##ton"]]
+NER_FILLER = ["lives", "in", "visited", "met", "works", "at", "today", "with", "from", "went", "to", ".", ","]
 
 
 def sentiment_rows(count: int, seed: int) -> list[dict]:
@@ -39,11 +42,12 @@ def build_tiny_model(directory: Path) -> str:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved in Hugging Face format."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(POSITIVE + NEGATIVE + NEUTRAL + ["good", "bad"]))
+    words = POSITIVE + NEGATIVE + NEUTRAL + PEOPLE + NER_FILLER + [piece for place in PLACES for piece in place] + ["good", "bad"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        intermediate_size=64, max_position_embeddings=128,
     )
     import torch
 

@@ -69,7 +69,7 @@ class TextClassificationTask(lccore.Task):
             features.append(feature)
         return features
 
-    def decode(self, outputs, batch):
+    def decode(self, outputs, batch, features):
         probabilities = torch.softmax(outputs.logits.float(), dim=-1)
         scores, indices = probabilities.max(dim=-1)
         return [{"label": self.labels[i], "score": round(float(s), 6)} for i, s in zip(indices.tolist(), scores.tolist())]

@@ -1,0 +1,214 @@
+"""The `ner` task: one tag per word, scored at the entity level with seqeval.
+
+Words are tagged through their first sub-token (or all of them with `label_all_subtokens`).
+Words that fall beyond `train.max_length` get no prediction: they are tagged `O`, so their
+entities count as missed in the metrics rather than disappearing from them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+import torch
+
+import lccore
+from lccore.data import read_lines, read_records
+
+TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
+#: Splits raw text into words the way CoNLL corpora are tokenised: words, and punctuation apart.
+WORD = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+CONLL_SUFFIXES = (".conll", ".conllu", ".txt", ".bio", ".iob", ".iob2", ".tsv")
+
+
+@attrs.frozen
+class Example:
+    tokens: tuple[str, ...]
+    tags: tuple[str, ...] | None
+    where: str
+    text: str  # what entity offsets point into: the raw text, or the tokens joined by spaces
+    offsets: tuple[tuple[int, int], ...]
+
+
+def from_tokens(tokens, tags, where) -> Example:
+    offsets, position = [], 0
+    for token in tokens:
+        offsets.append((position, position + len(token)))
+        position += len(token) + 1
+    return Example(tuple(tokens), None if tags is None else tuple(tags), where, " ".join(tokens), tuple(offsets))
+
+
+def from_text(text: str, where: str) -> Example:
+    matches = list(WORD.finditer(text))
+    return Example(tuple(m.group() for m in matches), None, where, text, tuple(m.span() for m in matches))
+
+
+class NERTask(lccore.Task):
+    default_head = "token_classifier"
+    metric = "f1"
+    metric_names = ("precision", "recall", "f1")
+
+    def __init__(self, options):
+        self.options = options
+        self.labels: list[str] = list(options.labels or [])
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def read(self, path) -> list[Example]:
+        path = Path(path)
+        if path.suffix.lower() in CONLL_SUFFIXES:
+            examples = self._read_conll(path)
+        else:
+            examples = self._read_jsonl(path)
+        if not examples:
+            raise lccore.DataError(f"{path}: no sentences found")
+        return examples
+
+    def _read_conll(self, path: Path) -> list[Example]:
+        examples, tokens, tags, start = [], [], [], None
+        for number, line in read_lines(path):
+            parts = line.split()
+            if not parts or parts[0] == "-DOCSTART-":
+                if tokens:
+                    examples.append(from_tokens(tokens, tags, f"{path}:{start}"))
+                tokens, tags = [], []
+                continue
+            if len(parts) < 2:
+                raise lccore.DataError(f"{path}:{number}: expected a token and a tag separated by whitespace, got {line.strip()!r}")
+            if not TAG.match(parts[-1]):
+                raise lccore.DataError(f"{path}:{number}: tag '{parts[-1]}' is not O or B-/I-/E-/S-TYPE")
+            if not tokens:
+                start = number
+            tokens.append(parts[0])
+            tags.append(parts[-1])
+        if tokens:
+            examples.append(from_tokens(tokens, tags, f"{path}:{start}"))
+        return examples
+
+    def _read_jsonl(self, path: Path) -> list[Example]:
+        tokens_key, tags_key = self.options.tokens_field, self.options.tags_field
+        examples = []
+        for where, row in read_records(path, required=(tokens_key, tags_key)):
+            tokens, tags = row[tokens_key], row[tags_key]
+            if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+                raise lccore.DataError(f"{where}: '{tokens_key}' must be a list of non-empty strings")
+            if not isinstance(tags, list) or len(tags) != len(tokens):
+                count = len(tags) if isinstance(tags, list) else "no"
+                raise lccore.DataError(f"{where}: {len(tokens)} tokens but {count} tags")
+            bad = next((t for t in tags if not isinstance(t, str) or not TAG.match(t)), None)
+            if bad is not None:
+                raise lccore.DataError(f"{where}: tag {bad!r} is not O or B-/I-/E-/S-TYPE")
+            if tokens:
+                examples.append(from_tokens(tokens, tags, where))
+        return examples
+
+    def parse_input(self, value, where):
+        if isinstance(value, str):
+            return from_text(value, where)
+        if isinstance(value, dict) and isinstance(value.get("text"), str):
+            return from_text(value["text"], where)
+        tokens = value.get(self.options.tokens_field) if isinstance(value, dict) else value
+        if isinstance(tokens, list) and all(isinstance(t, str) and t for t in tokens):
+            return from_tokens(tokens, None, where)
+        raise lccore.DataError(f"{where}: expected a string, an object with 'text', or a list of tokens")
+
+    # --- labels ----------------------------------------------------------------------------------
+
+    def fit(self, examples) -> None:
+        found = sorted({tag for e in examples for tag in e.tags} - {"O"})
+        if not self.labels:
+            self.labels = ["O"] + found
+        unknown = [tag for tag in found if tag not in self.labels]
+        if unknown:
+            first = next(e for e in examples if unknown[0] in e.tags)
+            raise lccore.DataError(f"{first.where}: tag '{unknown[0]}' is not in task.labels")
+        if len(self.labels) < 2:
+            raise lccore.DataError(f"{examples[0].where.rsplit(':', 1)[0]}: training data has no entity tags")
+
+    def head_spec(self) -> dict:
+        return {"labels": list(self.labels)}
+
+    def restore(self, spec: dict) -> None:
+        self.labels = list(spec["labels"])
+
+    # --- model input and output ------------------------------------------------------------------
+
+    def encode(self, examples, tokenizer, max_length):
+        index = {tag: i for i, tag in enumerate(self.labels)}
+        encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+        features = []
+        for row, example in enumerate(examples):
+            word_ids = encoded.word_ids(row)
+            feature = {key: values[row] for key, values in encoded.items()}
+            feature.update(word_ids=word_ids, example=example)
+            if example.tags is not None:
+                unknown = next((t for t in example.tags if t not in index), None)
+                if unknown is not None:
+                    raise lccore.DataError(f"{example.where}: tag '{unknown}' was not seen in training (known: {', '.join(self.labels)})")
+                feature["labels"] = self._align(example.tags, word_ids, index)
+            features.append(feature)
+        return features
+
+    def _align(self, tags, word_ids, index) -> list[int]:
+        labels, previous = [], None
+        for word in word_ids:
+            if word is None:
+                labels.append(-100)  # special tokens carry no label
+            elif word != previous:
+                labels.append(index[tags[word]])
+            elif self.options.label_all_subtokens:
+                labels.append(index.get(continuation(tags[word]), index[tags[word]]))
+            else:
+                labels.append(-100)
+            previous = word
+        return labels
+
+    def collate(self, features, tokenizer):
+        inputs = [{k: f[k] for k in tokenizer.model_input_names if k in f} for f in features]
+        batch = dict(tokenizer.pad(inputs, padding=True, return_tensors="pt"))
+        if all("labels" in f for f in features):
+            width = batch["input_ids"].shape[1]
+            batch["labels"] = torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features])
+        return batch
+
+    def decode(self, outputs, batch, features):
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        confidence, best = torch.softmax(outputs.logits.float(), dim=-1).max(dim=-1)
+        records = []
+        for row, feature in enumerate(features):
+            example = feature["example"]
+            tags, scores, seen = ["O"] * len(example.tokens), [0.0] * len(example.tokens), set()
+            for position, word in enumerate(feature["word_ids"]):
+                if word is None or word in seen:
+                    continue
+                seen.add(word)
+                tags[word] = self.labels[int(best[row, position])]
+                scores[word] = float(confidence[row, position])
+            entities = []
+            for kind, first, last in get_entities(tags):
+                start, end = example.offsets[first][0], example.offsets[last][1]
+                score = sum(scores[first : last + 1]) / (last - first + 1)
+                entities.append({"text": example.text[start:end], "type": kind, "start": start, "end": end, "score": round(score, 6)})
+            records.append({"entities": entities, "tags": tags})
+        return records
+
+    def metrics(self, predictions, examples):
+        from seqeval.metrics import classification_report
+
+        gold = [list(e.tags) for e in examples]
+        predicted = [p["tags"] for p in predictions]
+        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+        micro = report["micro avg"]
+        per_type = {
+            kind: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]), "support": int(r["support"])}
+            for kind, r in report.items()
+            if not kind.endswith(" avg")
+        }
+        return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]), "per_type": per_type}
+
+
+def continuation(tag: str) -> str:
+    """The tag of a word's later sub-tokens: inside the same entity (B-X -> I-X, S-X -> I-X)."""
+    return "I-" + tag[2:] if tag[:2] in ("B-", "S-") else tag

@@ -1,0 +1,175 @@
+"""The `ner` task: CoNLL and JSONL readers, sub-word alignment, seqeval metrics, offsets."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+import lccore
+from conftest import PEOPLE, write_jsonl
+
+CITIES = [["paris"], ["london"], ["rome"], ["new", "york"], ["boston"]]  # "boston" is two word pieces
+
+
+def ner_sentences(count: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        person, city = rng.choice(PEOPLE), rng.choice(CITIES)
+        pattern = rng.randrange(3)
+        if pattern == 0:
+            tokens = [person, "lives", "in", *city, "."]
+            tags = ["B-PER", "O", "O", "B-LOC"] + ["I-LOC"] * (len(city) - 1) + ["O"]
+        elif pattern == 1:
+            other = rng.choice([p for p in PEOPLE if p != person])
+            tokens = ["today", person, "met", other, "in", *city]
+            tags = ["O", "B-PER", "O", "B-PER", "O", "B-LOC"] + ["I-LOC"] * (len(city) - 1)
+        else:
+            tokens = ["from", *city, ",", person, "went", "to", "the", "show"]
+            tags = ["O", "B-LOC"] + ["I-LOC"] * (len(city) - 1) + ["O", "B-PER", "O", "O", "O", "O"]
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def write_conll(path, sentences):
+    blocks = ["-DOCSTART- -X- O\n"]
+    for tokens, tags in sentences:
+        blocks.append("".join(f"{t.capitalize()} NNP {tag}\n" for t, tag in zip(tokens, tags)))
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ner")
+    return {
+        "train": write_conll(folder / "train.conll", ner_sentences(150, 1)),
+        "dev": write_jsonl(folder / "dev.jsonl", [{"tokens": t, "tags": g} for t, g in ner_sentences(30, 2)]),
+        "test": write_jsonl(folder / "test.jsonl", [{"tokens": t, "tags": g} for t, g in ner_sentences(40, 3)]),
+    }
+
+
+@pytest.fixture(scope="session")
+def ner_config(tiny_model, ner_files):
+    return {
+        "model": tiny_model,
+        "task": {"name": "ner", **{k: str(v) for k, v in ner_files.items()}},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 8, "batch_size": 16, "max_length": 32, "seed": 3},
+    }
+
+
+@pytest.fixture(scope="session")
+def ner_run(ner_config, tmp_path_factory):
+    return lccore.train(ner_config, tmp_path_factory.mktemp("ner-run") / "run", progress=False)
+
+
+def test_ner_learns_and_reports_seqeval_metrics(ner_run):
+    after = ner_run.metrics["test"]["after"]
+    assert after["f1"] >= 0.9 and after["f1"] > ner_run.metrics["test"]["before"]["f1"] + 0.5
+    assert set(after["per_type"]) == {"PER", "LOC"}
+    assert after["per_type"]["PER"]["support"] > 0
+    assert ner_run.config.head.name == "token_classifier"
+    assert ner_run.metrics["best"]["metric"] == "f1"
+
+
+def test_ner_predicts_entities_with_character_offsets(ner_run):
+    predictor = lccore.load(ner_run.output_dir)
+    text = "Today Alice met Bob in New York"
+    record = predictor.predict([{"text": text}])[0]
+    found = [(e["text"], e["type"]) for e in record["entities"]]
+    assert found == [("Alice", "PER"), ("Bob", "PER"), ("New York", "LOC")]
+    for entity in record["entities"]:
+        assert text[entity["start"] : entity["end"]] == entity["text"] and 0 < entity["score"] <= 1
+    tokens = ["carol", "lives", "in", "boston", "."]
+    record = predictor.predict([tokens])[0]
+    assert [(e["text"], e["type"], e["start"], e["end"]) for e in record["entities"]] == [("carol", "PER", 0, 5), ("boston", "LOC", 15, 21)]
+
+
+def test_saved_ner_model_loads_with_plain_transformers(ner_run):
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(ner_run.model_dir)
+    assert set(model.config.id2label.values()) == {"O", "B-PER", "B-LOC", "I-LOC"}
+
+
+def test_first_subtoken_alignment_and_label_all_subtokens(tiny_model):
+    from transformers import AutoTokenizer
+
+    from lccore_ner import NEROptions
+    from lccore_ner.task import NERTask, from_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    example = from_tokens(["alice", "visited", "boston"], ["B-PER", "O", "B-LOC"], "x:1")
+    first_only = NERTask(NEROptions())
+    first_only.fit([example])
+    feature = first_only.encode([example], tokenizer, 32)[0]
+    assert tokenizer.convert_ids_to_tokens(feature["input_ids"]) == ["[CLS]", "alice", "visited", "bos", "##ton", "[SEP]"]
+    labels = first_only.labels
+    assert feature["labels"] == [-100, labels.index("B-PER"), labels.index("O"), labels.index("B-LOC"), -100, -100]
+    every = NERTask(NEROptions(label_all_subtokens=True, labels=["O", "B-PER", "B-LOC", "I-LOC"]))
+    assert every.encode([example], tokenizer, 32)[0]["labels"][3:5] == [2, 3]  # B-LOC, then I-LOC
+
+
+def test_words_beyond_max_length_count_as_missed(ner_run):
+    predictor = lccore.load(ner_run.output_dir)
+    tokens = ["the", "show"] * 20 + ["alice", "lives", "in", "rome"]
+    record = predictor.predict([tokens])[0]
+    assert len(record["tags"]) == len(tokens)
+    assert record["tags"][-4:] == ["O"] * 4 and record["entities"] == []  # cut by max_length=32
+    from lccore_ner.task import from_tokens
+
+    gold = from_tokens(tokens, ["O"] * 40 + ["B-PER", "O", "O", "B-LOC"], "x:1")
+    metrics = predictor.task.metrics([record], [gold])
+    assert metrics["recall"] == 0.0  # missed, not silently dropped
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lccore.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_ner_cli_predict_and_evaluate(ner_run, ner_files, tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"text": "Erin lives in Paris."}) + "\n" + json.dumps("Dave went to Rome") + "\n")
+    result = run_cli("predict", str(ner_run.output_dir), "--input", str(inputs), "-q")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [[(e["text"], e["type"]) for e in r["entities"]] for r in rows] == [[("Erin", "PER"), ("Paris", "LOC")], [("Dave", "PER"), ("Rome", "LOC")]]
+    result = run_cli("evaluate", str(ner_run.output_dir), "--data", str(ner_files["train"]), "-q")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["f1"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("bad.conll", "Alice B-PER\nlives O\nParis\n", "bad.conll:3: expected a token and a tag"),
+        ("bad.conll", "Alice B-PER\nlives X-LOC\n", "bad.conll:2: tag 'X-LOC' is not O or B-/I-/E-/S-TYPE"),
+        ("bad.jsonl", '{"tokens": ["alice", "lives"], "tags": ["B-PER"]}\n', "bad.jsonl:1: 2 tokens but 1 tags"),
+        ("bad.jsonl", '{"tokens": ["alice"], "tags": ["B-PER"]}\n{"tokens": "alice", "tags": []}\n', "bad.jsonl:2: 'tokens' must be a list"),
+    ],
+)
+def test_bad_ner_rows(ner_config, tmp_path, name, content, expected):
+    import yaml
+
+    data = tmp_path / name
+    data.write_text(content)
+    config = {**ner_config, "task": {**ner_config["task"], "train": str(data)}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_cli("train", str(path), "--output", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"lccore: error: {data}{expected[len(name):]}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_tag_at_evaluation(ner_run, tmp_path):
+    data = tmp_path / "eval.jsonl"
+    data.write_text('{"tokens": ["alice"], "tags": ["B-PER"]}\n{"tokens": ["acme"], "tags": ["B-ORG"]}\n')
+    result = run_cli("evaluate", str(ner_run.output_dir), "--data", str(data))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"lccore: error: {data}:2: tag 'B-ORG' was not seen in training (known: O, B-LOC, B-PER, I-LOC)"

@@ -63,6 +63,13 @@ class Task:
         ``features`` are the batch's feature dicts, in batch order."""
         raise NotImplementedError
 
+    def gather(self, records: list[dict], features: list[dict]) -> list[dict]:
+        """One prediction record per example from the per-feature records :meth:`decode` gave.
+
+        The default is one feature per example. A task whose :meth:`encode` cuts a long example
+        into several windows (extractive QA) combines their records here."""
+        return records
+
     def metrics(self, predictions: list[dict], examples: Sequence) -> dict[str, float]:
         """Score prediction records against the examples' gold answers: a dict of floats, and
         optionally nested dicts of floats (e.g. per-type scores)."""

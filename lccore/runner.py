@@ -95,7 +95,8 @@ def run_model(
     progress: bool = False,
     desc: str = "predict",
 ) -> tuple[list[dict], float | None]:
-    """Prediction records in input order, and the mean loss when the features carry labels.
+    """Prediction records in input order (one per example, after ``task.gather``), and the mean
+    loss when the features carry labels.
 
     Batches are sorted by length so that each is padded only to its own longest member."""
     import torch
@@ -113,7 +114,7 @@ def run_model(
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
             with autocast():
                 outputs = model(**batch)
-            if loss_fn is not None and "labels" in batch:
+            if loss_fn is not None and getattr(outputs, "loss", None) is not None:  # the batch had gold labels
                 loss_sum += float(loss_fn(outputs, batch)) * len(indices)
                 loss_count += len(indices)
             for index, record in zip(indices, task.decode(outputs, batch, batch_features)):
@@ -121,7 +122,7 @@ def run_model(
             bar.update(len(indices))
     bar.close()
     model.train(was_training)
-    return predictions, (loss_sum / loss_count if loss_count else None)
+    return task.gather(predictions, features), (loss_sum / loss_count if loss_count else None)
 
 
 # --- run directory ------------------------------------------------------------------------------

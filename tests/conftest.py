@@ -19,6 +19,7 @@ PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
 PLACES = [["paris"], ["london"], ["rome"], ["new", "york"], ["bos", "##ton"]]
 NER_FILLER = ["lives", "in", "visited", "met", "works", "at", "today", "with", "from", "went", "to", ".", ","]
 QA_WORDS = ["where", "does", "live", "who", "?", "nobody", "knows", "anything"]
+RE_WORDS = ["@", "#", "*", "^", "per", "loc", "born", "heard", "of"]
 
 
 def sentiment_rows(count: int, seed: int) -> list[dict]:
@@ -43,7 +44,7 @@ def build_tiny_model(directory: Path) -> str:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved in Hugging Face format."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-    words = POSITIVE + NEGATIVE + NEUTRAL + PEOPLE + NER_FILLER + QA_WORDS + [piece for place in PLACES for piece in place] + ["good", "bad"]
+    words = POSITIVE + NEGATIVE + NEUTRAL + PEOPLE + NER_FILLER + QA_WORDS + RE_WORDS + [piece for place in PLACES for piece in place] + ["good", "bad"]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(

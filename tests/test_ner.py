@@ -173,3 +173,41 @@ def test_unknown_tag_at_evaluation(ner_run, tmp_path):
     result = run_cli("evaluate", str(ner_run.output_dir), "--data", str(data))
     assert result.returncode == 2
     assert result.stderr.strip() == f"lccore: error: {data}:2: tag 'B-ORG' was not seen in training (known: O, B-LOC, B-PER, I-LOC)"
+
+
+def test_crf_head_trains_decodes_with_viterbi_and_reloads(ner_config, tmp_path):
+    config = {**ner_config, "head": "crf", "task": {**ner_config["task"], "label_all_subtokens": True}}
+    run = lccore.train(config, tmp_path / "run", progress=False)
+    assert run.metrics["test"]["after"]["f1"] >= 0.9
+    predictor = lccore.load(run.output_dir)
+    text = "Today Alice met Bob in New York"
+    record = predictor.predict([text])[0]
+    assert [(e["text"], e["type"]) for e in record["entities"]] == [("Alice", "PER"), ("Bob", "PER"), ("New York", "LOC")]
+    # Predictions follow the Viterbi path, not per-token argmax: forbid entering I-LOC except from
+    # B-/I-LOC, then push every token's emissions towards I-LOC.
+    import torch
+
+    labels, model = predictor.task.labels, predictor.model
+    inside = labels.index("I-LOC")
+    with torch.no_grad():
+        for tag in labels:
+            if tag not in ("B-LOC", "I-LOC"):
+                model.crf.transitions[labels.index(tag), inside] = -1e4
+        model.crf.start_transitions[inside] = -1e4
+        model.emissions.bias[inside] += 20.0
+    tags = predictor.predict(["alice lives in rome"])[0]["tags"]
+    assert tags[0] == "B-LOC" and tags[1:] == ["I-LOC"] * 3  # argmax alone would give I-LOC everywhere
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(run.model_dir).config.hidden_size == 32
+
+
+def test_crf_packs_chain_positions_to_the_front():
+    import torch
+
+    from lccore_ner.crf import pack
+
+    emissions = torch.arange(2 * 4 * 1, dtype=torch.float).reshape(2, 4, 1)
+    packed, mask, positions = pack(emissions, torch.tensor([[False, True, False, True], [False, False, False, False]]))
+    assert packed[0, :, 0].tolist() == [1.0, 3.0] and mask.tolist() == [[True, True], [True, False]]
+    assert [p.tolist() for p in positions] == [[1, 3], []]

@@ -47,3 +47,10 @@ def register_heads(register):
         return TokenClassifierHead()
 
     register("token_classifier", make_head, description="Linear layer over each token's representation, cross-entropy.")
+
+    def make_crf():
+        from .crf import CRFHead
+
+        return CRFHead()
+
+    register("crf", make_crf, description="Linear-chain CRF over token emissions, Viterbi decoding (pytorch-crf).")

@@ -175,7 +175,12 @@ class NERTask(lccore.Task):
     def decode(self, outputs, batch, features):
         from seqeval.metrics.sequence_labeling import get_entities
 
-        confidence, best = torch.softmax(outputs.logits.float(), dim=-1).max(dim=-1)
+        probabilities = torch.softmax(outputs.logits.float(), dim=-1)
+        confidence, best = probabilities.max(dim=-1)
+        decoded = getattr(outputs, "tag_ids", None)  # a head that decodes whole sequences (crf) gives its path
+        if decoded is not None:
+            best = torch.where(decoded >= 0, decoded, best)
+            confidence = probabilities.gather(-1, best.unsqueeze(-1)).squeeze(-1)
         records = []
         for row, feature in enumerate(features):
             example = feature["example"]

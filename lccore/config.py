@@ -44,6 +44,9 @@ class OptimizerConfig:
     weight_decay: float = attrs.field(default=0.01, metadata=doc("Decoupled weight decay, not applied to biases and norm weights.", min=0.0))
     schedule: Literal["linear", "cosine", "constant"] = attrs.field(default="linear", metadata=doc("Learning-rate decay after warmup."))
     warmup_ratio: float = attrs.field(default=0.1, metadata=doc("Fraction of the optimiser steps spent warming up linearly from 0.", min=0.0, max=1.0))
+    layer_lr_decay: Optional[float] = attrs.field(
+        default=None, metadata=doc("Layer-wise learning-rate decay: the head gets `lr`, each layer below it `layer_lr_decay` times the one above; null: one rate.", min=0.0, max=1.0)
+    )
     options: dict = attrs.field(factory=dict, metadata=doc("Any other key of this section: the optimiser's own options (e.g. `momentum` for sgd).", extra=True))
 
 
@@ -52,6 +55,35 @@ class EarlyStoppingConfig:
     metric: Optional[str] = attrs.field(default=None, metadata=doc("Dev metric that picks the best checkpoint; default: the task's main metric."))
     patience: Optional[int] = attrs.field(default=None, metadata=doc("Stop after this many evaluations without improvement; null: never stop early.", min=1))
     min_delta: float = attrs.field(default=0.0, metadata=doc("Smallest change that counts as an improvement.", min=0.0))
+
+
+@attrs.define
+class FreezeConfig:
+    strategy: Literal["all", "top_k", "head_only", "embeddings_frozen", "gradual"] = attrs.field(
+        default="all",
+        metadata=doc(
+            "What trains: `all` (full fine-tuning), `top_k` (the top `k` encoder layers and the head), "
+            "`head_only`, `embeddings_frozen` (all but the embeddings), `gradual` (ULMFiT: the head first, "
+            "then one more layer from the top each epoch)."
+        ),
+    )
+    k: Optional[int] = attrs.field(default=None, metadata=doc("Layers trained by `top_k`.", min=0))
+
+
+@attrs.define
+class LoraConfig:
+    r: int = attrs.field(default=8, metadata=doc("Rank of the low-rank update.", min=1))
+    alpha: float = attrs.field(default=16.0, metadata=doc("Scaling numerator: the update is scaled by alpha / r.", min=0.0))
+    dropout: float = attrs.field(default=0.05, metadata=doc("Dropout on the LoRA branch's input.", min=0.0, max=1.0))
+    target_modules: Optional[list[str]] = attrs.field(
+        default=None, metadata=doc("Module names that get adapters; null: peft's usual choice for the model type (e.g. query, value).")
+    )
+
+
+@attrs.define
+class DropoutConfig:
+    hidden: Optional[float] = attrs.field(default=None, metadata=doc("Dropout on embeddings and hidden states; null: the model's own.", min=0.0, max=1.0))
+    attention: Optional[float] = attrs.field(default=None, metadata=doc("Dropout on attention probabilities; null: the model's own.", min=0.0, max=1.0))
 
 
 @attrs.define
@@ -67,6 +99,12 @@ class TrainConfig:
     eval_every: Optional[int] = attrs.field(default=None, metadata=doc("Evaluate on dev every this many optimiser steps; null: at the end of each epoch.", min=1))
     group_by_length: bool = attrs.field(default=True, metadata=doc("Batch training examples of similar length together (less padding)."))
     early_stopping: EarlyStoppingConfig = attrs.field(factory=EarlyStoppingConfig, metadata=doc("Best-checkpoint metric and patience."))
+    freeze: FreezeConfig = attrs.field(factory=FreezeConfig, metadata=doc("Which parameters train; a bare string names the strategy."))
+    lora: Optional[LoraConfig] = attrs.field(default=None, metadata=doc("LoRA adapters through peft (`{}` for the defaults); null: full weights train."))
+    dropout: DropoutConfig = attrs.field(factory=DropoutConfig, metadata=doc("Dropout overrides."))
+    label_smoothing: float = attrs.field(default=0.0, metadata=doc("Label smoothing of the cross-entropy loss (heads that use one).", min=0.0, max=1.0))
+    checkpoint_every: Optional[int] = attrs.field(default=None, metadata=doc("Also write a resumable checkpoint every this many optimiser steps (one is written at each epoch's end).", min=1))
+    keep_checkpoints: int = attrs.field(default=2, metadata=doc("Resumable checkpoints kept in `checkpoints/` (the newest); the best model is always in `model/`.", min=1))
 
 
 @attrs.define
@@ -94,6 +132,8 @@ def structure(cls, data: Any, key: str = ""):
     """Build ``cls`` from plain data, checking names and types; errors name the full key."""
     if isinstance(data, str) and "name" in attrs.fields_dict(cls):
         data = {"name": data}  # `task: text_classification` is short for `task: {name: ...}`
+    if isinstance(data, str) and "strategy" in attrs.fields_dict(cls):
+        data = {"strategy": data}  # `freeze: head_only`
     if data is None:
         data = {}
     if not isinstance(data, dict):

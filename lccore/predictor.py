@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import finetuning
 from .config import load_config
 from .errors import DataError
 from .plugins import Engine
@@ -74,10 +75,11 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     config = load_config(run_dir / CONFIG_FILE)
     engine = engine or Engine(disable=config.plugins.disable)
     config, task, head = resolve(config, engine)
-    task.restore(json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"])
+    spec = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"]
+    task.restore(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with model_load_errors("model", run_dir / MODEL_DIR):
-        model = head.load(run_dir / MODEL_DIR).to(device).eval()
+        model = finetuning.load_trained_model(head, config, spec, run_dir / MODEL_DIR).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from . import __version__
+from . import __version__, finetuning
 from .config import RunConfig, dump_yaml, load_config
 from .data import file_sha256
 from .errors import ConfigError
@@ -108,6 +108,8 @@ def train(
     with model_load_errors("model", config.model):
         tokenizer = AutoTokenizer.from_pretrained(config.model)
         model = head.build(config.model, task.head_spec())
+    model = finetuning.prepare_model(model, config)
+    head.label_smoothing = settings.label_smoothing
     output_dir = prepare_output_dir(output_dir, overwrite)
     features = {name: task.encode(examples, tokenizer, settings.max_length) for name, examples in splits.items()}
 
@@ -116,7 +118,7 @@ def train(
     )
     train_loader = DataLoader(features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer))
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
-    optimizer = optimizer_component.factory(parameter_groups(model, optimizer_config.weight_decay), optimizer_config)
+    optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = get_scheduler(
@@ -168,6 +170,7 @@ def train(
     bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
     for state.epoch in range(settings.epochs):
         sampler.set_epoch(state.epoch)
+        finetuning.start_epoch(accelerator.unwrap_model(model), config, state.epoch)
         accumulated = []
         for batch in train_loader:
             with accelerator.accumulate(model):
@@ -212,7 +215,7 @@ def train(
         engine.notify("on_checkpoint", run=state, path=path)
     # The test score after fine-tuning is measured on the saved best model, loaded back as a user would.
     if "test" in splits:
-        best_model = head.load(output_dir / "model").to(accelerator.device)
+        best_model = finetuning.load_trained_model(head, config, task.head_spec(), output_dir / "model").to(accelerator.device)
         metrics["test"]["after"] = evaluate("test", best_model)
         engine.notify("on_evaluate", run=state, split="test.after", metrics=metrics["test"]["after"])
 
@@ -223,16 +226,6 @@ def train(
         plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)
     engine.notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics)
-
-
-def parameter_groups(model, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: biases and normalisation weights are left alone."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def manifest(config: RunConfig, engine: Engine, task, splits: dict) -> dict:

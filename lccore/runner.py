@@ -143,13 +143,15 @@ def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
 def save_model_atomically(model, tokenizer, run_dir: Path) -> Path:
     """Write ``model/`` through a temporary folder and a rename, so a crash never leaves half a model."""
     final = run_dir / MODEL_DIR
-    partial = run_dir / f"{MODEL_DIR}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
+    partial, old = run_dir / f"{MODEL_DIR}.partial", run_dir / f"{MODEL_DIR}.old"
+    for leftover in (partial, old):  # from a run killed while saving
+        if leftover.exists() and (leftover is partial or final.exists()):
+            shutil.rmtree(leftover)
+    if old.exists():  # killed between the two renames: the previous model is the intact one
+        os.replace(old, final)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     if final.exists():
-        old = run_dir / f"{MODEL_DIR}.old"
         os.replace(final, old)
         os.replace(partial, final)
         shutil.rmtree(old)

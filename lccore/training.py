@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import platform
 from pathlib import Path
 
 import attrs
 
-from . import __version__, finetuning
+from . import __version__, checkpoints, finetuning
 from .config import RunConfig, dump_yaml, load_config
 from .data import file_sha256
-from .errors import ConfigError
+from .errors import ConfigError, LccoreError, RunDirError
 from .plugins import Engine
 from .runner import (
     CONFIG_FILE,
@@ -57,6 +58,8 @@ class Run:
     output_dir: Path
     config: RunConfig
     metrics: dict
+    #: False in the other processes of a multi-process run (only the main one writes and reports).
+    is_main_process: bool = True
 
     @property
     def model_dir(self) -> Path:
@@ -76,12 +79,16 @@ def train(
     engine: Engine | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> Run:
-    """Fine-tune ``config.model`` on ``config.task`` and write a run directory to ``output_dir``."""
+    """Fine-tune ``config.model`` on ``config.task`` and write a run directory to ``output_dir``.
+
+    With ``resume=True`` an interrupted run in ``output_dir`` continues from its newest intact
+    checkpoint and ends with the same weights as a run that was never interrupted."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer, get_scheduler
 
@@ -94,29 +101,56 @@ def train(
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
+    output_dir = Path(output_dir)
+    checkpoint = find_checkpoint(output_dir, config) if resume else None
 
     # Data first: a bad row should fail in a second, not after the model has loaded.
     splits = {name: task.read(getattr(config.task, name)) for name in ("train", "dev", "test") if getattr(config.task, name)}
+    data_hashes = {name: file_sha256(getattr(config.task, name)) for name in splits}
     task.fit(splits["train"])
 
     # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
     # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.grad_accum)
+    accelerator = Accelerator(
+        # Started by torchrun (several processes) on a machine without a GPU: data-parallel over
+        # CPU processes (gloo); Accelerate only picks that when told to use the CPU.
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        mixed_precision=settings.mixed_precision,
+        gradient_accumulation_steps=settings.grad_accum,
+        # batch_size is the global batch: with N processes each takes 1/N of it, so a run's
+        # optimisation (steps, schedule, effective batch) does not depend on the process count.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+    if settings.batch_size % accelerator.num_processes:
+        raise ConfigError(f"train.batch_size: {settings.batch_size} does not split evenly over {accelerator.num_processes} processes")
+    main_process = accelerator.is_main_process
+    notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
+    progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
     with model_load_errors("model", config.model):
         tokenizer = AutoTokenizer.from_pretrained(config.model)
         model = head.build(config.model, task.head_spec())
     model = finetuning.prepare_model(model, config)
     head.label_smoothing = settings.label_smoothing
-    output_dir = prepare_output_dir(output_dir, overwrite)
-    features = {name: task.encode(examples, tokenizer, settings.max_length) for name, examples in splits.items()}
+    if main_process and checkpoint is None:
+        output_dir = prepare_output_dir(output_dir, overwrite or resume)
+        dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)  # resume compares against it
+    accelerator.wait_for_everyone()
+
+    # Training batches are sharded by Accelerate; evaluation examples by us, one process each.
+    features = {"train": task.encode(splits["train"], tokenizer, settings.max_length)}
+    for name in splits.keys() - {"train"}:
+        features[name] = task.encode(splits[name][accelerator.process_index :: accelerator.num_processes], tokenizer, settings.max_length)
 
     sampler = LengthGroupedBatchSampler(
         [len(f["input_ids"]) for f in features["train"]], settings.batch_size, settings.seed, group_by_length=settings.group_by_length
     )
-    train_loader = DataLoader(features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer))
+    train_loader = DataLoader(
+        features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer),
+        generator=torch.Generator().manual_seed(settings.seed),  # iterating must not draw from the global RNG (exact resume)
+    )
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
@@ -138,41 +172,88 @@ def train(
             device=accelerator.device, autocast=accelerator.autocast, loss_fn=head.loss,
             progress=progress, desc=f"eval {split}",
         )
+        if accelerator.num_processes > 1:  # every example scored exactly once, in file order
+            shards = gather_object([(predictions, loss, len(features[split]))])
+            predictions = [None] * len(splits[split])
+            for rank, (shard, _, _) in enumerate(shards):
+                predictions[rank :: accelerator.num_processes] = shard
+            counted = [(shard_loss, count) for _, shard_loss, count in shards if shard_loss is not None]
+            loss = sum(l * n for l, n in counted) / sum(n for _, n in counted) if counted else None
         result = task.metrics(predictions, splits[split])
         if loss is not None:
             result["loss"] = loss
         return result
 
-    if "test" in splits:
-        metrics["test"]["before"] = evaluate("test", model)
-        engine.notify("on_evaluate", run=state, split="test.before", metrics=metrics["test"]["before"])
+    def save_best() -> None:
+        if main_process:
+            path = save_model_atomically(accelerator.unwrap_model(model), tokenizer, output_dir)
+            notify("on_checkpoint", run=state, path=path)
+        accelerator.wait_for_everyone()
 
     sign = -1.0 if stopping.metric == "loss" or not task.greater_is_better else 1.0
-    best_value, evaluations_without_improvement, stop = -math.inf, 0, False
+    best_value, evaluations_without_improvement, stop = None, 0, False
+    start_epoch, batches_done, resumed_rng = 0, 0, None
+    if checkpoint is not None:
+        loop = checkpoints.load(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, rank=accelerator.process_index)
+        check_resumable(checkpoint, loop, data_hashes, accelerator.num_processes)
+        metrics.update(loop["metrics"])
+        state.step, start_epoch, batches_done = loop["step"], loop["epoch"], loop["batches_done"]
+        best_value, evaluations_without_improvement = loop["best_value"], loop["evaluations_without_improvement"]
+        resumed_rng = loop["rng"]
+        if main_process:
+            print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1})", flush=True)
+    elif "test" in splits:
+        metrics["test"]["before"] = evaluate("test", model)
+        notify("on_evaluate", run=state, split="test.before", metrics=metrics["test"]["before"])
 
     def evaluate_dev() -> bool:
         """Evaluate on dev, keep the best checkpoint; True when early stopping says stop."""
         nonlocal best_value, evaluations_without_improvement
         result = evaluate("dev", model)
         metrics["dev"].append({"step": state.step, "epoch": state.epoch + 1, **result})
-        engine.notify("on_evaluate", run=state, split="dev", metrics=result)
-        if sign * result[stopping.metric] > best_value + stopping.min_delta:
+        notify("on_evaluate", run=state, split="dev", metrics=result)
+        if best_value is None or sign * result[stopping.metric] > best_value + stopping.min_delta:
             best_value, evaluations_without_improvement = sign * result[stopping.metric], 0
             metrics["best"] = {"step": state.step, "epoch": state.epoch + 1, "metric": stopping.metric, "value": result[stopping.metric]}
-            path = save_model_atomically(accelerator.unwrap_model(model), tokenizer, output_dir)
-            engine.notify("on_checkpoint", run=state, path=path)
+            save_best()
         else:
             evaluations_without_improvement += 1
         return stopping.patience is not None and evaluations_without_improvement >= stopping.patience
 
-    engine.notify("on_train_start", run=state)
+    def save_checkpoint(epoch: int, batches: int) -> None:
+        """A resumable checkpoint: the loop continues at micro-batch ``batches`` of ``epoch``."""
+        folder = checkpoints.partial_dir(output_dir, state.step)
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoints.write_rng_state(folder, accelerator.process_index)
+        accelerator.wait_for_everyone()
+        if main_process:
+            loop = {
+                "step": state.step, "epoch": epoch, "batches_done": batches, "best_value": best_value,
+                "evaluations_without_improvement": evaluations_without_improvement, "metrics": metrics, "data": data_hashes,
+            }
+            checkpoints.save(
+                output_dir, state.step, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
+                loop=loop, rank_count=accelerator.num_processes, keep=settings.keep_checkpoints,
+            )
+        accelerator.wait_for_everyone()
+
+    notify("on_train_start", run=state)
     model.train()
     bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
-    for state.epoch in range(settings.epochs):
+    bar.update(state.step)
+    for state.epoch in range(start_epoch, settings.epochs):
+        # Accelerate's loader re-seeds the sampler with its own pass counter: keep both on this
+        # epoch, also after a resumed epoch ran through a batch-skipping copy of the loader.
+        train_loader.set_epoch(state.epoch)
         sampler.set_epoch(state.epoch)
         finetuning.start_epoch(accelerator.unwrap_model(model), config, state.epoch)
+        batches = accelerator.skip_first_batches(train_loader, batches_done) if batches_done else train_loader
+        if resumed_rng is not None:  # the generators as they were when the checkpoint was written
+            checkpoints.set_rng_state(resumed_rng)
+            resumed_rng = None
         accumulated = []
-        for batch in train_loader:
+        for batch in batches:
+            batches_done += 1
             with accelerator.accumulate(model):
                 outputs = model(**batch)
                 loss = head.loss(outputs, batch)
@@ -186,49 +267,105 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
-            step_loss = float(torch.stack(accumulated).float().mean())
+            step_loss = float(accelerator.reduce(torch.stack(accumulated).float().mean(), "mean"))
             accumulated = []
             if not math.isfinite(step_loss):
-                raise FloatingPointError(f"training loss became {step_loss} at step {state.step}; lower optimizer.lr or check the data")
+                raise TrainingError(diverged_message(step_loss, state, output_dir))
             logs = {"step": state.step, "epoch": state.epoch + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
             metrics["train"].append(logs)
-            engine.notify("on_train_step", run=state, step=state.step, logs=logs)
+            notify("on_train_step", run=state, step=state.step, logs=logs)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=state.epoch + 1, refresh=False)
             if "dev" in splits and settings.eval_every and state.step % settings.eval_every == 0:
                 stop = evaluate_dev()
                 if stop:
                     break
+            if settings.checkpoint_every and state.step % settings.checkpoint_every == 0:
+                save_checkpoint(state.epoch, batches_done)
         if stop:
             break
         if "dev" in splits and not settings.eval_every:
             stop = evaluate_dev()
             if stop:
                 break
+        batches_done = 0
+        save_checkpoint(state.epoch + 1, 0)
     bar.close()
     if "dev" in splits and settings.eval_every and (not metrics["dev"] or metrics["dev"][-1]["step"] != state.step) and not stop:
         evaluate_dev()  # the steps after the last periodic evaluation count too
     metrics["stopped_early"] = stop
 
     if "dev" not in splits:  # without a dev set, the final weights are the result
-        path = save_model_atomically(accelerator.unwrap_model(model), tokenizer, output_dir)
-        engine.notify("on_checkpoint", run=state, path=path)
+        save_best()
     # The test score after fine-tuning is measured on the saved best model, loaded back as a user would.
     if "test" in splits:
         best_model = finetuning.load_trained_model(head, config, task.head_spec(), output_dir / "model").to(accelerator.device)
         metrics["test"]["after"] = evaluate("test", best_model)
-        engine.notify("on_evaluate", run=state, split="test.after", metrics=metrics["test"]["after"])
+        notify("on_evaluate", run=state, split="test.after", metrics=metrics["test"]["after"])
 
-    dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
-    write_json(output_dir / METRICS_FILE, metrics)
-    write_json(output_dir / MANIFEST_FILE, manifest(config, engine, task, splits))
-    if metrics["train"]:
-        plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)
-    engine.notify("on_train_end", run=state, metrics=metrics)
-    return Run(output_dir, config, metrics)
+    if main_process:
+        dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
+        write_json(output_dir / METRICS_FILE, metrics)
+        write_json(output_dir / MANIFEST_FILE, manifest(config, engine, task, splits, data_hashes, accelerator.num_processes))
+        if metrics["train"]:
+            plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)
+    accelerator.wait_for_everyone()
+    notify("on_train_end", run=state, metrics=metrics)
+    return Run(output_dir, config, metrics, main_process)
 
 
-def manifest(config: RunConfig, engine: Engine, task, splits: dict) -> dict:
+class TrainingError(LccoreError, FloatingPointError):
+    """Training cannot go on (the loss diverged)."""
+
+    exit_status = 1
+
+
+def diverged_message(loss: float, state: RunState, output_dir: Path) -> str:
+    newest = checkpoints.checkpoint_dirs(output_dir)
+    kept = f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written yet"
+    return (
+        f"training loss became {loss} at step {state.step} (epoch {state.epoch + 1}); {kept}; "
+        "lower optimizer.lr or check the data, and train again"
+    )
+
+
+def find_checkpoint(output_dir: Path, config: RunConfig) -> Path | None:
+    """The checkpoint ``--resume`` continues from; None (start afresh) when the run never wrote one."""
+    import sys
+
+    if (output_dir / MANIFEST_FILE).exists():
+        raise RunDirError(f"{output_dir}: this run already finished; nothing to resume")
+    saved = output_dir / CONFIG_FILE
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not saved.is_file():
+        raise RunDirError(f"{output_dir}: not an lccore run directory (no {CONFIG_FILE}); nothing to resume")
+    if saved.is_file():
+        differences = config_differences(load_config(saved).to_dict(), config.to_dict())
+        if differences:
+            raise ConfigError(f"{saved}: the run was started with other settings ({'; '.join(differences)}); resume with the same config")
+    found = checkpoints.newest_intact(output_dir, warn=lambda message: print(f"lccore: warning: {message}", file=sys.stderr, flush=True))
+    if found is None:
+        print(f"lccore: no intact checkpoint in {output_dir}: starting from the beginning", file=sys.stderr, flush=True)
+    return found
+
+
+def config_differences(old, new, key: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for name in list(old) + [n for n in new if n not in old]:
+            out += config_differences(old.get(name), new.get(name), f"{key}.{name}" if key else name)
+        return out
+    return [] if old == new else [f"{key}: {old!r} then, {new!r} now"]
+
+
+def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int) -> None:
+    if loop["processes"] != processes:
+        raise ConfigError(f"{folder}: written by {loop['processes']} processes; resume with the same number (now {processes})")
+    for split, digest in loop["data"].items():
+        if data_hashes.get(split) != digest:
+            raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")
+
+
+def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes: dict, processes: int) -> dict:
     import accelerate
     import torch
     import transformers
@@ -241,6 +378,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict) -> dict:
         "lccore": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": config.train.seed,
+        "processes": processes,
         "model": config.model,
         "components": {
             "task": used("task", config.task.name),
@@ -249,7 +387,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict) -> dict:
         },
         "task_state": task.head_spec(),
         "data": {
-            name: {"path": getattr(config.task, name), "sha256": file_sha256(getattr(config.task, name)), "examples": len(examples)}
+            name: {"path": getattr(config.task, name), "sha256": data_hashes[name], "examples": len(examples)}
             for name, examples in splits.items()
         },
         "plugins": [{k: p[k] for k in ("name", "distribution", "version", "status")} for p in engine.report()],

@@ -1,0 +1,161 @@
+"""Resumable checkpoints: everything a killed run needs to continue as if it had never stopped.
+
+A checkpoint is a folder ``RUN_DIR/checkpoints/step-NNNNNNNN/`` holding the model's tensors
+(safetensors), the optimiser's and scheduler's states, each process's random-number generator
+states, and the loop's own position and early-stopping state. It is written into a temporary
+folder and renamed into place; ``checkpoint.json``, written last, lists every file's SHA-256, so a
+truncated or altered checkpoint is recognised and skipped on resume.
+
+Nothing here unpickles arbitrary objects: tensors go through safetensors, the optimiser and
+scheduler states through ``torch.load(weights_only=True)``, the rest is JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+CHECKPOINTS_DIR = "checkpoints"
+INDEX_FILE = "checkpoint.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+LOOP_FILE = "loop.json"
+NAME = re.compile(r"^step-(\d+)$")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-{rank}.json"
+
+
+def rng_state() -> dict:
+    """This process's generator states as JSON-able data."""
+    import numpy
+    import torch
+
+    version, numbers, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = numpy.random.get_state()
+    state = {
+        "python": [version, list(numbers), gauss],
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy
+    import torch
+
+    version, numbers, gauss = state["python"]
+    random.setstate((version, tuple(numbers), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    numpy.random.set_state((kind, numpy.array(keys, dtype=numpy.uint32), position, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Finished checkpoint folders, newest first (temporary ``.partial`` folders are not listed)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def write_rng_state(folder: Path, rank: int) -> None:
+    """Each process writes its own generator states into the (shared) temporary folder."""
+    (folder / rng_file(rank)).write_text(json.dumps(rng_state()), encoding="utf-8")
+
+
+def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, rank_count: int, keep: int) -> Path:
+    """Write checkpoint ``step-N`` (main process; the others wrote their rng files into
+    :func:`partial_dir` already) and delete all but the ``keep`` newest."""
+    import torch
+    from safetensors.torch import save_model
+
+    folder = partial_dir(run_dir, step)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
+    (folder / LOOP_FILE).write_text(json.dumps({**loop, "processes": rank_count}), encoding="utf-8")
+    missing = [rng_file(r) for r in range(rank_count) if not (folder / rng_file(r)).is_file()]
+    if missing:
+        raise RuntimeError(f"{folder}: random states missing from processes: {', '.join(missing)}")
+    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    (folder / INDEX_FILE).write_text(json.dumps({"step": step, "files": files}, indent=2), encoding="utf-8")
+    final = folder.parent / f"step-{step:08d}"
+    if final.exists():  # the epoch-end checkpoint replaces the step checkpoint of the same step
+        shutil.rmtree(final)
+    os.replace(folder, final)
+    for old in checkpoint_dirs(run_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def partial_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS_DIR / f"step-{step:08d}.partial"
+
+
+def problem(folder: Path) -> str | None:
+    """Why ``folder`` is not an intact checkpoint, or None when every file matches its hash."""
+    index = folder / INDEX_FILE
+    if not index.is_file():
+        return f"{INDEX_FILE} missing"
+    try:
+        files = json.loads(index.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        return f"{INDEX_FILE} unreadable"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        if _sha256(path) != expected:
+            return f"{name} does not match its SHA-256 (truncated or altered)"
+    return None
+
+
+def newest_intact(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint whose files all match their hashes; damaged ones are reported."""
+    for leftover in (Path(run_dir) / CHECKPOINTS_DIR).glob("*.partial"):  # from a run killed while writing
+        shutil.rmtree(leftover, ignore_errors=True)
+    for folder in checkpoint_dirs(run_dir):
+        reason = problem(folder)
+        if reason is None:
+            return folder
+        warn(f"checkpoint {folder} is damaged ({reason}); trying an older one")
+    return None
+
+
+def load(folder: Path, *, model, optimizer, scheduler, rank: int) -> dict:
+    """Restore model, optimiser, scheduler and this process's generators; returns the loop state.
+    The generator states are restored last, by the caller, just before the first step
+    (:func:`set_rng_state` on ``loop["rng"]``)."""
+    import torch
+    from safetensors.torch import load_model
+
+    load_model(model, str(folder / MODEL_FILE), strict=True)
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+    loop = json.loads((folder / LOOP_FILE).read_text(encoding="utf-8"))
+    loop["rng"] = json.loads((folder / rng_file(rank)).read_text(encoding="utf-8"))
+    return loop

@@ -1,0 +1,183 @@
+"""Fault tolerance: checkpoints, exact resume after SIGKILL, damaged checkpoints, a diverging loss,
+and data-parallel training in two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_distribution, sentiment_rows, write_jsonl
+
+import lccore
+from lccore import checkpoints
+
+# A third-party plugin that kills its own process (SIGKILL: no cleanup, no atexit) after a step.
+KILLER = """
+import os, signal
+import lccore
+
+@lccore.hookimpl
+def on_train_step(run, step, logs):
+    if step == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def lccore_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lccore", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    import torch
+
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [name for name in wa if not torch.equal(wa[name], wb[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def resume_config(tiny_config, tmp_path_factory) -> Path:
+    config = json.loads(json.dumps(tiny_config))
+    # Three epochs of 10 steps; dropout stays on, so the random-number state must be restored too.
+    config["train"].update(epochs=3, checkpoint_every=2, keep_checkpoints=2)
+    path = tmp_path_factory.mktemp("resume") / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = lccore_cli("train", str(resume_config), "--output", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_killed_run_resumes_to_the_same_weights_even_past_a_damaged_checkpoint(resume_config, uninterrupted, tmp_path):
+    site = make_distribution(tmp_path / "site", "lccore-killer", {"lccore_killer": KILLER}, {"killer": "lccore_killer"})
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "KILL_AT_STEP": "15"}
+    killed = lccore_cli("train", str(resume_config), "--output", str(out), "-q", env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "manifest.json").exists()
+    assert [p.name for p in checkpoints.checkpoint_dirs(out)] == ["step-00000014", "step-00000012"]  # keep_checkpoints: 2
+
+    # The newest checkpoint is damaged (as by a disk filling up): resume must notice and use step 12, in the middle of epoch 2.
+    damaged = out / "checkpoints" / "step-00000014" / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+
+    resumed = lccore_cli("train", str(resume_config), "--output", str(out), "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step-00000014 is damaged (model.safetensors does not match its SHA-256" in resumed.stderr
+    assert "resuming from" in resumed.stdout and "step-00000012" in resumed.stdout
+
+    assert_same_weights(uninterrupted / "model", out / "model")
+    ours, theirs = (json.loads((run / "metrics.json").read_text()) for run in (out, uninterrupted))
+    assert [row["loss"] for row in ours["train"]] == [row["loss"] for row in theirs["train"]]
+    assert ours["dev"] == theirs["dev"] and ours["test"] == theirs["test"]
+
+
+def test_resume_refuses_a_changed_config_and_a_finished_run(resume_config, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    (out / "manifest.json").unlink()  # as if killed before the end
+    changed = lccore_cli("train", str(resume_config), "--output", str(out), "--resume", "--set", "optimizer.lr=0.1")
+    assert changed.returncode == 2
+    assert "optimizer.lr: 0.003 then, 0.1 now" in changed.stderr and "Traceback" not in changed.stderr
+
+    finished = lccore_cli("train", str(resume_config), "--output", str(uninterrupted), "--resume")
+    assert finished.returncode == 2 and "already finished" in finished.stderr
+
+
+def test_each_damaged_file_is_detected(uninterrupted):
+    newest = checkpoints.checkpoint_dirs(uninterrupted)[0]
+    assert checkpoints.problem(newest) is None
+    for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "loop.json", "rng-0.json"):
+        copy = newest.parent / f"copy-{name}"
+        shutil.copytree(newest, copy)
+        target = copy / name
+        target.write_bytes(target.read_bytes()[:-1])
+        assert name in checkpoints.problem(copy)
+        shutil.rmtree(copy)
+
+
+class NaNAfter:
+    """A head plugin whose loss turns NaN at a given call, like a diverging run."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    @lccore.hookimpl
+    def register_heads(self, register):
+        from lccore_text_classification.head import SequenceClassifierHead
+
+        calls = self.calls
+
+        class Diverging(SequenceClassifierHead):
+            seen = 0
+
+            def loss(self, outputs, batch):
+                import torch
+
+                Diverging.seen += torch.is_grad_enabled()  # training steps only, not evaluation
+                return outputs.loss * float("nan") if Diverging.seen >= calls else outputs.loss
+
+        register("diverging", Diverging)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    config = json.loads(json.dumps(tiny_config))
+    config["head"] = "diverging"
+    config["train"].update(epochs=2, checkpoint_every=3)
+    with pytest.raises(lccore.LccoreError, match=r"training loss became nan at step 8 \(epoch 1\); the last good checkpoint is .*step-00000006"):
+        lccore.train(config, tmp_path / "run", engine=lccore.Engine(plugins=[NaNAfter(calls=8)]), progress=False)
+    assert checkpoints.newest_intact(tmp_path / "run", warn=pytest.fail).name == "step-00000006"
+
+
+def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_path):
+    config = json.loads(json.dumps(tiny_config))
+    config["train"].update(epochs=4)
+    config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
+    # An odd number of test examples: sharding over two processes must not pad or drop any.
+    config["task"]["test"] = str(write_jsonl(tmp_path / "test.jsonl", sentiment_rows(37, seed=5)))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]  # = torchrun, as docs/ say
+    result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+
+    single = lccore.train(config, tmp_path / "one", progress=False)
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    # Without dropout (whose masks depend on how the batch is split) the runs agree up to float
+    # summation order: each process computes half of every batch, as one process did the whole.
+    for one, two_processes in zip(single.metrics["train"] + single.metrics["dev"], two["train"] + two["dev"]):
+        assert one["loss"] == pytest.approx(two_processes["loss"], rel=1e-3, abs=1e-4)
+        assert one.get("accuracy") == two_processes.get("accuracy")
+    # Scoring the saved model in one process gives exactly what the two processes reported
+    # between them: no example dropped, none counted twice.
+    again = lccore.load(tmp_path / "two").evaluate(config["task"]["test"])
+    assert again["loss"] == pytest.approx(two["test"]["after"]["loss"], rel=1e-5)
+    assert again["accuracy"] == two["test"]["after"]["accuracy"]
+
+
+def without_dropout(model: str, copy: Path) -> str:
+    shutil.copytree(model, copy)
+    settings = json.loads((copy / "config.json").read_text())
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (copy / "config.json").write_text(json.dumps(settings))
+    return str(copy)

@@ -22,7 +22,9 @@ error naming both, raised when the name is used (disable one of the plugins to r
 
 **Lifecycle hooks** — notifications during training. Every plugin's implementation is called, in
 registration order; return values are ignored. An observer that raises is reported as a warning
-naming its plugin and the run continues: an observer can watch a run but cannot break it.
+naming its plugin and the run continues: an observer can watch a run but cannot break it. In a
+multi-process (data-parallel) run they are called in the main process only, so an observer sees
+one run, not one per process.
 
 A hook implementation whose name matches no spec below (a typo) makes its plugin fail to load,
 with the reason shown by ``lccore plugins``.
@@ -159,7 +161,8 @@ def on_evaluate(run, split, metrics):
 
 @hookspec
 def on_checkpoint(run, path):
-    """Called after a checkpoint has been written completely to ``path`` (a directory)."""
+    """Called after the best model so far has been written completely to ``path`` (the run's
+    ``model/`` directory). Resumable checkpoints under ``checkpoints/`` are not announced."""
 
 
 @hookspec

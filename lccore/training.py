@@ -10,6 +10,7 @@ import datetime
 import math
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import attrs
@@ -125,6 +126,8 @@ def train(
     )
     if settings.batch_size % accelerator.num_processes:
         raise ConfigError(f"train.batch_size: {settings.batch_size} does not split evenly over {accelerator.num_processes} processes")
+    if settings.freeze.strategy == "gradual" and accelerator.num_processes > 1:
+        raise ConfigError("train.freeze.strategy: gradual unfreezing needs a single process (the trained parameters change per epoch)")
     main_process = accelerator.is_main_process
     notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
     progress = progress and accelerator.is_local_main_process
@@ -306,6 +309,7 @@ def train(
     if main_process:
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
         write_json(output_dir / METRICS_FILE, metrics)
+        shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
         write_json(output_dir / MANIFEST_FILE, manifest(config, engine, task, splits, data_hashes, accelerator.num_processes))
         if metrics["train"]:
             plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)

@@ -32,6 +32,14 @@ def type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def section_class(tp):
+    """The attrs class of a section, also when the section may be null (``Optional[LoraConfig]``)."""
+    if attrs.has(tp):
+        return tp
+    inner = [a for a in typing.get_args(tp) if a is not type(None)]
+    return inner[0] if len(inner) == 1 and attrs.has(inner[0]) else None
+
+
 def default_of(field) -> str:
     if field.default is attrs.NOTHING:
         return "required"
@@ -51,8 +59,9 @@ def table(cls, prefix: str) -> list[str]:
         if field.metadata.get("extra"):
             continue
         rows.append(f"| `{key}` | {type_name(hints[field.name])} | {default_of(field)} | {field.metadata.get('doc', '')} |")
-        if attrs.has(hints[field.name]):
-            nested.append((hints[field.name], f"{key}."))
+        section = section_class(hints[field.name])
+        if section is not None:
+            nested.append((section, f"{key}."))
     out = ["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
     for nested_cls, nested_prefix in nested:
         out += table(nested_cls, nested_prefix)

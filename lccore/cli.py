@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True, help="run directory to write")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1 (repeatable)")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --output from its newest intact checkpoint")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command=cmd_train)
 
@@ -69,13 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
+
+    export = commands.add_parser("export", help="write a LoRA run as a plain run directory, the adapter merged into the weights")
+    export.add_argument("run_dir")
+    export.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the base weights (required)")
+    export.add_argument("--output", required=True, help="run directory to write")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    export.set_defaults(command=cmd_export)
     return parser
 
 
 def _quiet_transformers() -> None:
     """Keep the terminal for lccore's own progress: no per-load reports from transformers."""
+    import warnings
+
     import transformers
 
+    # peft asks transformers a deprecated question on every LoRA load; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -116,8 +128,9 @@ def cmd_train(args) -> int:
     _quiet_transformers()
     from .training import train
 
-    run = train(config, args.output, progress=not args.quiet, overwrite=args.overwrite)
-    print(summary(run))
+    run = train(config, args.output, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
+    if run.is_main_process:
+        print(summary(run))
     return 0
 
 
@@ -156,6 +169,19 @@ def cmd_predict(args) -> int:
         sys.stdout.write(lines)
     else:
         Path(args.output).write_text(lines, encoding="utf-8")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .errors import ConfigError
+
+    if not args.merge:
+        raise ConfigError("export: pass --merge (the export writes a LoRA run's adapter merged into its base weights)")
+    _quiet_transformers()
+    from .finetuning import export_merged
+
+    output = export_merged(args.run_dir, args.output, overwrite=args.overwrite)
+    print(f"merged run written to {output}")
     return 0
 
 

@@ -83,6 +83,12 @@ class Task:
 class Head:
     """An output layer and loss on top of a pretrained backbone."""
 
+    #: Set by the training loop from ``train.label_smoothing``.
+    label_smoothing: float = 0.0
+    #: False for a head whose loss is not a cross-entropy over classes: a run that asks for label
+    #: smoothing is then refused.
+    supports_label_smoothing: bool = True
+
     def build(self, model: str, spec: dict):
         """A new model from a pretrained backbone (path or hub id) and the task's ``head_spec()``."""
         raise NotImplementedError
@@ -92,5 +98,14 @@ class Head:
         raise NotImplementedError
 
     def loss(self, outputs, batch):
-        """The scalar training loss; by default the loss the model computed from ``labels``."""
+        """The scalar training loss; by default the loss the model computed from ``labels``, or
+        with label smoothing a smoothed cross-entropy of ``outputs.logits`` against them (label
+        -100 is ignored, as transformers' own losses do)."""
+        logits = getattr(outputs, "logits", None)
+        if self.label_smoothing > 0 and self.supports_label_smoothing and "labels" in batch and logits is not None:
+            import torch
+
+            return torch.nn.functional.cross_entropy(
+                logits.view(-1, logits.shape[-1]).float(), batch["labels"].view(-1), ignore_index=-100, label_smoothing=self.label_smoothing
+            )
         return outputs.loss

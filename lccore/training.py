@@ -99,6 +99,7 @@ def train(
         config = load_config(config, overrides)
     engine = engine or Engine(disable=config.plugins.disable)
     config, task, head = resolve(config, engine)
+    finetuning.check_head(head, config)
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping

@@ -24,7 +24,7 @@ def test_ci_runs_the_readme_setup_commands():
     setup = code_blocks(ROOT / "README.md", "bash")[0].strip().splitlines()
     assert setup[0] == 'pip install -e ".[dev]"'
     ci = (ROOT / ".ci" / "run").read_text()
-    assert f"python -m pip install -q -e \".[dev]\"" in ci
+    assert "python -m pip install -q -e \".[dev]\"" in ci
     assert ci.rstrip().splitlines()[-1] == setup[1]  # the test command, exactly
 
 

@@ -8,7 +8,6 @@ answer. In v2 data a question may have no answer: the model then points at the [
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import attrs
 import torch

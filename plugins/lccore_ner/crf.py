@@ -90,6 +90,8 @@ def pack(emissions, on_chain):
 
 
 class CRFHead(lccore.Head):
+    supports_label_smoothing = False  # the loss is the chain's log-likelihood, not a cross-entropy
+
     def build(self, model, spec):
         special_ids = sorted(set(AutoTokenizer.from_pretrained(model).all_special_ids))
         return CRFTagger(AutoModel.from_pretrained(model), spec["labels"], special_ids)

@@ -1,4 +1,4 @@
-"""First-party plugin: the `adamw` and `sgd` optimisers."""
+"""First-party plugin: the `adamw`, `sgd` and `adafactor` optimisers."""
 
 from __future__ import annotations
 
@@ -22,10 +22,19 @@ class SGDOptions:
     nesterov: bool = attrs.field(default=False, metadata={"doc": "Nesterov momentum."})
 
 
+@attrs.define
+class AdafactorOptions:
+    clip_threshold: float = attrs.field(default=1.0, metadata={"doc": "Largest root-mean-square of an update before it is scaled down.", "min": 0.0})
+    decay_rate: float = attrs.field(default=-0.8, metadata={"doc": "Exponent of the second-moment decay schedule."})
+    beta1: Optional[float] = attrs.field(default=None, metadata={"doc": "First-moment decay; null: no first moment (the memory saving).", "min": 0.0, "max": 1.0})
+    scale_parameter: bool = attrs.field(default=False, metadata={"doc": "Scale the learning rate by each parameter's root-mean-square."})
+
+
 @lccore.hookimpl
 def register_optimizers(register):
     register("adamw", make_adamw, options=AdamWOptions, description="AdamW (fused kernel where available).")
     register("sgd", make_sgd, options=SGDOptions, description="SGD with momentum.")
+    register("adafactor", make_adafactor, options=AdafactorOptions, description="Adafactor (factored second moments: little optimiser memory), with optimizer.lr and its schedule.")
 
 
 def make_adamw(param_groups, config):
@@ -54,3 +63,14 @@ def make_sgd(param_groups, config):
 
     options = config.options
     return torch.optim.SGD(param_groups, lr=config.lr, momentum=options.momentum, nesterov=options.nesterov)
+
+
+def make_adafactor(param_groups, config):
+    from transformers.optimization import Adafactor
+
+    options = config.options
+    # relative_step=False: the configured lr and schedule apply, not Adafactor's own step-size rule.
+    return Adafactor(
+        param_groups, lr=config.lr, relative_step=False, warmup_init=False, scale_parameter=options.scale_parameter,
+        clip_threshold=options.clip_threshold, decay_rate=options.decay_rate, beta1=options.beta1,
+    )

@@ -36,8 +36,8 @@ def section_class(tp):
     """The attrs class of a section, also when the section may be null (``Optional[LoraConfig]``)."""
     if attrs.has(tp):
         return tp
-    inner = [a for a in typing.get_args(tp) if a is not type(None)]
-    return inner[0] if len(inner) == 1 and attrs.has(inner[0]) else None
+    sections = [a for a in typing.get_args(tp) if attrs.has(a)]
+    return sections[0] if len(sections) == 1 else None
 
 
 def default_of(field) -> str:

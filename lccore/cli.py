@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command=cmd_train)
 
+    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (task mlm or clm), from scratch or continued")
+    pretrain.add_argument("config", help="YAML run config: task mlm|clm; model a hub id/folder, or {architecture: bert|gpt2, ...} from scratch")
+    pretrain.add_argument("--output", required=True, help="run directory to write (the model and tokenizer go to RUN_DIR/model)")
+    pretrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    pretrain.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
+    pretrain.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest intact checkpoint")
+    pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    pretrain.set_defaults(command=cmd_pretrain)
+
     evaluate = commands.add_parser("evaluate", help="score a run on a labelled data file (JSON on stdout)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", required=True, help="labelled data file in the task's format")
@@ -131,6 +140,26 @@ def cmd_train(args) -> int:
     run = train(config, args.output, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
     if run.is_main_process:
         print(summary(run))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .plugins import Engine
+
+    config = load_config(args.config, args.overrides)
+    engine = Engine(disable=config.plugins.disable)
+    objective = getattr(engine.create("task", config.task.name, config.task.options, key="task"), "objective", None)
+    if objective is None:
+        raise ConfigError(f"task.name: '{config.task.name}' is not a language-modelling task; pretraining takes mlm or clm (use `lccore train` for other tasks)")
+    _quiet_transformers()
+    from .training import train
+
+    run = train(config, args.output, engine=engine, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
+    if run.is_main_process:
+        print(summary(run))
+        print(f"fine-tune it with `model: {run.model_dir}` in a run config")
     return 0
 
 

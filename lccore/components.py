@@ -58,6 +58,13 @@ class Task:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
 
+    def forward(self, model, batch: dict):
+        """Run the model on a batch at evaluation and prediction time; ``decode`` gets the result.
+
+        The default is ``model(**batch)``. A generation task overrides it to also call
+        ``model.generate`` (training always runs ``model(**batch)`` and the head's loss)."""
+        return model(**batch)
+
     def decode(self, outputs: Any, batch: dict, features: list[dict]) -> list[dict]:
         """Prediction records (JSON-serialisable dicts) for one batch of model outputs;
         ``features`` are the batch's feature dicts, in batch order."""

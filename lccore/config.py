@@ -113,8 +113,22 @@ class PluginsConfig:
 
 
 @attrs.define
+class ScratchModelConfig:
+    architecture: Literal["bert", "gpt2"] = attrs.field(metadata=doc("`bert` (encoder, masked LM) or `gpt2` (decoder, causal LM)."))
+    hidden_size: int = attrs.field(default=256, metadata=doc("Width of the hidden states.", min=8))
+    num_layers: int = attrs.field(default=4, metadata=doc("Transformer layers.", min=1))
+    num_heads: int = attrs.field(default=4, metadata=doc("Attention heads (must divide hidden_size).", min=1))
+    vocab_size: int = attrs.field(default=8000, metadata=doc("Size of the tokenizer trained on the training texts.", min=100))
+    intermediate_size: Optional[int] = attrs.field(default=None, metadata=doc("Feed-forward width; null: 4 x hidden_size.", min=8))
+    max_positions: Optional[int] = attrs.field(default=None, metadata=doc("Longest input the model takes; null: max(512, train.max_length).", min=8))
+    tokenizer: Optional[str] = attrs.field(default=None, metadata=doc("An existing tokenizer (folder or hub id) instead of training one, e.g. a pretraining run's `model/`."))
+
+
+@attrs.define
 class RunConfig:
-    model: str = attrs.field(metadata=doc("Pretrained model: a local Hugging Face directory or a hub id."))
+    model: Union[str, ScratchModelConfig] = attrs.field(
+        metadata=doc("Pretrained model (a local Hugging Face directory or a hub id), or a mapping that builds one from scratch.")
+    )
     task: TaskConfig = attrs.field(metadata=doc("The task, its data files and options; a bare string names the task."))
     head: HeadConfig = attrs.field(factory=HeadConfig, metadata=doc("The output layer; a bare string names it."))
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata=doc("Optimiser and schedule; a bare string names it."))
@@ -185,6 +199,9 @@ def _convert(tp, value, key: str, metadata=None):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        sections = [a for a in inner if attrs.has(a)]
+        if isinstance(value, dict) and sections:  # `model: {architecture: ...}` rather than a name
+            return structure(sections[0], value, key)
         return _convert(inner[0], value, key, metadata)
     if origin is Literal:
         if value not in args:
@@ -309,10 +326,17 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
         value = getattr(config.task, split)
         if value:
             setattr(config.task, split, str((base / value).resolve()))
-    local_model = base / config.model
-    if not Path(config.model).is_absolute() and local_model.exists():
-        config.model = str(local_model.resolve())
+    if isinstance(config.model, str):
+        config.model = _local_or_hub(base, config.model)
+    elif config.model.tokenizer:
+        config.model.tokenizer = _local_or_hub(base, config.model.tokenizer)
     return config
+
+
+def _local_or_hub(base: Path, name: str) -> str:
+    """A path relative to the config file when such a folder exists, else the name (a hub id)."""
+    local = base / name
+    return str(local.resolve()) if not Path(name).is_absolute() and local.exists() else name
 
 
 def dump_yaml(data: dict, path: Path) -> None:

@@ -113,7 +113,7 @@ def run_model(
             batch = task.collate(batch_features, tokenizer)
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
             with autocast():
-                outputs = model(**batch)
+                outputs = task.forward(model, batch)
             if loss_fn is not None and getattr(outputs, "loss", None) is not None:  # the batch had gold labels
                 loss_sum += float(loss_fn(outputs, batch)) * len(indices)
                 loss_count += len(indices)

@@ -11,12 +11,13 @@ import math
 import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 
 import attrs
 
-from . import __version__, checkpoints, finetuning
-from .config import RunConfig, dump_yaml, load_config
+from . import __version__, checkpoints, finetuning, scratch
+from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
 from .data import file_sha256
 from .errors import ConfigError, LccoreError, RunDirError
 from .plugins import Engine
@@ -133,9 +134,22 @@ def train(
     notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
     progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
-    with model_load_errors("model", config.model):
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-        model = head.build(config.model, task.head_spec())
+    model_source = config.model
+    if isinstance(config.model, ScratchModelConfig):
+        objective = getattr(task, "objective", None)
+        if objective and scratch.ARCHITECTURES[config.model.architecture] != objective:
+            raise ConfigError(
+                f"model.architecture: {config.model.architecture} pretrains with {scratch.ARCHITECTURES[config.model.architecture]}, "
+                f"not with task '{config.task.name}'"
+            )
+        if settings.lora is not None:
+            raise ConfigError("train.lora: adapters need a pretrained model, not one built from scratch")
+        scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")
+        texts = (getattr(example, "text", "") for example in splits["train"])
+        model_source = scratch.build(config.model, texts, Path(scratch_dir.name), max_length=settings.max_length, seed=settings.seed)
+    with model_load_errors("model", model_source):
+        tokenizer = AutoTokenizer.from_pretrained(model_source)
+        model = head.build(model_source, task.head_spec())
     model = finetuning.prepare_model(model, config)
     head.label_smoothing = settings.label_smoothing
     if main_process and checkpoint is None:
@@ -384,7 +398,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": config.train.seed,
         "processes": processes,
-        "model": config.model,
+        "model": unstructure(config.model),
         "components": {
             "task": used("task", config.task.name),
             "head": used("head", config.head.name),

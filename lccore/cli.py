@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1 (repeatable)")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --output from its newest intact checkpoint")
+    train.add_argument("--init-from", metavar="RUN_DIR", help="start from an earlier run's model and head (sets train.init_from)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command=cmd_train)
 
@@ -86,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="run directory to write")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     export.set_defaults(command=cmd_export)
+
+    generate = commands.add_parser("generate", help="generate text with a run's model: a reply, a summary, a translation or a continuation")
+    generate.add_argument("run_dir")
+    generate.add_argument("--prompt", help="the query: a user message (dialogue run), a source text (summarization, translation) or a plain prompt")
+    generate.add_argument("--input", help="JSONL file of queries (strings or objects), or '-' for stdin: one JSON answer line per input line, generated in batches")
+    generate.add_argument("--strategy", help="greedy (default), beam, sample or prompt_lookup")
+    generate.add_argument("--max-new-tokens", type=int, help="most tokens generated (default 64)")
+    generate.add_argument("--temperature", type=float, help="sample: divides the logits (default 1.0)")
+    generate.add_argument("--top-k", type=int, help="sample: draw from the k most likely tokens only")
+    generate.add_argument("--top-p", type=float, help="sample: nucleus probability mass (default 1.0)")
+    generate.add_argument("--num-beams", type=int, help="beam: beams kept (default 4)")
+    generate.add_argument("--repetition-penalty", type=float, help="above 1 discourages repeated tokens (default 1.0)")
+    generate.add_argument("--stop", nargs="+", action="extend", metavar="S", help="stop strings: the text ends before the first one")
+    generate.add_argument("--seed", type=int, help="sample: seed for reproducible draws")
+    generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    generate.add_argument("--json", action="store_true", help="print the answer record {text, tokens, finish_reason} as JSON")
+    generate.set_defaults(command=cmd_generate)
     return parser
 
 
@@ -134,6 +152,8 @@ def cmd_train(args) -> int:
     from .config import load_config
 
     config = load_config(args.config, args.overrides)  # config errors before the heavy imports
+    if args.init_from:
+        config.train.init_from = str(Path(args.init_from).resolve())
     _quiet_transformers()
     from .training import train
 
@@ -169,11 +189,12 @@ def summary(run) -> str:
     if run.metrics.get("best"):
         best = run.metrics["best"]
         lines.append(f"best dev {metric}: {best['value']:.4f} (step {best['step']}, epoch {best['epoch']})")
-    test = run.metrics.get("test", {})
-    if "before" in test and "after" in test:
-        for name, after in test["after"].items():
-            if isinstance(after, (int, float)):
-                lines.append(f"test {name}: {test['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
+    for split, label in (("test", "test"), ("previous_test", "earlier run's test")):
+        scores = run.metrics.get(split, {})
+        if "before" in scores and "after" in scores:
+            for name, after in scores["after"].items():
+                if isinstance(after, (int, float)):
+                    lines.append(f"{label} {name}: {scores['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
     return "\n".join(lines)
 
 
@@ -211,6 +232,39 @@ def cmd_export(args) -> int:
 
     output = export_merged(args.run_dir, args.output, overwrite=args.overwrite)
     print(f"merged run written to {output}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .errors import ConfigError
+    from .plugins import Engine
+
+    if (args.prompt is None) == (args.input is None):
+        raise ConfigError("generate: give either --prompt TEXT or --input FILE.jsonl")
+    if args.stream and (args.input is not None or args.json):
+        raise ConfigError("generate: --stream prints one prompt's text as it comes; use it with --prompt, without --input or --json")
+    flags = {
+        "strategy": args.strategy, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+        "top_p": args.top_p, "num_beams": args.num_beams, "repetition_penalty": args.repetition_penalty, "stop": args.stop, "seed": args.seed,
+    }
+    # Options are checked before the model loads: a typo fails in a second.
+    reasoner = Engine().create("reasoner", "generate", {k: v for k, v in flags.items() if v is not None}, key="generate")
+    _quiet_transformers()
+    from .predictor import load, read_prediction_inputs
+
+    predictor = load(args.run_dir)
+    if args.input is not None:
+        rows = list(read_prediction_inputs(args.input))
+        answers = reasoner.answer_batch([value for _, value in rows], predictor, wheres=[where for where, _ in rows])
+        sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+    elif args.stream:
+        for piece in reasoner.stream(args.prompt, predictor):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        answer = reasoner.answer(args.prompt, predictor=predictor)
+        print(json.dumps(answer, ensure_ascii=False) if args.json else answer["text"])
     return 0
 
 

@@ -103,6 +103,15 @@ class TrainConfig:
     lora: Optional[LoraConfig] = attrs.field(default=None, metadata=doc("LoRA adapters through peft (`{}` for the defaults); null: full weights train."))
     dropout: DropoutConfig = attrs.field(factory=DropoutConfig, metadata=doc("Dropout overrides."))
     label_smoothing: float = attrs.field(default=0.0, metadata=doc("Label smoothing of the cross-entropy loss (heads that use one).", min=0.0, max=1.0))
+    aux_lm_weight: float = attrs.field(
+        default=0.0, metadata=doc("Joint objective: add this times the model's own LM loss (masked or causal) on the task's inputs to the task loss (GPT-1: 0.5); 0: off.", min=0.0)
+    )
+    init_from: Optional[str] = attrs.field(
+        default=None, metadata=doc("Continue from an earlier run's model and head (its run directory) instead of `model`; `--init-from` sets it.")
+    )
+    replay: float = attrs.field(
+        default=0.0, metadata=doc("With init_from: add this fraction of the earlier run's training examples (sampled with the seed) to limit forgetting.", min=0.0, max=1.0)
+    )
     checkpoint_every: Optional[int] = attrs.field(default=None, metadata=doc("Also write a resumable checkpoint every this many optimiser steps (one is written at each epoch's end).", min=1))
     keep_checkpoints: int = attrs.field(default=2, metadata=doc("Resumable checkpoints kept in `checkpoints/` (the newest); the best model is always in `model/`.", min=1))
 
@@ -326,6 +335,8 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
         value = getattr(config.task, split)
         if value:
             setattr(config.task, split, str((base / value).resolve()))
+    if config.train.init_from:
+        config.train.init_from = str((base / config.train.init_from).resolve())
     if isinstance(config.model, str):
         config.model = _local_or_hub(base, config.model)
     elif config.model.tokenizer:

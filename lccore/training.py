@@ -17,6 +17,8 @@ from pathlib import Path
 import attrs
 
 from . import __version__, checkpoints, finetuning, scratch
+from .auxiliary import add_lm_objective
+from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
 from .data import file_sha256
 from .errors import ConfigError, LccoreError, RunDirError
@@ -92,7 +94,7 @@ def train(
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
     from torch.utils.data import DataLoader
-    from transformers import AutoTokenizer, get_scheduler
+    from transformers import get_scheduler
 
     from .batching import LengthGroupedBatchSampler
 
@@ -107,10 +109,21 @@ def train(
     output_dir = Path(output_dir)
     checkpoint = find_checkpoint(output_dir, config) if resume else None
 
+    previous = PreviousRun.open(settings.init_from, config.task.name) if settings.init_from else None
+    if settings.replay and previous is None:
+        raise ConfigError("train.replay: replays an earlier run's data, so it needs train.init_from")
+
     # Data first: a bad row should fail in a second, not after the model has loaded.
     splits = {name: task.read(getattr(config.task, name)) for name in ("train", "dev", "test") if getattr(config.task, name)}
     data_hashes = {name: file_sha256(getattr(config.task, name)) for name in splits}
+    if previous is not None:  # the earlier run's label space, so that its head still fits
+        task.restore(previous.task_state)
     task.fit(splits["train"])
+    if previous is not None:
+        splits["train"] = splits["train"] + previous.replay(task, settings.replay, settings.seed)
+        if previous.test_file():  # its test set, scored before and after: forgetting shows
+            splits["previous_test"] = task.read(previous.test_file())
+            data_hashes["previous_test"] = file_sha256(previous.test_file())
 
     # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
     # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
@@ -134,23 +147,13 @@ def train(
     notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
     progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
-    model_source = config.model
-    if isinstance(config.model, ScratchModelConfig):
-        objective = getattr(task, "objective", None)
-        if objective and scratch.ARCHITECTURES[config.model.architecture] != objective:
-            raise ConfigError(
-                f"model.architecture: {config.model.architecture} pretrains with {scratch.ARCHITECTURES[config.model.architecture]}, "
-                f"not with task '{config.task.name}'"
-            )
-        if settings.lora is not None:
-            raise ConfigError("train.lora: adapters need a pretrained model, not one built from scratch")
-        scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")
-        texts = (getattr(example, "text", "") for example in splits["train"])
-        model_source = scratch.build(config.model, texts, Path(scratch_dir.name), max_length=settings.max_length, seed=settings.seed)
-    with model_load_errors("model", model_source):
-        tokenizer = AutoTokenizer.from_pretrained(model_source)
-        model = head.build(model_source, task.head_spec())
+    scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")  # removed when the run ends
+    model, tokenizer, model_source = starting_model(config, task, head, previous, splits["train"], Path(scratch_dir.name))
     model = finetuning.prepare_model(model, config)
+    if settings.aux_lm_weight:
+        if settings.lora is not None:
+            raise ConfigError("train.aux_lm_weight: not with train.lora (the LM head would train the frozen backbone's copy)")
+        model = add_lm_objective(model, model_source, tokenizer)
     head.label_smoothing = settings.label_smoothing
     if main_process and checkpoint is None:
         output_dir = prepare_output_dir(output_dir, overwrite or resume)
@@ -220,9 +223,11 @@ def train(
         resumed_rng = loop["rng"]
         if main_process:
             print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1})", flush=True)
-    elif "test" in splits:
-        metrics["test"]["before"] = evaluate("test", model)
-        notify("on_evaluate", run=state, split="test.before", metrics=metrics["test"]["before"])
+    else:
+        for split in ("test", "previous_test"):
+            if split in splits:
+                metrics.setdefault(split, {})["before"] = evaluate(split, model)
+                notify("on_evaluate", run=state, split=f"{split}.before", metrics=metrics[split]["before"])
 
     def evaluate_dev() -> bool:
         """Evaluate on dev, keep the best checkpoint; True when early stopping says stop."""
@@ -269,12 +274,15 @@ def train(
         if resumed_rng is not None:  # the generators as they were when the checkpoint was written
             checkpoints.set_rng_state(resumed_rng)
             resumed_rng = None
-        accumulated = []
+        accumulated, accumulated_parts = [], []
         for batch in batches:
             batches_done += 1
             with accelerator.accumulate(model):
                 outputs = model(**batch)
-                loss = head.loss(outputs, batch)
+                loss = task_loss = head.loss(outputs, batch)
+                if settings.aux_lm_weight:
+                    loss = task_loss + settings.aux_lm_weight * outputs["lm_loss"]
+                    accumulated_parts.append(torch.stack([task_loss.detach(), outputs["lm_loss"].detach()]))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and settings.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -290,6 +298,10 @@ def train(
             if not math.isfinite(step_loss):
                 raise TrainingError(diverged_message(step_loss, state, output_dir))
             logs = {"step": state.step, "epoch": state.epoch + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
+            if accumulated_parts:  # the joint objective's two terms, logged apart
+                task_part, lm_part = accelerator.reduce(torch.stack(accumulated_parts).float().mean(0), "mean").tolist()
+                logs.update(task_loss=task_part, lm_loss=lm_part)
+                accumulated_parts = []
             metrics["train"].append(logs)
             notify("on_train_step", run=state, step=state.step, logs=logs)
             bar.update(1)
@@ -316,10 +328,12 @@ def train(
     if "dev" not in splits:  # without a dev set, the final weights are the result
         save_best()
     # The test score after fine-tuning is measured on the saved best model, loaded back as a user would.
-    if "test" in splits:
+    if splits.keys() & {"test", "previous_test"}:
         best_model = finetuning.load_trained_model(head, config, task.head_spec(), output_dir / "model").to(accelerator.device)
-        metrics["test"]["after"] = evaluate("test", best_model)
-        notify("on_evaluate", run=state, split="test.after", metrics=metrics["test"]["after"])
+        for split in ("test", "previous_test"):
+            if split in splits:
+                metrics[split]["after"] = evaluate(split, best_model)
+                notify("on_evaluate", run=state, split=f"{split}.after", metrics=metrics[split]["after"])
 
     if main_process:
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
@@ -331,6 +345,32 @@ def train(
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)
+
+
+def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples: list, workdir: Path):
+    """(model, tokenizer, source): an earlier run's model and head (``train.init_from``), a model
+    built from scratch (``model: {architecture: ...}``), or a pretrained one with a new head."""
+    from transformers import AutoTokenizer
+
+    settings = config.train
+    if previous is not None:
+        source = str(previous.model_dir)
+        with model_load_errors("train.init_from", source):
+            return head.load(source), AutoTokenizer.from_pretrained(source), source
+    source = config.model
+    if isinstance(config.model, ScratchModelConfig):
+        objective = getattr(task, "objective", None)
+        if objective and scratch.ARCHITECTURES[config.model.architecture] != objective:
+            raise ConfigError(
+                f"model.architecture: {config.model.architecture} pretrains with {scratch.ARCHITECTURES[config.model.architecture]}, "
+                f"not with task '{config.task.name}'"
+            )
+        if settings.lora is not None:
+            raise ConfigError("train.lora: adapters need a pretrained model, not one built from scratch")
+        texts = (getattr(example, "text", "") for example in train_examples)
+        source = scratch.build(config.model, texts, workdir, max_length=settings.max_length, seed=settings.seed)
+    with model_load_errors("model", source):
+        return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
 
 
 class TrainingError(LccoreError, FloatingPointError):
@@ -384,6 +424,10 @@ def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int)
             raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")
 
 
+def previous_test_path(config: RunConfig) -> str | None:
+    return load_config(Path(config.train.init_from) / CONFIG_FILE).task.test if config.train.init_from else None
+
+
 def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes: dict, processes: int) -> dict:
     import accelerate
     import torch
@@ -406,7 +450,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes:
         },
         "task_state": task.head_spec(),
         "data": {
-            name: {"path": getattr(config.task, name), "sha256": data_hashes[name], "examples": len(examples)}
+            name: {"path": getattr(config.task, name, None) or previous_test_path(config), "sha256": data_hashes[name], "examples": len(examples)}
             for name, examples in splits.items()
         },
         "plugins": [{k: p[k] for k in ("name", "distribution", "version", "status")} for p in engine.report()],

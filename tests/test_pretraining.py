@@ -1,0 +1,227 @@
+"""Pretraining (mlm, clm) from scratch and continued, the joint objective, continual fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_jsonl
+
+import lccore
+
+POSITIVE = "great wonderful superb lovely brilliant delightful charming excellent marvelous splendid terrific fantastic".split()
+NEGATIVE = "awful terrible boring dreadful horrible dull dismal tedious atrocious lousy painful bland".split()
+THINGS = "film book meal show play song trip game".split()
+TEMPLATES = ["the {t} was {a} and {b} .", "what a {a} {t} , truly {b} .", "i found the {t} {a} , even {b} .", "such a {a} and {b} {t} ."]
+
+
+def corpus(count: int, seed: int) -> list[str]:
+    """Sentences where words of one polarity occur together: what a masked LM can learn."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        a, b = rng.sample(rng.choice([POSITIVE, NEGATIVE]), 2)
+        lines.append(rng.choice(TEMPLATES).format(t=rng.choice(THINGS), a=a, b=b))
+    return lines
+
+
+def reviews(count: int, seed: int, positive: list[str], negative: list[str]) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 == 0 else "negative"
+        word = rng.choice(positive if label == "positive" else negative)
+        rows.append({"text": f"the {rng.choice(THINGS)} was {word} .", "label": label})
+    return rows
+
+
+TINY_BERT = {"architecture": "bert", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "vocab_size": 200}
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "train.txt").write_text("\n".join(corpus(3000, seed=0)) + "\n", encoding="utf-8")
+    (folder / "dev.txt").write_text("\n".join(corpus(200, seed=1)) + "\n", encoding="utf-8")
+    # Fine-tuning sees four words of each polarity; its test only the eight others.
+    write_jsonl(folder / "cls_train.jsonl", reviews(160, 2, POSITIVE[:4], NEGATIVE[:4]))
+    write_jsonl(folder / "cls_dev.jsonl", reviews(40, 3, POSITIVE[:4], NEGATIVE[:4]))
+    write_jsonl(folder / "cls_test.jsonl", reviews(80, 4, POSITIVE[4:], NEGATIVE[4:]))
+    return {p.stem: p for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def pretrained(texts, tmp_path_factory):
+    config = {
+        "model": TINY_BERT,
+        "task": {"name": "mlm", "train": str(texts["train"]), "dev": str(texts["dev"])},
+        "optimizer": {"lr": 2e-3},
+        "train": {"epochs": 10, "batch_size": 32, "max_length": 64},
+    }
+    return lccore.train(config, tmp_path_factory.mktemp("pretrain") / "run", progress=False)
+
+
+def classification(model, texts) -> dict:
+    return {
+        "model": model,
+        "task": {"name": "text_classification", **{split: str(texts[f"cls_{split}"]) for split in ("train", "dev", "test")}},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 8, "batch_size": 16, "max_length": 32},
+    }
+
+
+def test_mlm_from_scratch_lowers_perplexity_and_saves_a_plain_model_with_its_tokenizer(pretrained):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    perplexities = [row["perplexity"] for row in pretrained.metrics["dev"]]
+    assert len(perplexities) == 10
+    assert perplexities[-1] < 0.5 * perplexities[0]
+    assert pretrained.metrics["best"]["metric"] == "perplexity"
+    tokenizer = AutoTokenizer.from_pretrained(pretrained.model_dir)  # trained on the corpus
+    assert tokenizer.tokenize("the film was splendid")[-1] == "splendid"
+    assert len(tokenizer) <= 200
+    model = AutoModelForMaskedLM.from_pretrained(pretrained.model_dir)
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
+    saved = yaml.safe_load((pretrained.output_dir / "config.yaml").read_text())
+    assert saved["model"]["architecture"] == "bert" and saved["head"]["name"] == "masked_lm"
+
+
+def word_order_rows(count: int, seed: int) -> list[dict]:
+    """A small task that needs what pretraining teaches: is this sentence fluent or scrambled?"""
+    rng = random.Random(seed)
+    rows = []
+    for i, sentence in enumerate(corpus(count, seed)):
+        words = sentence.split()
+        if i % 2:
+            rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "scrambled" if i % 2 else "fluent"})
+    return rows
+
+
+def test_pretrained_model_fine_tunes_better_than_the_same_architecture_from_random_weights(pretrained, tmp_path):
+    random_init = {**TINY_BERT, "tokenizer": str(pretrained.model_dir)}  # same tokenizer, random weights
+    scores = {"pretrained": [], "random": []}
+    for seed in (5, 15, 25):  # three small labelled samples: 48 examples to learn from
+        files = {
+            split: str(write_jsonl(tmp_path / f"{split}-{seed}.jsonl", word_order_rows(count, seed + offset)))
+            for split, count, offset in (("train", 48, 0), ("dev", 40, 1), ("test", 200, 2))
+        }
+        for name, model in (("pretrained", str(pretrained.model_dir)), ("random", random_init)):
+            config = {
+                "model": model, "task": {"name": "text_classification", **files},
+                "optimizer": {"lr": 1e-3}, "train": {"epochs": 10, "batch_size": 8, "max_length": 32},
+            }
+            run = lccore.train(config, tmp_path / f"{name}-{seed}", progress=False)
+            scores[name].append(run.metrics["test"]["after"]["accuracy"])
+    mean = {name: sum(values) / len(values) for name, values in scores.items()}
+    assert mean["pretrained"] >= mean["random"] + 0.1, scores
+
+
+def test_clm_from_scratch_packs_blocks_and_scores_each_text(texts, tmp_path):
+    config = {
+        "model": {**TINY_BERT, "architecture": "gpt2", "vocab_size": 300},
+        "task": {"name": "clm", "train": str(texts["train"]), "dev": str(texts["dev"])},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 2, "batch_size": 16, "max_length": 64},
+    }
+    run = lccore.train(config, tmp_path / "gpt", progress=False)
+    perplexities = [row["perplexity"] for row in run.metrics["dev"]]
+    assert perplexities[-1] < perplexities[0]
+
+    predictor = run.load()
+    good, scrambled = predictor.predict(["the film was great and superb .", ". superb film and the great was"])
+    assert good["tokens"] > 0 and good["perplexity"] < scrambled["perplexity"]
+    # Packing: every training block but the file's last is exactly max_length tokens long, and
+    # every token (with its text's end-of-text token) belongs to its text, once.
+    examples = predictor.task.read(texts["train"])
+    features = predictor.task.encode(examples, predictor.tokenizer, 64)
+    assert {len(f["input_ids"]) for f in features[:-1]} == {64}
+    counts = {}
+    for feature in features:
+        for index, start, end in feature["segments"]:
+            counts[index] = counts.get(index, 0) + end - start
+    lengths = [len(ids) + 1 for ids in predictor.tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]]
+    assert [counts[i] for i in range(len(lengths))] == lengths
+
+
+def test_mlm_masks_are_fresh_in_training_and_fixed_in_evaluation(pretrained):
+    import torch
+
+    predictor = pretrained.load()
+    task, tokenizer = predictor.task, predictor.tokenizer
+    features = task.encode(task.read(pretrained.config.task.dev)[:20], tokenizer, 64)
+    first, second = task.collate(features, tokenizer), task.collate(features, tokenizer)
+    assert not torch.equal(first["labels"], second["labels"])  # dynamic masking
+    with torch.inference_mode():
+        first, second = task.collate(features, tokenizer), task.collate(features, tokenizer)
+        alone = task.collate(features[:1], tokenizer)
+    assert torch.equal(first["labels"], second["labels"])
+    width = alone["labels"].shape[1]
+    assert torch.equal(first["labels"][0, :width], alone["labels"][0])  # whatever the batch
+    selected = first["labels"] != -100
+    assert 0.08 < selected.float().sum() / first["attention_mask"].sum() < 0.25  # about 15%
+    assert not torch.isin(first["labels"][selected], torch.tensor(tokenizer.all_special_ids)).any()
+
+
+def test_continued_pretraining_from_an_existing_model(tiny_model, texts, tmp_path):
+    config = {"model": tiny_model, "task": {"name": "mlm", "train": str(texts["dev"]), "dev": str(texts["dev"])}, "train": {"epochs": 1}}
+    run = lccore.train(config, tmp_path / "continued", progress=False)
+    assert run.metrics["dev"][0]["perplexity"] > 0
+    assert (run.model_dir / "tokenizer.json").is_file()
+
+
+def test_joint_objective_logs_both_losses_keeps_the_lm_and_saves_only_the_task_model(pretrained, texts, tmp_path):
+    from safetensors.torch import load_file
+
+    plain = lccore.train(classification(str(pretrained.model_dir), texts), tmp_path / "plain", progress=False)
+    config = classification(str(pretrained.model_dir), texts)
+    config["train"]["aux_lm_weight"] = 0.5
+    joint = lccore.train(config, tmp_path / "joint", progress=False)
+    last = joint.metrics["train"][-1]
+    assert last["loss"] == pytest.approx(last["task_loss"] + 0.5 * last["lm_loss"], rel=1e-4)
+    assert load_file(joint.model_dir / "model.safetensors").keys() == load_file(plain.model_dir / "model.safetensors").keys()
+
+    # What plain fine-tuning forgets, the joint objective keeps: the pretrained masked-LM head,
+    # put back on each fine-tuned backbone, predicts masked words better on the joint one's.
+    probe = pretrained.load()
+
+    def masked_lm_perplexity(run) -> float:
+        backbone = {k: v for k, v in load_file(run.model_dir / "model.safetensors").items() if k.startswith("bert.") and "pooler" not in k}
+        missing, unexpected = probe.model.load_state_dict(backbone, strict=False)
+        assert not unexpected and all(name.startswith("cls.") for name in missing)
+        return probe.evaluate(texts["dev"])["perplexity"]
+
+    assert masked_lm_perplexity(joint) < masked_lm_perplexity(plain)
+
+
+def test_init_from_continues_a_run_with_replay_and_reports_its_old_test_set(pretrained, texts, tmp_path):
+    first = lccore.train(classification(str(pretrained.model_dir), texts), tmp_path / "first", progress=False)
+    new_data = write_jsonl(tmp_path / "new.jsonl", reviews(60, 9, POSITIVE[4:], NEGATIVE[4:]))
+    config = {
+        "model": "unused: init_from replaces it",
+        "task": {"name": "text_classification", "train": str(new_data)},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 2, "batch_size": 16, "max_length": 32, "init_from": str(first.output_dir), "replay": 0.25},
+    }
+    second = lccore.train(config, tmp_path / "second", progress=False)
+    old = second.metrics["previous_test"]
+    assert old["before"]["accuracy"] == pytest.approx(first.metrics["test"]["after"]["accuracy"])  # same model, same file
+    assert "after" in old
+    assert len(second.metrics["train"]) == 2 * -(-(60 + 40) // 16)  # 40 replayed = 25% of 160
+    manifest = json.loads((second.output_dir / "manifest.json").read_text())
+    assert manifest["data"]["previous_test"]["path"] == str(texts["cls_test"])
+
+
+def test_pretrain_cli_refuses_a_task_that_is_not_language_modelling(texts, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model": TINY_BERT, "task": {"name": "text_classification", "train": str(texts["cls_train"])}}))
+    result = subprocess.run([sys.executable, "-m", "lccore", "pretrain", str(path), "--output", str(tmp_path / "x")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not a language-modelling task" in result.stderr and "Traceback" not in result.stderr
+    path.write_text(yaml.safe_dump({"model": TINY_BERT, "task": {"name": "clm", "train": str(texts["train"])}}))
+    result = subprocess.run([sys.executable, "-m", "lccore", "pretrain", str(path), "--output", str(tmp_path / "y")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "model.architecture: bert pretrains with mlm, not with task 'clm'" in result.stderr

@@ -1,0 +1,248 @@
+"""The `dialogue` task: a decoder-only model fine-tuned on conversations, the loss on the
+assistant's replies only.
+
+A conversation is rendered to text with the tokenizer's chat template, or with the default plain
+template when it has none (or ``task.template: default``)::
+
+    <|system|>
+    You are terse.
+    <|user|>
+    Hello
+    <|assistant|>
+    Hi.<|endoftext|>
+
+Which tokens are the assistant's is found by rendering the conversation turn by turn: the reply
+to turn i is what ``render(messages[:i + 1])`` adds to ``render(messages[:i], generation
+prompt)``. Those character spans pick the labelled tokens of the whole tokenised conversation.
+
+Evaluation scores the given replies (perplexity). A prediction input (a user message, or a
+conversation) gets a generated reply and the model's perplexity of that reply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+import lccore
+from lccore.data import read_records
+
+from .generation import PROMPT_IDS, PROMPT_MASK, GenerationOutput, causal_batch, ensure_pad_token, generate, pad_prompts, token_nll
+
+ROLES = ("system", "user", "assistant")
+
+
+@attrs.frozen
+class Example:
+    messages: tuple  # of (role, content) pairs
+    where: str
+    reply_wanted: bool = False  # a prediction input: the model writes the next reply
+
+    @property
+    def text(self) -> str:
+        """The conversation as plain text (what a tokenizer built from scratch learns from)."""
+        return default_render(self.messages, "", False)
+
+
+def parse_messages(value, where: str, key: str) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise lccore.DataError(f"{where}: '{key}' must be a non-empty list of {{role, content}} objects")
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise lccore.DataError(f"{where}: '{key}[{i}]' must be an object with a 'role' and a string 'content'")
+        if message.get("role") not in ROLES:
+            raise lccore.DataError(f"{where}: '{key}[{i}].role' must be one of {', '.join(ROLES)}, got {message.get('role')!r}")
+        messages.append((message["role"], message["content"]))
+    return tuple(messages)
+
+
+def default_render(messages, eos: str, add_generation_prompt: bool) -> str:
+    """The plain template: a role line, the content, and the end-of-text token after a reply (so
+    that generation stops there)."""
+    text = "".join(f"<|{role}|>\n{content}{eos if role == 'assistant' else ''}\n" for role, content in messages)
+    return text + ("<|assistant|>\n" if add_generation_prompt else "")
+
+
+class Template:
+    """Renders conversations with the tokenizer's chat template or the default one."""
+
+    def __init__(self, tokenizer, mode: str):
+        self.tokenizer = tokenizer
+        self.chat = mode == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        if not self.chat and tokenizer.eos_token is None:
+            raise lccore.ConfigError("task.template: the default template ends each reply with the end-of-text token; the tokenizer has none")
+
+    def render(self, messages, add_generation_prompt: bool = False, where: str = "") -> str:
+        if not self.chat:
+            return default_render(messages, self.tokenizer.eos_token, add_generation_prompt)
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                [{"role": role, "content": content} for role, content in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except TemplateError as exc:
+            raise lccore.DataError(f"{where}: the tokenizer's chat template refused the conversation: {exc}") from None
+
+    def reply_spans(self, messages, full: str, where: str) -> list[tuple[int, int]]:
+        """Character spans of the assistant's replies in ``full`` (the rendered conversation)."""
+        spans = []
+        for i, (role, _) in enumerate(messages):
+            if role != "assistant":
+                continue
+            before = self.render(messages[:i], add_generation_prompt=True, where=where)
+            upto = self.render(messages[: i + 1], where=where)
+            if not (upto.startswith(before) and full.startswith(upto)):
+                raise lccore.ConfigError(
+                    f"task.template: the tokenizer's chat template does not render {where} turn by turn "
+                    "(an earlier turn changes when a later one is added); set task.template: default"
+                )
+            end = len(upto)
+            while end > len(before) and upto[end - 1].isspace():  # the template's line break, not the reply
+                end -= 1
+            spans.append((len(before), end))
+        return spans
+
+
+class DialogueTask(lccore.Task):
+    default_head = "generative_lm"
+    metric = "perplexity"
+    metric_names = ("perplexity", "nll")
+    greater_is_better = False
+
+    def __init__(self, options):
+        self.options = options
+        self._tokenizer = None  # forward() gets no tokenizer: the one encode() used is kept
+
+    def head_spec(self) -> dict:
+        return {"decoder_only": True}  # the head refuses an encoder-decoder model
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def read(self, path) -> list[Example]:
+        key = self.options.messages_field
+        examples = []
+        for where, row in read_records(path, required=(key,)):
+            messages = parse_messages(row[key], where, key)
+            if not any(role == "assistant" for role, _ in messages):
+                raise lccore.DataError(f"{where}: the conversation has no assistant message to learn from")
+            examples.append(Example(messages, where))
+        return examples
+
+    def parse_input(self, value, where):
+        key = self.options.messages_field
+        if isinstance(value, str):
+            return Example((("user", value),), where, reply_wanted=True)
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        if isinstance(value, list):
+            return Example(parse_messages(value, where, key), where, reply_wanted=True)
+        raise lccore.DataError(f"{where}: expected a user message (a string), a list of messages or an object with '{key}'")
+
+    # --- features --------------------------------------------------------------------------------
+
+    def template(self, tokenizer) -> Template:
+        return Template(tokenizer, self.options.template)
+
+    def encode(self, examples, tokenizer, max_length):
+        ensure_pad_token(tokenizer)
+        self._tokenizer = tokenizer
+        template = self.template(tokenizer)
+        features = []
+        for example in examples:
+            if example.reply_wanted:
+                prompt = self.prompt_ids(example.messages, tokenizer, max_length, example.where, template)
+                features.append({"input_ids": prompt, "prompt": prompt})
+            else:
+                ids, labels = self.conversation_ids(example.messages, tokenizer, max_length, example.where, template)
+                features.append({"input_ids": ids, "labels": labels})
+        return features
+
+    def conversation_ids(self, messages, tokenizer, max_length, where, template=None) -> tuple[list[int], list[int]]:
+        """Token ids of the rendered conversation and labels: the id on the assistant's tokens,
+        -100 elsewhere. Too long a conversation loses its oldest tokens, never the last reply."""
+        template = template or self.template(tokenizer)
+        full = template.render(messages, where=where)
+        spans = template.reply_spans(messages, full, where)
+        try:
+            encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise lccore.ConfigError("model: task 'dialogue' needs a fast tokenizer (one that reports character offsets)") from None
+        ids, starts = encoded["input_ids"], [start for start, _ in encoded["offset_mapping"]]
+        labels = [token if any(a <= start < b for a, b in spans) else -100 for token, start in zip(ids, starts)]
+        if len(ids) > max_length:
+            turn = self._last_turn_start(messages, full, spans[-1][0], template, where)
+            first = next(i for i, start in enumerate(starts) if start >= turn)
+            cut = min(len(ids) - max_length, first)
+            ids, labels = ids[cut : cut + max_length], labels[cut : cut + max_length]
+        return ids, labels
+
+    @staticmethod
+    def _last_turn_start(messages, full: str, reply_start: int, template: Template, where: str) -> int:
+        """Where the last reply's turn (its role header) begins in ``full``."""
+        last = max(i for i, (role, _) in enumerate(messages) if role == "assistant")
+        if last == 0:
+            return 0
+        history = template.render(messages[:last], where=where)
+        return len(history) if full.startswith(history) and len(history) <= reply_start else reply_start
+
+    def prompt_ids(self, messages, tokenizer, max_length, where, template=None) -> list[int]:
+        """The generation prompt for the next reply: the conversation up to its last user message
+        (a trailing reply is dropped: the model writes its own), its oldest tokens cut to fit."""
+        template = template or self.template(tokenizer)
+        messages = list(messages)
+        while messages and messages[-1][0] == "assistant":
+            messages.pop()
+        if not messages:
+            raise lccore.DataError(f"{where}: the conversation has no message before the assistant's reply")
+        ids = tokenizer(template.render(messages, add_generation_prompt=True, where=where), add_special_tokens=False)["input_ids"]
+        return ids[-max_length:]
+
+    def generation_prompt(self, query, tokenizer, max_length, where) -> list[int]:
+        """The prompt the `generate` reasoner continues: a reply to ``query`` (a user message or a
+        conversation)."""
+        return self.prompt_ids(self.parse_input(query, where).messages, tokenizer, max_length, where)
+
+    def collate(self, features, tokenizer):
+        ensure_pad_token(tokenizer)
+        if "prompt" in features[0]:  # prediction: generate a reply to each prompt
+            ids, mask = pad_prompts([f["prompt"] for f in features], tokenizer, encoder_decoder=False)
+            return {PROMPT_IDS: ids, PROMPT_MASK: mask}
+        return causal_batch([f["input_ids"] for f in features], [f["labels"] for f in features], tokenizer.pad_token_id)
+
+    # --- evaluation and prediction ---------------------------------------------------------------
+
+    def forward(self, model, batch):
+        if PROMPT_IDS not in batch:  # evaluation: the given replies, teacher-forced
+            outputs = model(**batch)
+            nll, tokens = token_nll(outputs.logits, batch["labels"])
+            return GenerationOutput(loss=outputs.loss, nll=nll, tokens=tokens)
+        tokenizer = self._tokenizer
+        prompts, mask = batch[PROMPT_IDS], batch[PROMPT_MASK]
+        generated = generate(model, tokenizer, prompts, mask, max_new_tokens=self.options.max_new_tokens, num_beams=self.options.num_beams, do_sample=False)
+        replies = [row for row, _ in generated]
+        # The model's perplexity of its own reply: prompt + reply again, the loss on the reply.
+        rows = [ids[keep.bool()].tolist() for ids, keep in zip(prompts, mask)]
+        scored = causal_batch([p + r for p, r in zip(rows, replies)], [[-100] * len(p) + r for p, r in zip(rows, replies)], tokenizer.pad_token_id)
+        scored = {k: v.to(prompts.device) for k, v in scored.items()}
+        nll, tokens = token_nll(model(**scored).logits, scored["labels"])
+        return GenerationOutput(generated=replies, nll=nll, tokens=tokens)
+
+    def decode(self, outputs, batch, features):
+        if outputs.generated is None:
+            return [{"perplexity": _perplexity(n, t), "nll": n, "tokens": t} for n, t in zip(outputs.nll, outputs.tokens)]
+        texts = self._tokenizer.batch_decode(outputs.generated, skip_special_tokens=True)
+        return [{"reply": text.strip(), "perplexity": _perplexity(n, t)} for text, n, t in zip(texts, outputs.nll, outputs.tokens)]
+
+    def metrics(self, predictions, examples):
+        nll = sum(p["nll"] for p in predictions)
+        tokens = sum(p["tokens"] for p in predictions)
+        mean = nll / tokens if tokens else float("nan")
+        return {"perplexity": math.exp(mean) if tokens else float("nan"), "nll": mean}
+
+
+def _perplexity(nll: float, tokens: int) -> float | None:
+    return round(math.exp(nll / tokens), 4) if tokens else None
+

@@ -1,0 +1,164 @@
+"""The `generate` reasoner: text from a run's model, one query, a batch of them, or streamed.
+
+What a query is depends on the run's task: a user message (or a conversation) for `dialogue`,
+the source text for `summarization`/`translation`, a plain prompt for anything else (a `clm`
+pretraining run). Only decoding strategies that transformers runs offline are offered: greedy,
+beam search, sampling and prompt-lookup decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Iterator
+
+import torch
+
+import lccore
+
+from .generation import ensure_pad_token, generate, pad_prompts, unwrap
+
+
+class GenerateReasoner:
+    def __init__(self, options):
+        self.options = options
+
+    # --- the reasoner contract -------------------------------------------------------------------
+
+    def answer(self, query: Any, *, predictor, graph=None) -> dict:
+        """``{"text", "tokens", "finish_reason"}`` for one query; ``finish_reason`` is ``stop``
+        (end of text or a stop string) or ``length`` (``max_new_tokens`` reached)."""
+        return self.answer_batch([query], predictor)[0]
+
+    def answer_batch(self, queries: list, predictor, *, wheres: list[str] | None = None) -> list[dict]:
+        """One answer per query, in order, generated in batches (prompts padded on the left)."""
+        wheres = wheres or [f"input {i + 1}" for i in range(len(queries))]
+        prompts = [self.prompt_ids(query, predictor, where) for query, where in zip(queries, wheres)]
+        # Prompt lookup decoding takes one sequence at a time in transformers.
+        size = 1 if self.options.strategy == "prompt_lookup" else predictor.config.train.eval_batch_size
+        answers = []
+        for start in range(0, len(prompts), size):
+            answers += self._generate(prompts[start : start + size], predictor)
+        return answers
+
+    def stream(self, query: Any, predictor) -> Iterator[str]:
+        """The text of :meth:`answer`, in pieces as the model writes them."""
+        from transformers import TextIteratorStreamer
+
+        if self.options.strategy == "beam":
+            raise lccore.ConfigError("generate.strategy: beam search cannot stream (the best beam is known only at the end); use greedy or sample")
+        model, tokenizer = predictor.model, predictor.tokenizer
+        ids, mask = self._batch([self.prompt_ids(query, predictor, "prompt")], predictor)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure = []
+
+        def run() -> None:
+            try:
+                with self._seeded(predictor), self._autocast(predictor):
+                    unwrap(model).generate(input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer, **self.settings(tokenizer))
+            except Exception as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from cut_stream(streamer, self.options.stop)
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    # --- prompts ---------------------------------------------------------------------------------
+
+    def prompt_ids(self, query: Any, predictor, where: str) -> list[int]:
+        """Token ids of the prompt the run's task makes of ``query``."""
+        task, tokenizer = predictor.task, predictor.tokenizer
+        ensure_pad_token(tokenizer)
+        if hasattr(task, "generation_prompt"):  # dialogue, summarization, translation
+            return task.generation_prompt(query, tokenizer, predictor.config.train.max_length, where)
+        if isinstance(query, dict):
+            query = query.get("prompt", query.get("text"))
+        if not isinstance(query, str):
+            raise lccore.DataError(f"{where}: expected a prompt (a string, or an object with a string 'prompt')")
+        ids = tokenizer(query)["input_ids"]
+        if not ids:
+            raise lccore.DataError(f"{where}: the prompt is empty")
+        return ids
+
+    # --- generation ------------------------------------------------------------------------------
+
+    def settings(self, tokenizer) -> dict:
+        """``model.generate`` keyword arguments for the chosen strategy."""
+        o = self.options
+        settings = {"max_new_tokens": o.max_new_tokens, "repetition_penalty": o.repetition_penalty, "do_sample": o.strategy == "sample", "num_beams": 1}
+        if o.strategy == "sample":
+            settings.update(temperature=o.temperature, top_k=o.top_k or 0, top_p=o.top_p)  # top_k 0: no limit
+        elif o.strategy == "beam":
+            settings.update(num_beams=o.num_beams, early_stopping=True)
+        elif o.strategy == "prompt_lookup":
+            settings.update(prompt_lookup_num_tokens=o.prompt_lookup_tokens)
+        if o.stop:
+            settings.update(stop_strings=list(o.stop), tokenizer=tokenizer)
+        return settings
+
+    def _batch(self, prompts: list[list[int]], predictor):
+        ids, mask = pad_prompts(prompts, predictor.tokenizer, unwrap(predictor.model).config.is_encoder_decoder)
+        return ids.to(predictor.device), mask.to(predictor.device)
+
+    def _generate(self, prompts: list[list[int]], predictor) -> list[dict]:
+        tokenizer = predictor.tokenizer
+        ids, mask = self._batch(prompts, predictor)
+        with torch.inference_mode(), self._seeded(predictor), self._autocast(predictor):
+            rows = generate(predictor.model, tokenizer, ids, mask, **self.settings(tokenizer))
+        answers = []
+        for row, ended in rows:
+            text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
+            finished = ended or stopped or len(row) < self.options.max_new_tokens
+            answers.append({"text": text, "tokens": len(row), "finish_reason": "stop" if finished else "length"})
+        return answers
+
+    def _seeded(self, predictor):
+        """Sampling from ``seed`` without disturbing the caller's random state."""
+        if self.options.seed is None:
+            return contextlib.nullcontext()
+        return _fork_and_seed(self.options.seed, predictor.device)
+
+    @staticmethod
+    def _autocast(predictor):
+        dtype = getattr(predictor, "autocast_dtype", None)
+        return torch.autocast(predictor.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fork_and_seed(seed: int, device):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def cut_text(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the first stop string; True when one was found."""
+    positions = [text.find(stop) for stop in stops if stop and stop in text]
+    return (text[: min(positions)], True) if positions else (text, False)
+
+
+def cut_stream(pieces, stops: list[str]) -> Iterator[str]:
+    """Pass text pieces on, ending before the first stop string. The tail that could still be the
+    beginning of a stop string is held back until the next piece tells."""
+    stops = [s for s in stops if s]
+    hold = max((len(s) for s in stops), default=1) - 1
+    pending = ""
+    for piece in pieces:
+        pending += piece
+        text, stopped = cut_text(pending, stops)
+        if stopped:
+            if text:
+                yield text
+            for _ in pieces:  # let generation finish (it stops at the string too)
+                pass
+            return
+        safe = len(pending) - hold
+        if safe > 0:
+            yield pending[:safe]
+            pending = pending[safe:]
+    if pending:
+        yield pending

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .components import Head, Task
+from .components import Head, KGBackend, Task
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError
 from .hookspecs import COMPONENT_KINDS, hookimpl
@@ -23,6 +23,7 @@ __all__ = [
     "DataError",
     "Engine",
     "Head",
+    "KGBackend",
     "LccoreError",
     "PluginError",
     "RunConfig",

@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
 
+    explain = commands.add_parser("explain", help="attribute a run's predictions to the input words, or measure explainers' faithfulness")
+    explain.add_argument("run_dir")
+    explain.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to explain (repeatable)")
+    explain.add_argument("--explainer", action="append", metavar="NAME", help="shap (default), integrated_gradients, attention, random, or a plugin's (repeatable)")
+    explain.add_argument("--target", metavar="LABEL", help="the class to explain (default: the predicted one); for NER an entity's text or type")
+    explain.add_argument("--option", dest="options", action="append", default=[], metavar="[EXPLAINER.]KEY=VALUE", help="an explainer option, e.g. n_steps=32 (repeatable)")
+    explain.add_argument("--top", type=int, default=5, metavar="N", help="words printed per explanation (default 5)")
+    explain.add_argument("--html", metavar="FILE", help="also write a static HTML page with the text coloured by attribution")
+    explain.add_argument("--json", action="store_true", help="print the attribution records (or the faithfulness scores) as JSON")
+    explain.add_argument("--evaluate", action="store_true", help="faithfulness: comprehensiveness and sufficiency of each explainer and of random, on --data")
+    explain.add_argument("--data", metavar="FILE", help="with --evaluate: JSONL of texts (strings or objects the task reads), or '-' for stdin")
+    explain.set_defaults(command=cmd_explain)
+
     export = commands.add_parser("export", help="write a LoRA run as a plain run directory, the adapter merged into the weights")
     export.add_argument("run_dir")
     export.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the base weights (required)")
@@ -104,6 +117,59 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
     generate.add_argument("--json", action="store_true", help="print the answer record {text, tokens, finish_reason} as JSON")
     generate.set_defaults(command=cmd_generate)
+
+    kg = commands.add_parser("kg", help="knowledge-graph stores: import RDF files, run SPARQL, statistics, export")
+    kg.set_defaults(command=cmd_kg, kg_parser=kg)
+    kg_commands = kg.add_subparsers(title="kg commands", metavar="KG_COMMAND")
+    store_help = "an Oxigraph store directory (persistent), 'memory', or an http(s) SPARQL endpoint URL"
+    formats_help = "turtle, nt, json-ld, xml, nquads or trig (default: from the file extension)"
+
+    kg_import = kg_commands.add_parser("import", help="read RDF files into a store (a new directory becomes an Oxigraph store)")
+    kg_import.add_argument("store", help=store_help)
+    kg_import.add_argument("files", nargs="+", metavar="FILE", help="RDF file: .ttl .nt .jsonld/.json .rdf/.xml/.owl .nq .trig (a malformed file writes nothing)")
+    kg_import.add_argument("--format", help=formats_help)
+    kg_import.add_argument("--base", metavar="IRI", help="base IRI for the relative IRIs in the files")
+    kg_import.set_defaults(command=cmd_kg_import)
+
+    kg_query = kg_commands.add_parser("query", help="run a SPARQL query: an aligned table, or --json")
+    kg_query.add_argument("store", help=store_help)
+    kg_query.add_argument("sparql", metavar="SPARQL", help="the query text, or - to read it from stdin")
+    kg_query.add_argument("--json", action="store_true", help="SPARQL 1.1 results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE)")
+    kg_query.add_argument("--allow-network", action="store_true", help="allow SERVICE, LOAD and remote FROM/USING (refused by default)")
+    kg_query.add_argument("--infer", choices=["rdfs"], help="query an in-memory copy with its RDFS closure (copies the whole store: small graphs)")
+    kg_query.add_argument("--update", action="store_true", help="the text is a SPARQL update: run it (in one transaction on Oxigraph)")
+    kg_query.set_defaults(command=cmd_kg_query)
+
+    kg_stats = kg_commands.add_parser("stats", help="triples, distinct subjects/predicates/classes, top predicates, provenance statements")
+    kg_stats.add_argument("store", help=store_help)
+    kg_stats.add_argument("--json", action="store_true", help="machine-readable output")
+    kg_stats.set_defaults(command=cmd_kg_stats)
+
+    kg_export = kg_commands.add_parser("export", help="write every triple of a store to an RDF file")
+    kg_export.add_argument("store", help=store_help)
+    kg_export.add_argument("file", metavar="FILE", help="RDF file to write (format from the extension)")
+    kg_export.add_argument("--format", help=formats_help)
+    kg_export.set_defaults(command=cmd_kg_export)
+
+    kg_build = kg_commands.add_parser("build", help="extract entities and relations from documents with an NER run and a relation run, into STORE")
+    kg_build.add_argument("--ner", required=True, metavar="RUN_DIR", help="an ner run")
+    kg_build.add_argument("--re", required=True, metavar="RUN_DIR", help="a relation_extraction run")
+    kg_build.add_argument("--input", required=True, help="JSONL: one document per line, a string or {\"id\", \"text\"}")
+    kg_build.add_argument("--store", required=True, help="a directory (persistent store), 'memory', or a SPARQL endpoint URL")
+    kg_build.add_argument("--base", default="urn:lccore:", help="prefix of entity, type and relation IRIs (default: urn:lccore:)")
+    kg_build.add_argument("--min-confidence", type=float, default=0.5, help="relations scored lower are left out (default 0.5)")
+    kg_build.add_argument("--batch-size", type=int, default=64, help="sentences per transaction, whole documents (default 64)")
+    kg_build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    kg_build.set_defaults(command=cmd_kg_build)
+
+    kg_ask = kg_commands.add_parser("ask", help="answer a question from STORE's triples (reasoner kg_qa), with the supporting triples")
+    kg_ask.add_argument("store")
+    kg_ask.add_argument("question")
+    kg_ask.add_argument("--ner", metavar="RUN_DIR", help="an ner run to find the question's entities (default: label match)")
+    kg_ask.add_argument("--generator", metavar="RUN_DIR", help="a generative run that answers from the retrieved triples")
+    kg_ask.add_argument("--hops", type=int, default=1, help="neighbourhood radius (default 1)")
+    kg_ask.add_argument("--json", action="store_true", help="the whole answer record as JSON")
+    kg_ask.set_defaults(command=cmd_kg_ask)
     return parser
 
 
@@ -222,6 +288,84 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import yaml
+
+    from .errors import ConfigError
+    from .plugins import Engine
+
+    asked = args.explainer or ["shap"]
+    if args.evaluate:
+        if not args.data or args.text or args.html:
+            raise ConfigError("explain --evaluate: give the texts with --data FILE.jsonl (not --text or --html)")
+    elif not args.text or args.data:
+        raise ConfigError("explain: give --text TEXT (repeatable), or --evaluate --data FILE.jsonl")
+    names = asked + (["random"] if args.evaluate and "random" not in asked else [])
+    options: dict[str, dict] = {name: ({"target": args.target} if args.target is not None else {}) for name in names}
+    for item in args.options:
+        key, sep, raw = item.partition("=")
+        owner, _, field = key.rpartition(".")
+        if not sep or not field or (owner and owner not in names):
+            raise ConfigError(f"--option {item!r}: expected [EXPLAINER.]KEY=VALUE with EXPLAINER one of {', '.join(names)}, e.g. n_steps=32")
+        for name in [owner] if owner else asked:
+            options[name][field] = yaml.safe_load(raw) if raw else ""
+    # Explainers and their options are checked before the model loads: a typo fails in a second.
+    engine = Engine()
+    explainers = {name: engine.create("explainer", name, options[name], key=f"explainer.{name}") for name in names}
+    _quiet_transformers()
+    from .predictor import load, read_prediction_inputs
+
+    predictor = load(args.run_dir)
+    if args.evaluate:
+        texts = [value for _, value in read_prediction_inputs(args.data)]
+        explainers["random"].faithfulness(predictor, [])  # a run it cannot score fails before the explaining
+        results = {}
+        for name, explainer in explainers.items():
+            records = explainer.explain(predictor, texts)
+            scorer = explainer if hasattr(explainer, "faithfulness") else explainers["random"]
+            evaluations = sum(r.get("cost", {}).get("model_evaluations", 0) for r in records)
+            results[name] = {**scorer.faithfulness(predictor, records), "model_evaluations_per_text": round(evaluations / max(1, len(texts)), 1)}
+        if args.json:
+            print(json.dumps(results, indent=2))
+            return 0
+        print(f"{'explainer':<22} {'comprehensiveness':>18} {'sufficiency':>12} {'texts':>6} {'evaluations/text':>17}")
+        number = (lambda value: "n/a" if value is None else f"{value:.4f}")  # None: no text had words to remove
+        for name, row in results.items():
+            print(f"{name:<22} {number(row['comprehensiveness']):>18} {number(row['sufficiency']):>12} {row['texts']:>6} {row['model_evaluations_per_text']:>17}")
+        print("comprehensiveness: drop in p(predicted class) when the top 10-50% of the words are deleted (higher is better);\n"
+              "sufficiency: the drop when only those words are kept (lower is better); averaged over the bins and the texts")
+        return 0
+    records = [r for explainer in explainers.values() for r in explainer.explain(predictor, args.text)]
+    if args.html:
+        renderer = next((e for e in explainers.values() if hasattr(e, "render_html")), None) or engine.create("explainer", "random")
+        Path(args.html).write_text(renderer.render_html(records, title=f"lccore explain: {Path(args.run_dir).name}"), encoding="utf-8")
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+    else:
+        for record in records:
+            print(explanation_summary(record, args.top))
+    if args.html:
+        print(f"explanation page written to {args.html}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def explanation_summary(record: dict, top: int) -> str:
+    """A record as lines: the text, what was explained, and its top words by |score|."""
+    target, cost = record["target"], record.get("cost", {})
+    if not target:
+        what = "nothing to explain"
+    elif "text" in target:
+        what = f"entity '{target['text']}' ({target['label']}), p = {record['target_score']:.3f}"
+    else:
+        predicted = record["prediction"].get("label")
+        what = f"{target['label']} (p = {record['target_score']:.3f})" + ("" if predicted == target["label"] else f"; predicted: {predicted}")
+    lines = [json.dumps(record["text"], ensure_ascii=False), f"  {what}  [{record['method']}: {cost.get('model_evaluations', '?')} model evaluations, {cost.get('seconds', 0):.2f} s]"]
+    for word in sorted(record["words"], key=lambda w: -abs(w["score"]))[:top]:
+        lines.append(f"  {word['score']:+.4f}  {word['text']}")
+    lines += [f"  note: {note}" for note in record.get("notes", ())]
+    return "\n".join(lines)
+
+
 def cmd_export(args) -> int:
     from .errors import ConfigError
 
@@ -265,6 +409,139 @@ def cmd_generate(args) -> int:
     else:
         answer = reasoner.answer(args.prompt, predictor=predictor)
         print(json.dumps(answer, ensure_ascii=False) if args.json else answer["text"])
+    return 0
+
+
+def cmd_kg(args) -> int:
+    args.kg_parser.print_help()
+    return 2
+
+
+def cmd_kg_import(args) -> int:
+    from lccore_kg import open_store
+
+    store = open_store(args.store)
+    try:
+        for path in args.files:
+            count = store.load(path, args.format, **({"base": args.base} if args.base else {}))
+            print(f"{path}: {count} triples read")
+        print(f"{args.store}: {len(store)} triples")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_kg_query(args) -> int:
+    from lccore_kg import infer_rdfs, open_store
+    from lccore_kg.results import jsonld, query_prefixes, sparql_json, table
+    from lccore_kg.safety import check_query, check_update
+
+    from .errors import ConfigError
+
+    sparql = sys.stdin.read() if args.sparql == "-" else args.sparql
+    if args.update and args.infer:
+        raise ConfigError("kg query: --infer applies to queries, not to --update")
+    # Refused or malformed SPARQL fails here, before a store is opened or copied.
+    (check_update if args.update else check_query)(sparql, allow_network=args.allow_network)
+    store = open_store(args.store, write=args.update)
+    try:
+        if args.update:
+            store.update(sparql, allow_network=args.allow_network)
+            print(f"{args.store}: {len(store)} triples")
+            return 0
+        target = infer_rdfs(store) if args.infer else store
+        result = target.query(sparql, allow_network=args.allow_network)
+    finally:
+        store.close()
+    if not args.json:
+        print(table(result, query_prefixes(sparql)))
+    elif result["type"] == "graph":
+        print(jsonld(result["triples"]))
+    else:
+        print(json.dumps(sparql_json(result), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_kg_stats(args) -> int:
+    from rdflib import URIRef
+
+    from lccore_kg import open_store, stats
+    from lccore_kg.terms import short
+
+    store = open_store(args.store, write=False)
+    try:
+        report = stats(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key in ("triples", "subjects", "predicates", "classes", "provenance_statements"):
+        print(f"{key.replace('_', ' '):<22} {report[key]}")
+    if report["top_predicates"]:
+        print("top predicates:")
+        width = len(str(report["top_predicates"][0]["triples"]))
+        for row in report["top_predicates"]:
+            print(f"  {row['triples']:>{width}}  {short(URIRef(row['predicate']))}")
+    return 0
+
+
+def cmd_kg_export(args) -> int:
+    from lccore_kg import open_store
+
+    store = open_store(args.store, write=False)
+    try:
+        store.dump(args.file, args.format)
+        print(f"{args.file}: {len(store)} triples written")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_kg_build(args) -> int:
+    _quiet_transformers()
+    from lccore_kg import open_store
+    from lccore_kg_reasoning.build import build_graph, read_documents
+
+    from .data import check_file
+    from .predictor import load
+    from .runner import progress_bar
+
+    check_file(args.input)
+    ner, relations = load(args.ner), load(args.re)
+    store = open_store(args.store)
+    bar = progress_bar(total=None, desc="kg build", unit="sentence", enabled=not args.quiet)
+    try:
+        counts = build_graph(
+            ner, relations, read_documents(args.input), store, base=args.base,
+            min_confidence=args.min_confidence, batch_size=args.batch_size, progress=bar.update,
+        )
+    finally:
+        bar.close()
+        store.close()
+    print(json.dumps(counts))
+    return 0
+
+
+def cmd_kg_ask(args) -> int:
+    _quiet_transformers()
+    from lccore_kg import open_store
+
+    from .plugins import Engine
+
+    options = {"hops": args.hops, "ner": args.ner, "generator": args.generator}
+    reasoner = Engine().create("reasoner", "kg_qa", {k: v for k, v in options.items() if v is not None}, key="kg ask")
+    store = open_store(args.store)
+    try:
+        result = reasoner.answer(args.question, graph=store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(result["answer"] if result["answer"] is not None else "(no answer found in the graph)")
+    for triple in result["evidence"]:
+        print("  because: " + " ".join(f"<{term}>" if ":" in term else f'"{term}"' for term in triple))
     return 0
 
 

@@ -116,3 +116,50 @@ class Head:
                 logits.view(-1, logits.shape[-1]).float(), batch["labels"].view(-1), ignore_index=-100, label_smoothing=self.label_smoothing
             )
         return outputs.loss
+
+
+class KGBackend:
+    """A knowledge-graph store. Terms are rdflib terms (``URIRef``, ``Literal``, ``BNode``) and a
+    triple is a ``(subject, predicate, object)`` tuple of them, whatever the store underneath."""
+
+    def add(self, triples, provenance=None) -> int:
+        """Add ``triples`` in one transaction (all or none) and return how many were new; adding a
+        triple twice keeps one. ``provenance`` (one dict for all, or one per triple, or None) is
+        recorded by RDF reification: one ``rdf:Statement`` per triple and source, with an IRI
+        derived from both, so that re-adding the same extraction adds nothing."""
+        raise NotImplementedError
+
+    def query(self, sparql: str, *, allow_network: bool = False) -> dict:
+        """Run a SPARQL 1.1 query: ``{"type": "select", "vars": [...], "rows": [{var: term}]}``,
+        ``{"type": "ask", "value": bool}`` or ``{"type": "graph", "triples": [...]}``. Queries
+        that reach the network (``SERVICE``, ``LOAD``, remote ``FROM``) raise
+        :class:`lccore.ConfigError` unless ``allow_network``."""
+        raise NotImplementedError
+
+    def update(self, sparql: str, *, allow_network: bool = False) -> None:
+        """Run a SPARQL 1.1 update (same network rule as :meth:`query`)."""
+        raise NotImplementedError
+
+    def lookup(self, label: str, *, limit: int = 10) -> list[dict]:
+        """Entities whose ``rdfs:label`` equals ``label`` ignoring case: ``{"iri", "label", "types"}``."""
+        raise NotImplementedError
+
+    def neighbours(self, iri: str, *, hops: int = 1, limit: int = 1000) -> list[tuple]:
+        """The triples within ``hops`` of ``iri``, in either direction (provenance statements excluded)."""
+        raise NotImplementedError
+
+    def load(self, path, format: str | None = None) -> int:
+        """Import an RDF file (format from the extension: .ttl, .nt, .jsonld, .rdf/.xml); returns
+        the number of triples read. Never fetches remote documents; a malformed file raises
+        :class:`lccore.DataError` naming the file, line and reason."""
+        raise NotImplementedError
+
+    def dump(self, path, format: str | None = None) -> None:
+        """Export every triple (format from the extension)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release the store."""

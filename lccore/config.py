@@ -122,6 +122,20 @@ class PluginsConfig:
 
 
 @attrs.define
+class ExplainConfig:
+    probe: Optional[str] = attrs.field(
+        default=None,
+        metadata=doc(
+            "Texts (JSONL: one string, or one object the task reads, per line) explained at dev evaluations; the records go to "
+            "`RUN_DIR/explanations/step-N.json`, all steps side by side in `explanations/index.html`. Null: off. Needs the `explain` plugin."
+        ),
+    )
+    explainers: list[str] = attrs.field(factory=lambda: ["integrated_gradients"], metadata=doc("Registered explainers run on the probe texts."))
+    every: int = attrs.field(default=1, metadata=doc("Explain at the first dev evaluation and then every this many.", min=1))
+    explainer_options: dict = attrs.field(factory=dict, metadata=doc("Options per explainer name, e.g. `{integrated_gradients: {n_steps: 32}}`."))
+
+
+@attrs.define
 class ScratchModelConfig:
     architecture: Literal["bert", "gpt2"] = attrs.field(metadata=doc("`bert` (encoder, masked LM) or `gpt2` (decoder, causal LM)."))
     hidden_size: int = attrs.field(default=256, metadata=doc("Width of the hidden states.", min=8))
@@ -143,6 +157,7 @@ class RunConfig:
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata=doc("Optimiser and schedule; a bare string names it."))
     train: TrainConfig = attrs.field(factory=TrainConfig, metadata=doc("Training loop settings."))
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig, metadata=doc("Plugin selection for this run."))
+    explain: ExplainConfig = attrs.field(factory=ExplainConfig, metadata=doc("Explanations of probe texts during training."))
 
     def to_dict(self) -> dict:
         return unstructure(self)
@@ -337,6 +352,8 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
             setattr(config.task, split, str((base / value).resolve()))
     if config.train.init_from:
         config.train.init_from = str((base / config.train.init_from).resolve())
+    if config.explain.probe:
+        config.explain.probe = str((base / config.explain.probe).resolve())
     if isinstance(config.model, str):
         config.model = _local_or_hub(base, config.model)
     elif config.model.tokenizer:

@@ -108,10 +108,11 @@ def register_reasoners(register):
 def register_kg_backends(register):
     """Register knowledge-graph stores.
 
-    ``factory(options)`` returns an object that can add triples with provenance
-    (``add(triples, provenance)``), run SPARQL (``query(sparql)``), look up entities by label
-    (``lookup(label)``), return an entity's neighbourhood (``neighbours(iri, hops)``), and import
-    and export RDF (``load(path, format)``, ``dump(path, format)``).
+    ``factory(options)`` returns an object following :class:`lccore.components.KGBackend`: it
+    adds triples with provenance (``add``), runs SPARQL (``query``), looks up entities by label
+    (``lookup``), returns an entity's neighbourhood (``neighbours``), and imports and exports RDF
+    (``load``, ``dump``). Terms are rdflib terms (``URIRef``, ``Literal``, ``BNode``) whatever the
+    store underneath.
     """
 
 
@@ -120,7 +121,9 @@ def register_explainers(register):
     """Register explainers: attributions of a prediction to its input.
 
     ``factory(options)`` returns an object with ``explain(predictor, texts) -> list[dict]``, one
-    record per text holding the prediction, the words, and one attribution per word.
+    record per text and explained target (a class; for NER each predicted entity) holding the
+    prediction, the words with their character offsets, and one attribution per word (the
+    first-party ``explain`` plugin documents the record format).
     """
 
 
@@ -143,7 +146,8 @@ def on_train_start(run):
     """Called once, after the model, data and optimiser are ready and before the first step.
 
     ``run`` is the live :class:`lccore.training.RunState`: ``config``, ``output_dir``, ``model``,
-    ``task``, ``accelerator``, ``epoch``, ``step`` and ``metrics`` (the growing ``metrics.json``).
+    ``tokenizer``, ``task``, ``accelerator``, ``epoch``, ``step`` and ``metrics`` (the growing
+    ``metrics.json``).
     """
 
 

@@ -17,7 +17,7 @@ from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_
 class Predictor:
     """A trained model with its task: predicts, and evaluates on labelled files."""
 
-    def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None):
+    def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None, engine: Engine | None = None):
         self.run_dir = run_dir
         self.config = config
         self.task = task
@@ -26,6 +26,8 @@ class Predictor:
         self.tokenizer = tokenizer
         self.device = device
         self.autocast_dtype = autocast_dtype
+        #: The engine that resolved the run: explainers come from its plugins.
+        self.engine = engine
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -53,6 +55,16 @@ class Predictor:
             return []
         predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
         return predictions
+
+    def explain(self, texts: Iterable[Any], explainer: str = "shap", **options) -> list[dict]:
+        """Attribution records for ``texts`` (strings or objects the task accepts) from the
+        registered ``explainer`` (``shap``, ``integrated_gradients``, ``attention``, ``random``
+        with the first-party ``explain`` plugin), built with ``options`` (e.g. ``target="positive"``,
+        ``n_steps=32``): one record per text and explained target, each word with its score."""
+        if isinstance(texts, (str, dict)):
+            texts = [texts]
+        engine = self.engine or Engine(disable=self.config.plugins.disable)
+        return engine.create("explainer", explainer, options, key=f"explainer.{explainer}").explain(self, list(texts))
 
     def evaluate(self, path: str | Path, *, batch_size: int | None = None, progress: bool = False) -> dict:
         """The task's metrics (and the loss) on a labelled data file."""
@@ -84,7 +96,7 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
-    return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision])
+    return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision], engine=engine)
 
 
 def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:

@@ -53,6 +53,7 @@ class RunState:
     metrics: dict
     epoch: int = 0
     step: int = 0
+    tokenizer: object = None
 
 
 @attrs.frozen
@@ -185,7 +186,7 @@ def train(
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
     metrics = {"train": [], "dev": [], "best": None, "test": {}}
-    state = RunState(config, output_dir, engine, task, model, accelerator, metrics)
+    state = RunState(config, output_dir, engine, task, model, accelerator, metrics, tokenizer=tokenizer)
 
     def evaluate(split: str, eval_model) -> dict:
         predictions, loss = run_model(

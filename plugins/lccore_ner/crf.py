@@ -62,7 +62,7 @@ class CRFTagger(torch.nn.Module):
             tag_ids = torch.full(input_ids.shape, -1, dtype=torch.long, device=input_ids.device)
             for row, path in enumerate(self.crf.decode(packed, mask)):
                 where = positions[row]
-                tag_ids[row, where] = torch.tensor(path[: len(where)], device=input_ids.device)
+                tag_ids[row, where] = torch.tensor(path[: len(where)], dtype=torch.long, device=input_ids.device)  # [] for a row of special tokens only
         return CRFOutput(loss=loss, logits=emissions, tag_ids=tag_ids)
 
     def save_pretrained(self, directory):

@@ -1,0 +1,78 @@
+"""First-party plugin: explainers (`shap`, `integrated_gradients`, `attention`, `random`) for
+text classification and NER, and the training probe (config section `explain`).
+
+Every explainer returns the same attribution records (see :mod:`lccore_explain.record`): one
+score per word, summed from the word's sub-tokens, with character offsets into the text, the
+target, the prediction, the method and its cost in model evaluations. Importing this module is
+cheap: torch, numpy and shap load when an explainer is built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import attrs
+
+import lccore
+
+TARGET_DOC = (
+    "What to explain: a class label (text_classification; default: the predicted class), or an entity's text or type "
+    "(ner; default: every predicted entity)."
+)
+
+
+@attrs.define
+class ShapOptions:
+    target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
+    max_evals: int = attrs.field(default=500, metadata={"doc": "Most model evaluations the Partition explainer spends per text.", "min": 2})
+    batch_size: int = attrs.field(default=64, metadata={"doc": "Masked inputs scored per forward pass.", "min": 1})
+
+
+@attrs.define
+class IntegratedGradientsOptions:
+    target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
+    n_steps: int = attrs.field(default=50, metadata={"doc": "Points on the path from the baseline to the input (Gauss-Legendre quadrature).", "min": 1})
+    internal_batch_size: int = attrs.field(default=16, metadata={"doc": "Path points per forward/backward pass: bounds memory.", "min": 1})
+    baseline: Literal["pad", "mask", "zero"] = attrs.field(
+        default="pad", metadata={"doc": "Embedding that replaces every non-special token at the path's start: the pad token's, the mask token's, or zeros."}
+    )
+
+
+@attrs.define
+class AttentionOptions:
+    target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
+
+
+@attrs.define
+class RandomOptions:
+    target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
+    seed: int = attrs.field(default=0, metadata={"doc": "Seed of the random scores (drawn per text)."})
+
+
+@lccore.hookimpl
+def register_explainers(register):
+    def factory(class_name):
+        def make(options):
+            from . import explainers
+
+            return getattr(explainers, class_name)(options)
+
+        return make
+
+    register("shap", factory("ShapExplainer"), options=ShapOptions,
+             description="SHAP values (shap's Partition explainer over a Text masker, [MASK] for absent tokens), summed into words.")
+    register("integrated_gradients", factory("IntegratedGradientsExplainer"), options=IntegratedGradientsOptions,
+             description="Integrated gradients on the token embeddings from a [PAD] baseline, with the convergence delta.")
+    register("attention", factory("AttentionRolloutExplainer"), options=AttentionOptions,
+             description="Attention rollout: a cheap baseline (one forward pass), not a faithful explanation.")
+    register("random", factory("RandomExplainer"), options=RandomOptions,
+             description="Uniform random word scores (seeded): the faithfulness baseline.")
+
+
+@lccore.hookimpl
+def on_evaluate(run, split, metrics):
+    if split != "dev" or not getattr(getattr(run.config, "explain", None), "probe", None):
+        return
+    from .probe import explain_at_evaluation
+
+    explain_at_evaluation(run, metrics)

@@ -1,0 +1,222 @@
+"""What an explainer explains: a text tokenised as its task tokenises it, its words, and its
+prediction targets, plus a scoring function from token ids to the targets' probabilities.
+
+Two tasks are supported: ``text_classification`` (the target is a class) and ``ner`` (each
+predicted entity is a target: the probability of its tag at its first sub-token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import attrs
+import torch
+
+import lccore
+
+SUPPORTED_TASKS = ("text_classification", "ner")
+
+
+@attrs.frozen
+class Target:
+    description: dict  # the record's "target"
+    prediction: dict  # the record's "prediction"
+    class_index: int
+    char_start: Optional[int] = None  # NER: where the entity starts; None: the whole sequence
+
+
+@attrs.define
+class Subject:
+    """One text ready to explain."""
+
+    index: int
+    text: str
+    words: list[tuple[int, int]]
+    input_ids: list[int]
+    token_spans: list[Optional[tuple[int, int]]]  # None for special tokens
+    targets: list[Target]
+    prediction: dict
+    notes: list[str] = attrs.Factory(list)
+
+    def position(self, target: Target, spans=None) -> Optional[int]:
+        """The token the target is read at (None: the sequence's pooled output)."""
+        return token_at(target.char_start, spans if spans is not None else self.token_spans)
+
+
+def token_at(char: Optional[int], spans) -> Optional[int]:
+    if char is None:
+        return None
+    for position, span in enumerate(spans):
+        if span is not None and span[0] <= char < span[1]:
+            return position
+    raise lccore.DataError(f"no token starts at character {char} (the entity lies beyond train.max_length?)")
+
+
+class Scorer:
+    """The model as a function of token ids: ``probabilities(ids, targets, spans)`` -> [batch, targets].
+
+    Every row passed through the model counts as one model evaluation."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.model = predictor.model
+        self.device = predictor.device
+        self.evaluations = 0
+        self.gradient_evaluations = 0
+        self.with_token_types = "token_type_ids" in predictor.tokenizer.model_input_names
+
+    def inputs(self, ids: torch.Tensor) -> dict:
+        ids = ids.to(self.device)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if self.with_token_types:
+            batch["token_type_ids"] = torch.zeros_like(ids)
+        return batch
+
+    def logits(self, ids: torch.Tensor, **kwargs):
+        self.evaluations += int(ids.shape[0])
+        return self.model(**self.inputs(ids), **kwargs)
+
+    @staticmethod
+    def select(logits: torch.Tensor, targets: list[Target], positions: list[Optional[int]]) -> torch.Tensor:
+        """[batch, targets]: each target's probability, from sequence logits [B, C] or token logits [B, L, C]."""
+        columns = []
+        for target, position in zip(targets, positions):
+            row = logits if position is None else logits[:, position, :]
+            columns.append(torch.softmax(row.float(), dim=-1)[:, target.class_index])
+        return torch.stack(columns, dim=-1)
+
+    def probabilities(self, ids, targets: list[Target], positions: list[Optional[int]], batch_size: int = 64) -> torch.Tensor:
+        """Target probabilities for rows of token ids (all of one length), without gradients."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        out = []
+        with torch.inference_mode(), autocast(self.predictor):
+            for start in range(0, ids.shape[0], batch_size):
+                out.append(self.select(self.logits(ids[start : start + batch_size]).logits, targets, positions).cpu())
+        return torch.cat(out) if out else torch.zeros((0, len(targets)))
+
+
+def autocast(predictor):
+    """The predictor's precision (``lccore.load(..., precision="bf16")``) for forward passes."""
+    if predictor.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(predictor.device.type, dtype=predictor.autocast_dtype)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model):
+    """The model in eval mode (no dropout) for the explanation, and back as it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class TaskAdapter:
+    """Tokenisation, words and targets of one task."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.task = predictor.task
+        self.tokenizer = predictor.tokenizer
+        self.max_length = predictor.config.train.max_length
+        self.name = predictor.config.task.name
+
+    def parse(self, value, where: str):
+        return self.task.parse_input(value, where)
+
+    def subject(self, index: int, example, prediction: dict, target: Optional[str]) -> Subject:
+        raise NotImplementedError
+
+
+class ClassificationAdapter(TaskAdapter):
+    def subject(self, index, example, prediction, target):
+        text = example.text
+        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
+        spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
+        words = words_from(encoded.word_ids(), spans)
+        labels = list(self.task.labels)
+        label = target if target is not None else prediction["label"]
+        if label not in labels:
+            raise lccore.ConfigError(f"target: '{label}' is not a label of this run (labels: {', '.join(labels)})")
+        subject = Subject(index, text, words, list(encoded["input_ids"]), spans, [Target({"label": label}, prediction, labels.index(label))], prediction)
+        if words and words[-1][1] < len(text.rstrip()):
+            subject.notes.append(f"the text is longer than train.max_length ({self.max_length} tokens): only its first {words[-1][1]} characters are explained")
+        return subject
+
+
+class EntityAdapter(TaskAdapter):
+    def subject(self, index, example, prediction, target):
+        encoded = self.tokenizer(
+            list(example.tokens), is_split_into_words=True, truncation=True, max_length=self.max_length, return_offsets_mapping=True
+        )
+        spans = []
+        for word, (start, end) in zip(encoded.word_ids(), encoded["offset_mapping"]):
+            base = example.offsets[word][0] if word is not None else 0
+            spans.append(None if word is None else trim((base + start, base + end), example.text))
+        words = [tuple(span) for span in example.offsets]
+        labels = list(self.task.labels)
+        word_starts = {span[0]: i for i, span in enumerate(example.offsets)}
+        targets = []
+        for entity in prediction["entities"]:
+            if target is not None and target not in (entity["text"], entity["type"]):
+                continue
+            tag = prediction["tags"][word_starts[entity["start"]]]
+            description = {"label": entity["type"], "text": entity["text"], "start": entity["start"], "end": entity["end"], "tag": tag}
+            targets.append(Target(description, entity, labels.index(tag), entity["start"]))
+        subject = Subject(index, example.text, words, list(encoded["input_ids"]), spans, targets, prediction)
+        if not targets:
+            subject.notes.append("no entity predicted" + (f" matching target '{target}'" if target is not None else "") + ": nothing to explain")
+        covered = {word for word in encoded.word_ids() if word is not None}
+        if len(covered) < len(words):
+            subject.notes.append(f"{len(words) - len(covered)} words lie beyond train.max_length ({self.max_length} tokens): they get no attribution")
+        return subject
+
+
+def trim(span, text: str) -> tuple[int, int]:
+    """A token's character span without the spaces some tokenizers fold into it (``Ġword``)."""
+    start, end = span
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def words_from(word_ids, spans) -> list[tuple[int, int]]:
+    """Word character spans from a fast tokenizer's word ids and (trimmed) token spans."""
+    found: dict[int, list[int]] = {}
+    for word, span in zip(word_ids, spans):
+        if word is None or span is None or span[1] <= span[0]:
+            continue
+        start, end = span
+        bounds = found.setdefault(word, [start, end])
+        bounds[0], bounds[1] = min(bounds[0], start), max(bounds[1], end)
+    return [tuple(found[word]) for word in sorted(found)]
+
+
+def adapter_for(predictor) -> TaskAdapter:
+    name = predictor.config.task.name
+    if name == "text_classification":
+        return ClassificationAdapter(predictor)
+    if name == "ner":
+        return EntityAdapter(predictor)
+    raise lccore.ConfigError(f"explain: task '{name}' is not supported; explainers handle {', '.join(SUPPORTED_TASKS)}")
+
+
+def input_embeddings(model):
+    """The token-embedding layer (``get_input_embeddings``), also inside wrappers that lack the method."""
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is not None:
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            layer = getter()
+            if layer is not None:
+                return layer
+    for module in model.modules():
+        if module is not model and hasattr(module, "get_input_embeddings"):
+            return module.get_input_embeddings()
+    raise lccore.ConfigError("explain: the model has no token-embedding layer (get_input_embeddings)")

@@ -1,0 +1,144 @@
+"""The ``oxigraph`` backend: a persistent pyoxigraph (RocksDB) store in a directory.
+
+One process at a time holds a store read-write (RocksDB's lock). Another process may open it
+read-only meanwhile and sees everything committed before it opened it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyoxigraph as ox
+from rdflib.namespace import RDFS
+
+from lccore import ConfigError, DataError
+
+from .base import StoreBase, one_line
+from .terms import PREFIXES, ox_triple, parse_file, rdf_format, to_oxigraph, to_rdflib
+
+
+#: Files with at least this many triples are written with RocksDB's bulk loader, not one transaction.
+BULK_LOAD_FROM = 100_000
+
+
+class StoreLocked(ConfigError):
+    """The store directory is open read-write in another process."""
+
+
+class OxigraphStore(StoreBase):
+    name = "oxigraph"
+    label_index = True  # one writer at a time: this one, or (read-only) a snapshot
+
+    def __init__(self, options):
+        self.path = Path(options.path)
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: a file, not an Oxigraph store directory (to import it: lccore kg import STORE_DIR {path})")
+        if path.is_dir() and any(path.iterdir()) and not (path / "CURRENT").exists():
+            raise ConfigError(f"{path}: not an Oxigraph store (a non-empty directory without one); choose a new or empty directory")
+        self.read_only = options.access == "read-only"
+        if self.read_only:
+            if not (path / "CURRENT").exists():
+                raise ConfigError(f"{path}: no Oxigraph store there")
+            self._store = self._open(ox.Store.read_only)
+            return
+        try:
+            self._store = self._open(ox.Store)
+        except StoreLocked:
+            if options.access != "auto":
+                raise
+            self._store = self._open(ox.Store.read_only)
+            self.read_only = True
+
+    def _open(self, opener):
+        try:
+            return opener(str(self.path))
+        except OSError as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(f"{self.path}: the store is open read-write in another process; writes must wait until it is closed") from None
+            raise ConfigError(f"{self.path}: cannot open the Oxigraph store: {exc}") from None
+
+    @property
+    def store(self) -> ox.Store:
+        if self._store is None:
+            raise ConfigError(f"{self.path}: the store is closed")
+        return self._store
+
+    def _writable(self) -> ox.Store:
+        if self.read_only:
+            raise ConfigError(f"{self.path}: the store is open read-only (another process holds it read-write)")
+        return self.store
+
+    def _add_all(self, triples, extra) -> int:
+        store = self._writable()
+        new = [q for q in map(ox_triple, triples) if q not in store]
+        store.extend(new + [ox_triple(t) for t in extra])  # one transaction: all or nothing
+        return len(new)
+
+    def _query(self, sparql: str, kind: str, allow_network: bool) -> dict:
+        try:
+            result = self.store.query(sparql, prefixes=PREFIXES)
+            if isinstance(result, ox.QuerySolutions):
+                names = [v.value for v in result.variables]
+                rows = []
+                for solution in result:
+                    row = {}
+                    for name in names:
+                        term = solution[name]
+                        if term is not None:
+                            row[name] = to_rdflib(term)
+                    rows.append(row)
+                return {"type": "select", "vars": names, "rows": rows}
+            if isinstance(result, ox.QueryBoolean):
+                return {"type": "ask", "value": bool(result)}
+            return {"type": "graph", "triples": [(to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)) for t in result]}
+        except (SyntaxError, OSError, ValueError) as exc:
+            raise ConfigError(f"SPARQL query failed: {one_line(exc)}") from None
+
+    def _update(self, sparql: str, allow_network: bool) -> None:
+        store = self._writable()
+        try:
+            store.update(sparql, prefixes=PREFIXES)
+        except (SyntaxError, OSError, ValueError) as exc:
+            raise ConfigError(f"SPARQL update failed: {one_line(exc)}") from None
+
+    def _edges(self, nodes):
+        store, default = self.store, ox.DefaultGraph()
+        for node in nodes:
+            term = to_oxigraph(node)
+            for pattern in ((term, None, None), (None, None, term)):
+                for quad in store.quads_for_pattern(*pattern, default):
+                    yield to_rdflib(quad.subject), to_rdflib(quad.predicate), to_rdflib(quad.object)
+
+    def _label_pairs(self):
+        label = ox.NamedNode(str(RDFS.label))
+        for quad in self.store.quads_for_pattern(None, label, None, ox.DefaultGraph()):
+            if isinstance(quad.subject, ox.NamedNode):
+                yield quad.subject.value, quad.object.value
+
+    def load(self, path, format: str | None = None, *, base: str | None = None) -> int:
+        store = self._writable()
+        quads = parse_file(path, format, base)  # the whole file first: a malformed one writes nothing
+        self._label_index = None
+        if len(quads) < BULK_LOAD_FROM:
+            store.extend(quads)  # one transaction
+        else:
+            store.bulk_extend(quads)  # 2-3x faster; only an I/O error midway could leave part of it
+        return len(quads)
+
+    def dump(self, path, format: str | None = None) -> None:
+        fmt = rdf_format(path, format)
+        if not Path(path).parent.is_dir():
+            raise ConfigError(f"{path}: folder {Path(path).parent} does not exist")
+        try:
+            self.store.dump(str(path), fmt, from_graph=ox.DefaultGraph(), prefixes=PREFIXES if fmt in (ox.RdfFormat.TURTLE, ox.RdfFormat.TRIG, ox.RdfFormat.RDF_XML) else None)
+        except (ValueError, SyntaxError) as exc:
+            raise DataError(f"{path}: cannot write {fmt.name}: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        if self._store is not None and not self.read_only:
+            self._store.flush()
+        self._store = None

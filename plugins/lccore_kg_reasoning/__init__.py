@@ -1,0 +1,34 @@
+"""First-party plugin: knowledge graphs from text, and answering questions from them.
+
+`build_graph` runs an NER run and a relation-extraction run over documents and writes entities
+and relations with their provenance to a KG backend (`lccore kg build`); the `kg_qa` reasoner
+answers a question from the triples around the entities it mentions, optionally through a
+generative run conditioned on those triples (`lccore kg ask`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+
+import lccore
+
+
+@attrs.define
+class KGQAOptions:
+    hops: int = attrs.field(default=1, metadata={"doc": "Neighbourhood radius around each entity the question mentions.", "min": 1, "max": 3})
+    max_triples: int = attrs.field(default=50, metadata={"doc": "Most triples retrieved as evidence.", "min": 1})
+    ner: Optional[str] = attrs.field(default=None, metadata={"doc": "An NER run that finds the question's entities; null: match entity labels in the question."})
+    generator: Optional[str] = attrs.field(default=None, metadata={"doc": "A generative run (dialogue, clm, seq2seq) that answers from the retrieved triples; null: answer from the best-matching triple."})
+    max_new_tokens: int = attrs.field(default=48, metadata={"doc": "With a generator: most tokens generated.", "min": 1})
+
+
+@lccore.hookimpl
+def register_reasoners(register):
+    def make(options: KGQAOptions):
+        from .reasoner import KGQuestionAnswering
+
+        return KGQuestionAnswering(options)
+
+    register("kg_qa", make, options=KGQAOptions, description="Answers questions from a knowledge graph's triples, with the triples as evidence.")

@@ -1,0 +1,126 @@
+"""From text to triples: NER finds the entities, relation extraction links each pair, and every
+entity and relation goes to the store with where it was read.
+
+Entities get stable IRIs from their type and normalised label (``urn:lccore:entity:per:alice``),
+with ``rdf:type`` (``urn:lccore:type:PER``) and ``rdfs:label``; relations become predicates
+(``urn:lccore:relation:lives_in``). Each extracted triple is reified with its provenance —
+source document, sentence number, character offsets, model, confidence — by the backend, under a
+statement IRI derived from the triple and its provenance: running the same input again adds
+nothing. Documents are written in batches, one transaction each, so a crash leaves whole batches.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+from urllib.parse import quote
+
+from rdflib import RDF, RDFS, Literal, URIRef
+
+import lccore
+from lccore.data import read_jsonl
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+DEFAULT_BASE = "urn:lccore:"
+
+
+def normalise(label: str) -> str:
+    """The form two mentions of one entity share: NFKC, case-folded, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", label).casefold().split()).strip(" .,;:!?\"'")
+
+
+def slug(text: str) -> str:
+    return quote(normalise(text).replace(" ", "_"), safe="_-.")
+
+
+def entity_iri(base: str, type_: str, label: str) -> URIRef:
+    return URIRef(f"{base}entity:{slug(type_)}:{slug(label)}")
+
+
+def type_iri(base: str, type_: str) -> URIRef:
+    return URIRef(f"{base}type:{quote(type_, safe='_-.')}")
+
+
+def relation_iri(base: str, relation: str) -> URIRef:
+    return URIRef(f"{base}relation:{slug(relation)}")
+
+
+def sentences(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, sentence) spans of a document."""
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        if text[start : match.start()].strip():
+            yield start, match.start(), text[start : match.start()]
+        start = match.end()
+    if text[start:].strip():
+        yield start, len(text.rstrip()), text[start:].rstrip()
+
+
+def read_documents(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(source id, text) per JSONL line: a string, or an object with "text" and optional "id"."""
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        if isinstance(row, str):
+            yield where, row
+        elif isinstance(row, dict) and isinstance(row.get("text"), str):
+            yield str(row.get("id", where)), row["text"]
+        else:
+            raise lccore.DataError(f"{where}: expected a string or an object with a string 'text'")
+
+
+def build_graph(
+    ner, relations, documents: Iterable[tuple[str, str]], store, *,
+    base: str = DEFAULT_BASE, min_confidence: float = 0.5, batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Extract and write; returns counts. ``ner`` and ``relations`` are predictors from
+    :func:`lccore.load` (an ``ner`` run and a ``relation_extraction`` run)."""
+    from lccore_relation_extraction.pairs import entity_pairs
+
+    ner_model, re_model = Path(ner.run_dir).name, Path(relations.run_dir).name
+    no_relation = relations.task.options.no_relation
+    counts = {"documents": 0, "sentences": 0, "entities": 0, "relations": 0, "new_triples": 0}
+
+    def flush(batch: list[tuple[str, int, int, str]]) -> None:
+        triples, provenance = [], []
+        mentions = ner.predict([text for _, _, _, text in batch])
+        pairs = [(i, row) for i, ((*_, text), record) in enumerate(zip(batch, mentions)) for row in entity_pairs(text, record["entities"])]
+        links = relations.predict([row for _, row in pairs]) if pairs else []
+        for (source, number, offset, _), record in zip(batch, mentions):
+            for entity in record["entities"]:
+                iri = entity_iri(base, entity["type"], entity["text"])
+                where = {"source": source, "sentence": number, "start": offset + entity["start"], "end": offset + entity["end"]}
+                triples += [(iri, RDF.type, type_iri(base, entity["type"])), (iri, RDFS.label, Literal(entity["text"].strip()))]
+                provenance += [{**where, "model": ner_model, "confidence": round(entity["score"], 4)}, None]
+                counts["entities"] += 1
+        for (index, row), link in zip(pairs, links):
+            if link["relation"] == no_relation or link["score"] < min_confidence:
+                continue
+            source, number, offset, text = batch[index]
+            head, tail = row["head"], row["tail"]
+            subject = entity_iri(base, head["type"], text[head["start"] : head["end"]])
+            object_ = entity_iri(base, tail["type"], text[tail["start"] : tail["end"]])
+            triples.append((subject, relation_iri(base, link["relation"]), object_))
+            provenance.append({
+                "source": source, "sentence": number,
+                "start": offset + min(head["start"], tail["start"]), "end": offset + max(head["end"], tail["end"]),
+                "model": re_model, "confidence": round(link["score"], 4),
+            })
+            counts["relations"] += 1
+        counts["new_triples"] += store.add(triples, provenance)  # one transaction per batch
+        counts["sentences"] += len(batch)
+        if progress:
+            progress(len(batch))
+
+    batch: list[tuple[str, int, int, str]] = []
+    for source, text in documents:
+        counts["documents"] += 1
+        batch += [(source, number, start, sentence) for number, (start, _, sentence) in enumerate(sentences(text), start=1)]
+        if len(batch) >= batch_size:  # whole documents per transaction
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    return counts

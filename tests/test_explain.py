@@ -1,0 +1,242 @@
+"""Explainers (plugin `explain`): the attribution record, sub-token aggregation, integrated
+gradients' completeness, faithfulness against random, the CLI, and the training probe."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+
+import pytest
+
+import lccore
+from conftest import NEGATIVE, POSITIVE, write_jsonl
+from test_ner import ner_sentences, write_conll
+
+EXPLAINERS = ["shap", "integrated_gradients", "attention", "random"]
+SENTIMENT = set(POSITIVE + NEGATIVE)
+
+
+@pytest.fixture(scope="module")
+def ner_predictor(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explain-ner")
+    config = {
+        "model": tiny_model,
+        "task": {"name": "ner", "train": str(write_conll(folder / "train.conll", ner_sentences(150, 1)))},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 8, "batch_size": 16, "max_length": 32, "seed": 3},
+    }
+    return lccore.train(config, folder / "run", progress=False).load()
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return lccore.load(trained_run.output_dir)
+
+
+@pytest.fixture(scope="module")
+def test_texts(sentiment_files):
+    return [json.loads(line)["text"] for line in sentiment_files["test"].read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def test_records(predictor, test_texts):
+    """Each explainer's records for the 40 test texts, computed once."""
+    return {name: predictor.explain(test_texts, name) for name in ("shap", "integrated_gradients", "random")}
+
+
+def check_record(record: dict, text: str, evaluated: bool = True) -> None:
+    assert record["text"] == text
+    assert json.loads(json.dumps(record)) == record  # JSON-serialisable as is
+    previous_end = 0
+    for word in record["words"]:
+        assert text[word["start"] : word["end"]] == word["text"] and word["text"].strip() == word["text"] != ""
+        assert word["start"] >= previous_end  # in order, not overlapping
+        previous_end = word["end"]
+    for index, word in enumerate(record["words"]):  # a word's score is the sum of its sub-tokens'
+        pieces = [t["score"] for t in record["tokens"] if t["word"] == index]
+        assert pieces and word["score"] == pytest.approx(sum(pieces), abs=1e-6)
+    assert (record["cost"]["model_evaluations"] >= 1) == evaluated
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_every_explainer_scores_each_word_once_with_offsets_into_the_text(predictor, name):
+    texts = ["the film was great, and the plot dull!", "great", "alice lives in boston"]
+    records = predictor.explain(texts, name)
+    assert [r["text_index"] for r in records] == [0, 1, 2]
+    for record, text in zip(records, texts):
+        check_record(record, text)
+        assert record["method"] == name and record["target"] == {"label": record["prediction"]["label"]}
+    assert [w["text"] for w in records[0]["words"]] == ["the", "film", "was", "great", ",", "and", "the", "plot", "dull", "!"]
+    assert [w["text"] for w in records[2]["words"]] == ["alice", "lives", "in", "boston"]
+    if name == "shap":  # one word: Partition SHAP cannot cluster it (shap#3515); the exact value is used
+        one = records[1]
+        assert any("shap#3515" in note for note in one["notes"])
+        assert one["words"][0]["score"] == pytest.approx(one["target_score"] - one["details"]["base_value"], abs=1e-5)
+    if name == "attention":
+        assert any("not a faithful explanation" in note for note in records[0]["notes"])
+
+
+def test_a_word_of_two_word_pieces_gets_the_sum_of_their_scores(predictor):
+    from lccore_explain.record import aggregate
+
+    words = [(0, 5), (6, 12)]  # "alice boston", boston = bos + ##ton
+    scores, owners = aggregate([None, (0, 5), (6, 9), (9, 12), None], [9.0, 0.5, 0.25, 0.125, 9.0], words)
+    assert scores == [0.5, 0.375] and owners == [None, 0, 1, 1, None]
+
+    record = predictor.explain(["alice lives in boston"], "integrated_gradients")[0]
+    boston = [t for t in record["tokens"] if t["word"] == 3]
+    assert [t["text"] for t in boston] == ["bos", "ton"]
+    assert record["words"][3]["score"] == pytest.approx(boston[0]["score"] + boston[1]["score"], abs=1e-7)
+    assert boston[0]["score"] != 0 and boston[1]["score"] != 0
+
+
+def test_integrated_gradients_is_complete_and_reports_its_convergence_delta(predictor):
+    import torch
+
+    text = "the plot was lovely and the acting dull"
+    record = predictor.explain([text], "integrated_gradients", n_steps=64, internal_batch_size=7)[0]
+    details = record["details"]
+    total = sum(w["score"] for w in record["words"])
+    assert details["f_input"] == pytest.approx(record["prediction"]["score"], abs=1e-5)
+    assert total == pytest.approx(details["f_input"] - details["f_baseline"], abs=2e-3)
+    assert abs(details["convergence_delta"]) < 2e-3
+    assert record["cost"] == {**record["cost"], "model_evaluations": 64 + 2, "gradient_evaluations": 64}
+
+    # f(baseline) is the model's probability with [PAD] at every non-special position.
+    tokenizer = predictor.tokenizer
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    ids[0, 1:-1] = tokenizer.pad_token_id
+    with torch.no_grad():
+        probabilities = predictor.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.softmax(-1)[0]
+    label = predictor.task.labels.index(record["target"]["label"])
+    assert details["f_baseline"] == pytest.approx(float(probabilities[label]), abs=1e-5)
+
+
+def test_the_sentiment_word_gets_the_top_attribution(test_records):
+    # The tiny model decides by the sentiment word; it leans on positive words most (negative is
+    # its default), so every positive prediction must be explained by its positive word.
+    for name in ("shap", "integrated_gradients"):
+        tops = [max(r["words"], key=lambda w: w["score"])["text"] for r in test_records[name]]
+        positive = [top for top, r in zip(tops, test_records[name]) if r["prediction"]["label"] == "positive"]
+        assert len(positive) >= 15 and all(top in POSITIVE for top in positive), (name, positive)
+        assert sum(top in SENTIMENT for top in tops) >= 0.9 * len(tops), (name, tops)
+    random_tops = [max(r["words"], key=lambda w: w["score"])["text"] for r in test_records["random"]]
+    assert sum(top in SENTIMENT for top in random_tops) < 0.5 * len(random_tops)
+
+
+def test_shap_and_integrated_gradients_are_more_faithful_than_random(predictor, test_records):
+    from lccore_explain.faithfulness import evaluate
+
+    scores = {name: evaluate(predictor, records) for name, records in test_records.items()}
+    for name in ("shap", "integrated_gradients"):
+        assert scores[name]["texts"] == 40
+        assert scores[name]["comprehensiveness"] > 2 * scores["random"]["comprehensiveness"] + 0.02, scores
+        assert scores[name]["sufficiency"] < scores["random"]["sufficiency"], scores
+
+
+def test_ner_explains_each_predicted_entity(ner_predictor):
+    predictor = ner_predictor
+    texts = ["alice lives in boston .", "nothing here"]
+    for name in EXPLAINERS:
+        records = predictor.explain(texts, name)
+        entities = [r for r in records if r["text_index"] == 0]
+        assert [(r["target"]["text"], r["target"]["label"]) for r in entities] == [("alice", "PER"), ("boston", "LOC")]
+        for record in records:
+            check_record(record, texts[record["text_index"]], evaluated=bool(record["target"]))
+            assert [w["text"] for w in record["words"]] == texts[record["text_index"]].split()
+        empty = [r for r in records if r["text_index"] == 1]
+        assert len(empty) == 1 and empty[0]["target"] == {} and "no entity predicted" in empty[0]["notes"][0]
+        if name in ("shap", "integrated_gradients"):  # an entity is explained by its own word first
+            for record in entities:
+                top = max(record["words"], key=lambda w: w["score"])
+                assert top["text"] == record["target"]["text"], (name, record["words"])
+    only = predictor.explain(texts[:1], "random", target="LOC")
+    assert [r["target"]["text"] for r in only] == ["boston"]
+
+
+def test_bad_explainer_names_and_options_are_clear_errors(predictor):
+    with pytest.raises(lccore.PluginError, match="unknown explainer 'shapp'"):
+        predictor.explain(["great"], "shapp")
+    with pytest.raises(lccore.ConfigError, match=r"explainer\.integrated_gradients\.n_step: unknown key \(did you mean 'n_steps'\?\)"):
+        predictor.explain(["great"], "integrated_gradients", n_step=3)
+    with pytest.raises(lccore.ConfigError, match="'neutral' is not a label"):
+        predictor.explain(["great"], "random", target="neutral")
+
+
+def test_cli_prints_json_records_and_top_words(trained_run, capsys):
+    from lccore.cli import main
+
+    run_dir = str(trained_run.output_dir)
+    assert main(["explain", run_dir, "--text", "a wonderful show", "--explainer", "integrated_gradients", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [w["text"] for w in records[0]["words"]] == ["a", "wonderful", "show"]
+    assert max(records[0]["words"], key=lambda w: w["score"])["text"] == "wonderful"
+
+    assert main(["explain", run_dir, "--text", "a wonderful show", "--explainer", "random", "--target", "negative", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == '"a wonderful show"' and lines[1].startswith("  negative (p = ") and "predicted: positive" in lines[1]
+    assert len([line for line in lines if re.match(r"  [+-]\d\.\d{4}  ", line)]) == 2
+
+
+def test_cli_html_page_is_static_and_works_under_a_strict_csp(trained_run, tmp_path, capsys):
+    from lccore.cli import main
+
+    page = tmp_path / "out.html"
+    assert main(["explain", str(trained_run.output_dir), "--text", "the acting was <b>superb</b> & dull", "--explainer", "attention", "--html", str(page)]) == 0
+    assert "explanation page written to" in capsys.readouterr().out
+    html = page.read_text(encoding="utf-8")
+    assert "<script" not in html.lower() and "javascript:" not in html.lower()
+    assert not re.search(r"\son[a-z]+\s*=", html, flags=re.I)  # no event handlers
+    assert not re.search(r"(src|href)\s*=", html, flags=re.I) and not re.search(r"https?:|url\(", html)  # nothing loaded from anywhere
+    assert "style=" not in html  # no inline style attributes: only the one <style> element
+    style = re.search(r"<style>(.*?)</style>", html, flags=re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode()
+    assert f"default-src 'none'; style-src 'sha256-{digest}'" in html  # the page's own CSP allows exactly its CSS
+    assert "<b>" not in html and "&lt;" in html and "&amp;" in html  # the text is escaped
+    assert re.search(r'<span class="[pn]\d" title="[+-][\d.e-]+">', html)
+    assert "prediction:" in html and "method: attention" in html and "model evaluations: 2" in html
+
+
+def test_cli_evaluate_reports_each_explainer_and_random(trained_run, sentiment_files, tmp_path, capsys):
+    from lccore.cli import main
+
+    rows = [json.loads(line) for line in sentiment_files["dev"].read_text().splitlines()][:12]
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    args = ["explain", str(trained_run.output_dir), "--evaluate", "--data", str(data), "--explainer", "integrated_gradients"]
+    assert main([*args, "--option", "n_steps=16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"integrated_gradients", "random"}
+    for row in result.values():
+        assert {"comprehensiveness", "sufficiency", "texts", "model_evaluations_per_text"} <= set(row) and row["texts"] == 12
+    assert result["integrated_gradients"]["model_evaluations_per_text"] == 18
+    assert result["integrated_gradients"]["comprehensiveness"] > result["random"]["comprehensiveness"]
+
+    assert main([*args, "--explainer", "attention", "--option", "integrated_gradients.n_steps=8"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["explainer", "comprehensiveness", "sufficiency", "texts", "evaluations/text"]
+    assert [line.split()[0] for line in table[1:4]] == ["integrated_gradients", "attention", "random"]
+
+
+def test_probe_is_explained_at_each_dev_evaluation_without_changing_training(tiny_config, tmp_path):
+    probe = write_jsonl(tmp_path / "probe.jsonl", ["the show was brilliant", {"text": "a horrible meal"}])
+    base = {**tiny_config, "train": {**tiny_config["train"], "epochs": 2, "eval_every": 7}}
+    plain = lccore.train(base, tmp_path / "plain", progress=False)
+    config = {**base, "explain": {"probe": str(probe), "explainers": ["integrated_gradients", "random"], "explainer_options": {"integrated_gradients": {"n_steps": 8}}}}
+    run = lccore.train(config, tmp_path / "probed", progress=False)
+
+    steps = [row["step"] for row in run.metrics["dev"]]
+    assert steps == [7, 14, 20]
+    folder = run.output_dir / "explanations"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"step-{s}.json" for s in steps] + ["index.html"])
+    for step in steps:
+        saved = json.loads((folder / f"step-{step}.json").read_text())
+        assert saved["step"] == step and set(saved["explanations"]) == {"integrated_gradients", "random"}
+        assert [r["text"] for r in saved["explanations"]["integrated_gradients"]] == ["the show was brilliant", "a horrible meal"]
+        assert saved["metrics"]["accuracy"] == next(r["accuracy"] for r in run.metrics["dev"] if r["step"] == step)
+    page = (folder / "index.html").read_text()
+    assert "<script" not in page and page.count("<tr><td class=\"num\">") == 2 * 2 * len(steps)
+    # Explaining during training draws nothing from the training's random streams.
+    assert [r["loss"] for r in run.metrics["train"]] == [r["loss"] for r in plain.metrics["train"]]
+    assert run.config.explain.probe == str(probe)

@@ -92,7 +92,7 @@ def render() -> str:
         lines += table(cls, prefix) if prefix else table_top(cls)
     engine = lccore.Engine(use_env=False)
     lines += ["## Component options (first-party plugins)", ""]
-    for kind, section in (("task", "task"), ("head", "head"), ("optimizer", "optimizer")):
+    for kind, section in (("task", "task"), ("head", "head"), ("optimizer", "optimizer"), ("ethics_policy", "ethics[]")):
         for name in engine.names(kind):
             component = engine.component(kind, name)
             if component.options is None:

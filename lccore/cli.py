@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
     predict.add_argument("--batch-size", type=int, help="examples per batch (default: train.eval_batch_size)")
     predict.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
+    predict.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after the run config's 'ethics' list (repeatable)")
+    predict.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
+    predict.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
 
@@ -101,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     export.set_defaults(command=cmd_export)
 
+    new_plugin = commands.add_parser("new-plugin", help="scaffold a plugin distribution (pyproject.toml, package, kit test, README)")
+    new_plugin.add_argument("name", help="the component's name, e.g. keyword_classifier (the package is lccore_NAME)")
+    new_plugin.add_argument("--output", default=".", help="folder to write lccore-NAME/ into (default: the current folder)")
+    new_plugin.add_argument("--kind", default="task", choices=["task"], help="what the plugin registers (default: task)")
+    new_plugin.set_defaults(command=cmd_new_plugin)
+
     generate = commands.add_parser("generate", help="generate text with a run's model: a reply, a summary, a translation or a continuation")
     generate.add_argument("run_dir")
     generate.add_argument("--prompt", help="the query: a user message (dialogue run), a source text (summarization, translation) or a plain prompt")
@@ -116,7 +125,46 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="sample: seed for reproducible draws")
     generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
     generate.add_argument("--json", action="store_true", help="print the answer record {text, tokens, finish_reason} as JSON")
+    generate.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the prompt (input) and the text (output), besides the run's own (repeatable)")
+    generate.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
     generate.set_defaults(command=cmd_generate)
+
+    serve = commands.add_parser("serve", help="serve runs over HTTP: POST /v1/predict and /v1/explain, GET /v1/models, /healthz, a page at /")
+    serve.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs; each is served under its directory name")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key every endpoint but /healthz and / then needs")
+    serve.add_argument("--max-batch-size", type=int, default=32, metavar="N", help="most inputs in one model batch (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for others to batch with (default 5)")
+    serve.add_argument("--max-inputs", type=int, default=64, metavar="N", help="most inputs per request (default 64; more: 413)")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body (default 1 MiB; larger: 413)")
+    serve.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout in seconds (default 30; then 504)")
+    serve.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
+    serve.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after each run config's 'ethics' list (repeatable)")
+    serve.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
+    serve.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
+    serve.set_defaults(command=cmd_serve)
+
+    ethics_cmd = commands.add_parser("ethics", help="ethics policies: check texts for PII, toxicity and blocked terms")
+    ethics_cmd.set_defaults(command=lambda args: (ethics_cmd.print_help(), 2)[1])
+    ethics_commands = ethics_cmd.add_subparsers(title="ethics commands", metavar="ETHICS_COMMAND")
+    check = ethics_commands.add_parser("check", help="one decision per input row: allow, flag, redact or block, with the redacted text")
+    check.add_argument("--policy", action="append", default=[], metavar="NAME", help="a registered policy: pii, toxicity, blocklist, ... (repeatable, applied in order)")
+    check.add_argument("--config", metavar="FILE", help="YAML file with an 'ethics:' list of policies and their options (applied before --policy)")
+    check.add_argument("--option", dest="options", action="append", default=[], metavar="POLICY.KEY=VALUE", help="a policy option, e.g. pii.action=block (repeatable)")
+    check.add_argument("--input", required=True, help="JSONL file of strings or {\"text\": ...} objects, or '-' for stdin")
+    check.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
+    check.add_argument("--audit-log", metavar="FILE", help="append one JSON line per policy decision (hashes, never the text)")
+    check.add_argument("--stage", choices=["training_data", "input", "output"], default="input", help="the stage the texts are checked at (default input)")
+    check.set_defaults(command=cmd_ethics_check)
+
+    audit = commands.add_parser("audit", help="counterfactual bias audit of a text classification run: swap identity terms, measure flips")
+    audit.add_argument("run_dir")
+    audit.add_argument("--data", required=True, help="JSONL of texts (strings or objects the task reads), or '-' for stdin")
+    audit.add_argument("--terms", metavar="FILE", help="YAML/JSON identity-term groups {group: {class: [terms]}} added to the bundled ones")
+    audit.add_argument("--top", type=int, default=5, metavar="N", help="worst examples kept per group (default 5)")
+    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.set_defaults(command=cmd_audit)
 
     kg = commands.add_parser("kg", help="knowledge-graph stores: import RDF files, run SPARQL, statistics, export")
     kg.set_defaults(command=cmd_kg, kg_parser=kg)
@@ -169,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     kg_ask.add_argument("--generator", metavar="RUN_DIR", help="a generative run that answers from the retrieved triples")
     kg_ask.add_argument("--hops", type=int, default=1, help="neighbourhood radius (default 1)")
     kg_ask.add_argument("--json", action="store_true", help="the whole answer record as JSON")
+    kg_ask.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the question (input) and the answer (output) (repeatable)")
+    kg_ask.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
     kg_ask.set_defaults(command=cmd_kg_ask)
     return parser
 
@@ -261,6 +311,14 @@ def summary(run) -> str:
             for name, after in scores["after"].items():
                 if isinstance(after, (int, float)):
                     lines.append(f"{label} {name}: {scores['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
+    cleaned = run.metrics.get("ethics", {}).get("training_data")
+    if cleaned:
+        lines.append(f"ethics: {cleaned['dropped']} of {cleaned['examples']} training examples dropped, {cleaned['changed']} redacted, {cleaned['flagged']} flagged")
+        for name, counts in cleaned["policies"].items():
+            reasons = ", ".join(f"{reason} x{n}" for reason, n in sorted(counts["reasons"].items()))
+            lines.append(f"  {name}: {counts['block']} blocked, {counts['redact']} redacted, {counts['flag']} flagged" + (f" ({reasons})" if reasons else ""))
+        if cleaned.get("skipped"):
+            lines.append(f"  {cleaned['skipped']}")
     return "\n".join(lines)
 
 
@@ -277,14 +335,50 @@ def cmd_predict(args) -> int:
     _quiet_transformers()
     from .predictor import load, read_prediction_inputs
 
+    from . import ethics
+    from .plugins import Engine
+
+    extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
     predictor = load(args.run_dir, precision=args.precision)
     examples = [predictor.task.parse_input(value, where) for where, value in read_prediction_inputs(args.input)]
-    predictions = predictor.predict_examples(examples, batch_size=args.batch_size, progress=not args.quiet)
+    items = list(predictor.config.ethics) + extra
+    if items:
+        policies = ethics.build_policies(predictor.engine or Engine(), items)
+        audit = ethics.AuditLog(args.audit_log)
+        predictions = ethics.guarded_predict(
+            policies, predictor.task, examples, lambda admitted: predictor.predict_examples(admitted, batch_size=args.batch_size, progress=not args.quiet), audit
+        )
+        audit.flush()
+    else:
+        predictions = predictor.predict_examples(examples, batch_size=args.batch_size, progress=not args.quiet)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if args.output == "-":
         sys.stdout.write(lines)
     else:
         Path(args.output).write_text(lines, encoding="utf-8")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from . import ethics
+    from .errors import ConfigError
+
+    extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the models load
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            raise ConfigError(f"--api-key-env {args.api_key_env}: the environment variable is not set or empty")
+    for name in ("max_batch_size", "max_inputs", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    _quiet_transformers()
+    from .serve import ServeLimits, serve
+
+    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, timeout_s=args.timeout,
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
+    serve(args.run_dirs, host=args.host, port=args.port, api_key=api_key, limits=limits, precision=args.precision,
+          ethics_items=extra, audit_log=args.audit_log)
     return 0
 
 
@@ -396,19 +490,89 @@ def cmd_generate(args) -> int:
     _quiet_transformers()
     from .predictor import load, read_prediction_inputs
 
+    from . import ethics
+
+    extra = ethics.items_from_cli(args.policy)
     predictor = load(args.run_dir)
+    policies = ethics.build_policies(predictor.engine or Engine(), list(predictor.config.ethics) + extra)
+    audit = ethics.AuditLog(args.audit_log)
+
+    def guarded(where: str, prompt, answer_prompt) -> dict:
+        """Input policies on a plain-text prompt, output policies on the generated text."""
+        if isinstance(prompt, str):
+            prompt, verdict = ethics.guard_text(policies, prompt, "input", audit, where)
+            if prompt is None:
+                return ethics.refusal("input", verdict)
+        answer = answer_prompt(prompt)
+        text, verdict = ethics.guard_text(policies, answer["text"], "output", audit, where)
+        return ethics.refusal("output", verdict) if text is None else {**answer, "text": text}
+
     if args.input is not None:
         rows = list(read_prediction_inputs(args.input))
-        answers = reasoner.answer_batch([value for _, value in rows], predictor, wheres=[where for where, _ in rows])
+        if policies:
+            answers = [guarded(where, value, lambda p, w=where: reasoner.answer_batch([p], predictor, wheres=[w])[0]) for where, value in rows]
+        else:
+            answers = reasoner.answer_batch([value for _, value in rows], predictor, wheres=[where for where, _ in rows])
         sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
-    elif args.stream:
+    elif args.stream and not policies:  # output policies need the whole text before it is shown
         for piece in reasoner.stream(args.prompt, predictor):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        answer = reasoner.answer(args.prompt, predictor=predictor)
-        print(json.dumps(answer, ensure_ascii=False) if args.json else answer["text"])
+        answer = guarded("--prompt", args.prompt, lambda p: reasoner.answer(p, predictor=predictor))
+        print(json.dumps(answer, ensure_ascii=False) if args.json or answer.get("refused") else answer["text"])
+    audit.flush()
+    return 0
+
+
+def cmd_ethics_check(args) -> int:
+    from . import ethics
+    from .errors import ConfigError, DataError
+    from .plugins import Engine
+    from .predictor import read_prediction_inputs
+
+    items = ethics.items_from_cli(args.policy, args.config, args.options)
+    if not items:
+        raise ConfigError("ethics check: name at least one policy with --policy NAME or --config FILE")
+    policies = ethics.build_policies(Engine(), items)
+    audit = ethics.AuditLog(args.audit_log)
+    rows = []
+    for where, value in read_prediction_inputs(args.input):
+        text = value.get("text") if isinstance(value, dict) else value
+        if not isinstance(text, str):
+            raise DataError(f"{where}: expected a JSON string or an object with a string 'text'")
+        result = ethics.apply(policies, text, args.stage)
+        audit.record(text, args.stage, result, where=where)
+        rows.append({k: result[k] for k in ("decision", "redacted", "reasons", "spans")})
+    audit.flush()
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if args.output == "-":
+        sys.stdout.write(lines)
+    else:
+        Path(args.output).write_text(lines, encoding="utf-8")
+    counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
+    print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from lccore_ethics.audit import audit, load_terms, render
+
+    from .errors import DataError
+
+    groups = load_terms(args.terms)  # a bad term file fails before the model loads
+    _quiet_transformers()
+    from .predictor import load, read_prediction_inputs
+
+    predictor = load(args.run_dir)
+    texts = []
+    for where, value in read_prediction_inputs(args.data):
+        texts.append(value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None))
+        if not isinstance(texts[-1], str):
+            raise DataError(f"{where}: expected a string or an object with a text")
+    report = audit(predictor, texts, groups, top=args.top)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     return 0
 
 
@@ -531,17 +695,42 @@ def cmd_kg_ask(args) -> int:
 
     options = {"hops": args.hops, "ner": args.ner, "generator": args.generator}
     reasoner = Engine().create("reasoner", "kg_qa", {k: v for k, v in options.items() if v is not None}, key="kg ask")
+    from . import ethics
+
+    policies = ethics.build_policies(Engine(), ethics.items_from_cli(args.policy))
+    audit = ethics.AuditLog(args.audit_log)
+    question, verdict = ethics.guard_text(policies, args.question, "input", audit, "question")
+    if question is None:
+        print(json.dumps(ethics.refusal("input", verdict), ensure_ascii=False))
+        audit.flush()
+        return 0
     store = open_store(args.store)
     try:
-        result = reasoner.answer(args.question, graph=store)
+        result = reasoner.answer(question, graph=store)
     finally:
         store.close()
+    if isinstance(result.get("answer"), str):
+        answer, verdict = ethics.guard_text(policies, result["answer"], "output", audit, "answer")
+        result = ethics.refusal("output", verdict) if answer is None else {**result, "answer": answer}
+    audit.flush()
+    if result.get("refused"):
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
     print(result["answer"] if result["answer"] is not None else "(no answer found in the graph)")
     for triple in result["evidence"]:
         print("  because: " + " ".join(f"<{term}>" if ":" in term else f'"{term}"' for term in triple))
+    return 0
+
+
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+
+    root = new_plugin(args.name, args.output, args.kind)
+    print(f"wrote {root}")
+    print(f"next: pip install -e {root}[test] && pytest {root}")
     return 0
 
 

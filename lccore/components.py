@@ -86,6 +86,27 @@ class Task:
         """One example from a prediction input (a string or a JSON object)."""
         raise NotImplementedError
 
+    def example_data(self, directory) -> dict | None:
+        """Write a few labelled examples into ``directory`` (a folder that exists) and return
+        ``{split: path}`` (at least ``"train"``), in the format :meth:`read` accepts; ``None``
+        (the default) when the task has none. :func:`lccore.testing.check_plugin` round-trips
+        them through the task's contract; ``lccore new-plugin`` scaffolds one."""
+        return None
+
+    def texts_of(self, example) -> dict[str, str] | None:
+        """The example's free texts by field, for ethics policies (``{"text": ...}``); None when
+        the task exposes none. The default handles examples with a string ``text`` attribute."""
+        text = getattr(example, "text", None)
+        return {"text": text} if isinstance(text, str) else None
+
+    def with_texts(self, example, texts: dict[str, str]):
+        """A copy of ``example`` with the fields in ``texts`` replaced (redacted by a policy).
+
+        Not implemented by default: a task whose examples hold offsets into their text (NER,
+        relation extraction) cannot simply swap it. A training example that a policy wants
+        redacted is then dropped instead, and the run reports it."""
+        raise NotImplementedError
+
 
 class Head:
     """An output layer and loss on top of a pretrained backbone."""

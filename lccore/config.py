@@ -158,6 +158,13 @@ class RunConfig:
     train: TrainConfig = attrs.field(factory=TrainConfig, metadata=doc("Training loop settings."))
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig, metadata=doc("Plugin selection for this run."))
     explain: ExplainConfig = attrs.field(factory=ExplainConfig, metadata=doc("Explanations of probe texts during training."))
+    ethics: list = attrs.field(
+        factory=list,
+        metadata=doc(
+            "Ethics policies applied in order, each a registered name or `{name: ..., option: ...}` (e.g. `[pii, {name: blocklist, terms: [foo]}]`): "
+            "training data is filtered or redacted before tokenisation, `lccore predict` checks inputs and outputs. See docs/ethics.md."
+        ),
+    )
 
     def to_dict(self) -> dict:
         return unstructure(self)
@@ -344,6 +351,9 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
     data = apply_overrides(data, list(overrides))
     try:
         config = structure(RunConfig, data)
+        from .ethics import policy_specs
+
+        policy_specs(config.ethics)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     for split in ("train", "dev", "test"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 
-from . import __version__, checkpoints, finetuning, scratch
+from . import __version__, checkpoints, ethics, finetuning, scratch
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
@@ -117,6 +117,13 @@ def train(
     # Data first: a bad row should fail in a second, not after the model has loaded.
     splits = {name: task.read(getattr(config.task, name)) for name in ("train", "dev", "test") if getattr(config.task, name)}
     data_hashes = {name: file_sha256(getattr(config.task, name)) for name in splits}
+    # Ethics policies clean the training data before anything is fitted or tokenised.
+    ethics_report, ethics_audit = None, ethics.AuditLog()
+    if config.ethics:
+        policies = ethics.build_policies(engine, config.ethics)
+        splits["train"], ethics_report = ethics.filter_examples(policies, task, splits["train"], ethics_audit)
+        if not splits["train"]:
+            raise ConfigError(f"ethics: the policies dropped all {ethics_report['examples']} training examples")
     if previous is not None:  # the earlier run's label space, so that its head still fits
         task.restore(previous.task_state)
     task.fit(splits["train"])
@@ -186,6 +193,11 @@ def train(
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
     metrics = {"train": [], "dev": [], "best": None, "test": {}}
+    if ethics_report is not None:
+        metrics["ethics"] = {"training_data": ethics_report}
+        if main_process:
+            (output_dir / ETHICS_AUDIT_FILE).unlink(missing_ok=True)  # a resumed run filters again
+            ethics_audit.flush(output_dir / ETHICS_AUDIT_FILE)
     state = RunState(config, output_dir, engine, task, model, accelerator, metrics, tokenizer=tokenizer)
 
     def evaluate(split: str, eval_model) -> dict:
@@ -340,7 +352,10 @@ def train(
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
         write_json(output_dir / METRICS_FILE, metrics)
         shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
-        write_json(output_dir / MANIFEST_FILE, manifest(config, engine, task, splits, data_hashes, accelerator.num_processes))
+        run_manifest = manifest(config, engine, task, splits, data_hashes, accelerator.num_processes)
+        if ethics_report is not None:
+            run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
+        write_json(output_dir / MANIFEST_FILE, run_manifest)
         if metrics["train"]:
             plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)
     accelerator.wait_for_everyone()
@@ -372,6 +387,10 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
         source = scratch.build(config.model, texts, workdir, max_length=settings.max_length, seed=settings.seed)
     with model_load_errors("model", source):
         return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
+
+
+#: Every ethics decision on the training data, one JSON line each (no raw text).
+ETHICS_AUDIT_FILE = "ethics_audit.jsonl"
 
 
 class TrainingError(LccoreError, FloatingPointError):

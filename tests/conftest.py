@@ -42,21 +42,10 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def build_tiny_model(directory: Path) -> str:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved in Hugging Face format."""
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+    from lccore.testing import build_tiny_model as build
 
     words = POSITIVE + NEGATIVE + NEUTRAL + PEOPLE + NER_FILLER + QA_WORDS + RE_WORDS + [piece for place in PLACES for piece in place] + ["good", "bad"]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return build(directory, words)
 
 
 @pytest.fixture(scope="session")

@@ -158,6 +158,13 @@ def test_kg_build_and_ask_cli(runs, documents, tmp_path):
     asked = subprocess.run([sys.executable, "-m", "lccore", "kg", "ask", str(store), "Where does Alice live?", "--json"], capture_output=True, text=True, timeout=300)
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["answer"] == "paris"
+    log = tmp_path / "audit.jsonl"
+    guarded = [sys.executable, "-m", "lccore", "kg", "ask", str(store), "--policy", "toxicity", "--policy", "pii", "--audit-log", str(log), "--json"]
+    refused = subprocess.run([*guarded, "Where the shit does Alice live?"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 0 and json.loads(refused.stdout)["refused"] is True
+    redacted = subprocess.run([*guarded, "Where does Alice live? Write to me at eve@example.com"], capture_output=True, text=True, timeout=300)
+    assert json.loads(redacted.stdout)["answer"] == "paris"  # the e-mail address was redacted, the question still answered
+    assert "eve@example.com" not in log.read_text() and "shit" not in log.read_text()
     missing = subprocess.run([*build_cmd[:-3], "--input", str(tmp_path / "nope.jsonl"), "--store", str(store)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr and "Traceback" not in missing.stderr
 

@@ -59,6 +59,9 @@ class LanguageModelingTask(lccore.Task):
             raise lccore.DataError(f"{path}: no text found")
         return examples
 
+    def with_texts(self, example, texts):
+        return attrs.evolve(example, **texts)
+
     def parse_input(self, value, where):
         if isinstance(value, dict):
             value = value.get(self.options.text_field)

@@ -84,6 +84,25 @@ class TextClassificationTask(lccore.Task):
             "f1_macro": float(f1_score(gold, predicted, labels=self.labels, average="macro", zero_division=0)),
         }
 
+    def example_data(self, directory):
+        import json
+        from pathlib import Path
+
+        rows = [
+            ("the film was great", "positive"), ("a wonderful book", "positive"), ("really lovely acting", "positive"),
+            ("the plot was awful", "negative"), ("a boring show", "negative"), ("quite dreadful meal", "negative"),
+        ]
+        text_key, label_key = self.options.text_field, self.options.label_field
+        paths = {}
+        for split in ("train", "dev"):
+            path = Path(directory) / f"{split}.jsonl"
+            path.write_text("".join(json.dumps({text_key: t, label_key: l}) + "\n" for t, l in rows), encoding="utf-8")
+            paths[split] = path
+        return paths
+
+    def with_texts(self, example, texts):
+        return attrs.evolve(example, **texts)
+
     def parse_input(self, value, where):
         if isinstance(value, str):
             return Example(value, None, where)

@@ -1,0 +1,227 @@
+"""Ethics policies: PII, toxicity and blocklist decisions, their composition, the audit log, and
+where they act (training data, `lccore predict`, `lccore ethics check`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import lccore
+from lccore import ethics
+from lccore.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PII_SAMPLES = {
+    "EMAIL": "jane.doe@example.co.uk",
+    "PHONE": "+44 20 7946 0958",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "IBAN": "DE89 3704 0044 0532 0130 00",
+    "IP_ADDRESS": "192.168.1.10",
+}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return lccore.Engine(use_env=False)
+
+
+def policies(engine, *items):
+    return ethics.build_policies(engine, list(items))
+
+
+@pytest.mark.parametrize("kind", sorted(PII_SAMPLES))
+def test_pii_redacts_each_type_with_a_typed_placeholder(engine, kind):
+    value = PII_SAMPLES[kind]
+    text = f"Reach me via {value} today."
+    result = ethics.apply(policies(engine, "pii"), text, "input")
+    assert result["decision"] == "redact"
+    assert result["redacted"] == f"Reach me via <{kind}> today."
+    assert result["spans"] == [{"start": 13, "end": 13 + len(value), "type": kind, "policy": "pii"}]
+
+
+def test_pii_checksums_and_look_alikes_pass(engine):
+    pii = policies(engine, "pii")
+    for text in ["card 4111 1111 1111 1112", "IBAN DE00 3704 0044 0532 0130 00", "on 01.02.2024 at 10:30:00", "version 1.2.3", "costs $1,299.99"]:
+        assert ethics.apply(pii, text, "input")["decision"] == "allow", text
+
+
+def test_pii_action_and_types_options(engine):
+    text = "mail a@example.com from 10.0.0.1"
+    blocked = ethics.apply(policies(engine, {"name": "pii", "action": "block", "types": ["IP_ADDRESS"]}), text, "input")
+    assert blocked["decision"] == "block" and blocked["reasons"] == ["pii: IP_ADDRESS"] and blocked["redacted"] == text
+    with pytest.raises(lccore.ConfigError, match=r"ethics\[0\]\.types\[0\]: expected one of"):
+        policies(engine, {"name": "pii", "types": ["SSN"]})
+
+
+def test_pii_recall_and_precision_on_the_labelled_file():
+    from lccore_ethics.pii import score
+
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "pii_labelled.jsonl").read_text().splitlines()]
+    assert len(rows) >= 100
+    result = score(rows)
+    for kind in PII_SAMPLES:
+        assert result[kind]["recall"] >= 0.9, (kind, result[kind])
+        assert result[kind]["precision"] >= 0.95, (kind, result[kind])
+
+
+@pytest.mark.parametrize("text", ["what the f*ck", "f.u.c.k you", "fuuuuck", "sh1t happens", "$hit", "you a55hole", "SHIT"])
+def test_toxicity_sees_through_obfuscation(engine, text):
+    assert ethics.apply(policies(engine, "toxicity"), text, "input")["decision"] == "block"
+
+
+@pytest.mark.parametrize("text", ["a class assessment in Scunthorpe", "assess the bass", "as is", "grass and glasses", "Hello, I am fine."])
+def test_toxicity_has_no_scunthorpe_false_positives(engine, text):
+    assert ethics.apply(policies(engine, "toxicity"), text, "input")["decision"] == "allow"
+
+
+def test_toxicity_redacts_and_takes_extra_and_allowed_words(engine):
+    redact = policies(engine, {"name": "toxicity", "action": "redact", "extra_words": ["grumble"], "allow_words": ["hell"]})
+    result = ethics.apply(redact, "grumble, shit and hell", "output")
+    assert result["redacted"] == "<PROFANITY>, <PROFANITY> and hell"
+
+
+def test_blocklist_terms_patterns_and_bad_pattern(engine):
+    blocklist = policies(engine, {"name": "blocklist", "terms": ["Project X"], "patterns": [r"secret-\d+"], "action": "redact"})
+    result = ethics.apply(blocklist, "about project  x and SECRET-42, not projects xylo", "input")
+    assert result["redacted"] == "about <BLOCKED> and <BLOCKED>, not projects xylo"
+    case = policies(engine, {"name": "blocklist", "terms": ["Acme"], "case_sensitive": True})
+    assert ethics.apply(case, "acme", "input")["decision"] == "allow"
+    with pytest.raises(lccore.ConfigError, match=r"patterns\[1\]: invalid regular expression '\(bad'"):
+        policies(engine, {"name": "blocklist", "patterns": ["ok", "(bad"]})
+
+
+def test_composition_strictest_wins_and_offsets_refer_to_the_original(engine):
+    chain = policies(engine, "pii", {"name": "blocklist", "terms": ["zebra"], "action": "flag"})
+    text = "mail a@example.com about the zebra"
+    result = ethics.apply(chain, text, "input")
+    assert result["decision"] == "redact"  # redact beats flag
+    flagged = next(s for s in result["spans"] if s["policy"] == "blocklist")
+    assert text[flagged["start"] : flagged["end"]] == "zebra"  # found in the redacted text, reported in the original
+    chain = policies(engine, "pii", {"name": "blocklist", "terms": ["zebra"]})
+    assert ethics.apply(chain, text, "input")["decision"] == "block"
+    only_input = policies(engine, {"name": "blocklist", "terms": ["zebra"], "stages": ["input"]})
+    assert ethics.apply(only_input, text, "output")["decision"] == "allow"
+
+
+def test_cli_check_writes_one_row_per_input_and_an_audit_log_without_raw_pii(tmp_path, capsys):
+    rows = [f"my card is {PII_SAMPLES['CREDIT_CARD']} and mail {PII_SAMPLES['EMAIL']}", {"text": "a lovely class"}, {"text": "f*ck off"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "ethics.yaml"
+    config.write_text(yaml.safe_dump({"ethics": [{"name": "blocklist", "terms": ["lovely"], "action": "flag"}]}))
+    out, log = tmp_path / "out.jsonl", tmp_path / "audit.jsonl"
+    argv = ["ethics", "check", "--config", str(config), "--policy", "pii", "--policy", "toxicity", "--input", str(source), "--output", str(out), "--audit-log", str(log)]
+    assert main(argv) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["decision"] for r in results] == ["redact", "flag", "block"]
+    assert results[0]["redacted"] == "my card is <CREDIT_CARD> and mail <EMAIL>"
+    assert set(results[0]) == {"decision", "redacted", "reasons", "spans"}
+    audit = log.read_text()
+    entries = [json.loads(line) for line in audit.splitlines()]
+    assert len(entries) == 3 * 3 and {e["policy"] for e in entries} == {"blocklist", "pii", "toxicity"}
+    assert {"time", "stage", "policy", "decision", "reasons", "span_types", "text_sha256"} <= set(entries[0])
+    for secret in (*PII_SAMPLES.values(), "4111111111111111", "jane.doe", "example.co.uk", "lovely class", "f*ck"):
+        assert secret not in audit
+    assert main(["ethics", "check", "--policy", "pii", "--option", "pii.acton=block", "--input", str(source)]) == 2
+    assert "did you mean 'action'" in capsys.readouterr().err
+
+
+def test_run_config_ethics_is_validated(tiny_config, tmp_path):
+    with pytest.raises(lccore.ConfigError, match=r"ethics: expected a list"):
+        lccore.load_config({**tiny_config, "ethics": "pii"})
+    with pytest.raises(lccore.PluginError, match=r"ethics\[0\]: unknown ethics_policy 'pi'"):
+        lccore.train({**tiny_config, "ethics": ["pi"]}, tmp_path / "run", progress=False)
+
+
+def test_training_data_is_filtered_and_redacted_before_tokenisation(tiny_config, sentiment_files, tmp_path, capsys):
+    rows = [json.loads(line) for line in Path(sentiment_files["train"]).read_text().splitlines()]
+    rows[0]["text"] += f" mail {PII_SAMPLES['EMAIL']}"
+    rows[1]["text"] += " fuuuck"
+    rows[2]["text"] += " sh1t"
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {**tiny_config, "task": {**tiny_config["task"], "train": str(train)}, "train": {**tiny_config["train"], "epochs": 1}}
+    config["ethics"] = ["pii", "toxicity"]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config_path), "--output", str(run_dir), "-q"]) == 0
+    assert "ethics: 2 of 160 training examples dropped, 1 redacted" in capsys.readouterr().out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    report = metrics["ethics"]["training_data"]
+    assert (report["examples"], report["dropped"], report["changed"]) == (160, 2, 1)
+    assert report["policies"]["pii"]["redact"] == 1 and report["policies"]["pii"]["reasons"] == {"pii: EMAIL": 1}
+    assert report["policies"]["toxicity"] == {"block": 2, "redact": 0, "flag": 0, "reasons": {"toxicity: word list": 2}}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["data"]["train"]["examples"] == 158 and manifest["ethics"]["policies"] == ["pii", "toxicity"]
+    audit = (run_dir / "ethics_audit.jsonl").read_text()
+    assert len(audit.splitlines()) == 2 * 160 and PII_SAMPLES["EMAIL"] not in audit and "example.co.uk" not in audit
+
+
+def test_predict_refuses_blocked_inputs_and_redacts_outputs(trained_run, tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in ["great film", {"text": "f*ck this film"}, "superb, mail a@example.com"]))
+    config = tmp_path / "ethics.yaml"
+    config.write_text(yaml.safe_dump({"ethics": [{"name": "blocklist", "terms": ["negative"], "action": "redact", "stages": ["output"]}]}))
+    log = tmp_path / "audit.jsonl"
+    argv = ["predict", str(trained_run.output_dir), "--input", str(source), "--policy", "toxicity", "--policy", "pii", "--ethics-config", str(config), "--audit-log", str(log), "-q"]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 3
+    assert records[1] == {"refused": True, "stage": "input", "decision": "block", "reasons": ["toxicity: word list"]}
+    assert records[0]["label"] in ("positive", "<BLOCKED>") and "score" in records[2]
+    assert "a@example.com" not in log.read_text()
+    stages = {json.loads(line)["stage"] for line in log.read_text().splitlines()}
+    assert stages == {"input", "output"}
+
+
+def test_unredactable_examples_are_dropped_not_trained_on(engine):
+    import attrs
+
+    @attrs.frozen
+    class Example:
+        text: str
+        offsets: tuple
+
+    task = lccore.Task()
+    examples = [Example("call +44 20 7946 0958", ((0, 4),)), Example("fine", ((0, 4),))]
+    kept, report = ethics.filter_examples(policies(engine, "pii"), task, examples)
+    assert kept == [examples[1]] and report["dropped"] == 1 and report["dropped_unredactable"] == 1
+
+
+def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp_path, capsys):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps(t) + "\n" for t in ["he said it was great", {"text": "James found it dull"}, "the German film was superb", "plain text"]))
+    terms = tmp_path / "terms.yaml"
+    terms.write_text(yaml.safe_dump({"pets": {"cats": ["cat"], "dogs": ["dog"]}}))
+    assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--terms", str(terms), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["examples"] == 4 and set(report["groups"]) == {"gender", "names", "nationality", "pets"}
+    gender = report["groups"]["gender"]
+    assert gender["texts_with_terms"] == 1 and gender["counterfactuals"] == 1
+    assert gender["worst"][0]["counterfactual"] == "she said it was great"
+    assert report["groups"]["nationality"]["counterfactuals"] == 11
+    assert report["groups"]["pets"]["counterfactuals"] == 0 and report["groups"]["pets"]["flip_rate"] is None
+    for group in report["groups"].values():
+        assert group["flip_rate"] is None or 0.0 <= group["flip_rate"] <= 1.0
+        assert all(abs(row["score_shift"]) <= 1.0 for row in group["worst"])
+    assert report["invariance"]["tests"] == 1 + 1 + 11
+    assert main(["audit", str(trained_run.output_dir), "--data", str(data)]) == 0
+    assert "invariance:" in capsys.readouterr().out
+
+
+def test_toxicity_classifier_judge_and_ner_person_names(trained_run, engine):
+    judge = policies(engine, {"name": "toxicity", "classifier": str(trained_run.output_dir), "label": "negative", "threshold": 0.5})
+    assert ethics.apply(judge, "awful dull boring", "input")["decision"] == "block"
+    assert ethics.apply(judge, "great superb lovely", "input")["decision"] == "allow"
+
+    class FakeNer:  # stands for an NER run's predictor
+        def predict(self, texts):
+            return [{"entities": [{"type": "PER", "start": 0, "end": 5, "text": "Alice"}]}]
+
+    pii = policies(engine, {"name": "pii", "ner": "unused"})
+    pii[0][1]._ner = FakeNer()
+    assert ethics.apply(pii, "Alice wrote to a@example.com", "input")["redacted"] == "<PERSON> wrote to <EMAIL>"

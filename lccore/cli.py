@@ -270,13 +270,19 @@ def cmd_train(args) -> int:
     config = load_config(args.config, args.overrides)  # config errors before the heavy imports
     if args.init_from:
         config.train.init_from = str(Path(args.init_from).resolve())
+    train_and_report(config, args)
+    return 0
+
+
+def train_and_report(config, args, engine=None):
+    """Run `lccore.train` as the train-like commands' flags say; the main process prints the summary."""
     _quiet_transformers()
     from .training import train
 
-    run = train(config, args.output, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
+    run = train(config, args.output, engine=engine, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
     if run.is_main_process:
         print(summary(run))
-    return 0
+    return run
 
 
 def cmd_pretrain(args) -> int:
@@ -289,12 +295,8 @@ def cmd_pretrain(args) -> int:
     objective = getattr(engine.create("task", config.task.name, config.task.options, key="task"), "objective", None)
     if objective is None:
         raise ConfigError(f"task.name: '{config.task.name}' is not a language-modelling task; pretraining takes mlm or clm (use `lccore train` for other tasks)")
-    _quiet_transformers()
-    from .training import train
-
-    run = train(config, args.output, engine=engine, progress=not args.quiet, overwrite=args.overwrite, resume=args.resume)
+    run = train_and_report(config, args, engine)
     if run.is_main_process:
-        print(summary(run))
         print(f"fine-tune it with `model: {run.model_dir}` in a run config")
     return 0
 

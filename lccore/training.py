@@ -115,8 +115,8 @@ def train(
         raise ConfigError("train.replay: replays an earlier run's data, so it needs train.init_from")
 
     # Data first: a bad row should fail in a second, not after the model has loaded.
-    splits = {name: task.read(getattr(config.task, name)) for name in ("train", "dev", "test") if getattr(config.task, name)}
-    data_hashes = {name: file_sha256(getattr(config.task, name)) for name in splits}
+    data_files = {name: getattr(config.task, name) for name in ("train", "dev", "test") if getattr(config.task, name)}
+    splits = {name: task.read(path) for name, path in data_files.items()}
     # Ethics policies clean the training data before anything is fitted or tokenised.
     ethics_report, ethics_audit = None, ethics.AuditLog()
     if config.ethics:
@@ -129,9 +129,11 @@ def train(
     task.fit(splits["train"])
     if previous is not None:
         splits["train"] = splits["train"] + previous.replay(task, settings.replay, settings.seed)
-        if previous.test_file():  # its test set, scored before and after: forgetting shows
-            splits["previous_test"] = task.read(previous.test_file())
-            data_hashes["previous_test"] = file_sha256(previous.test_file())
+        previous_test = previous.test_file()
+        if previous_test:  # its test set, scored before and after: forgetting shows
+            splits["previous_test"] = task.read(previous_test)
+            data_files["previous_test"] = previous_test
+    data_hashes = {name: file_sha256(path) for name, path in data_files.items()}
 
     # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
     # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
@@ -352,7 +354,7 @@ def train(
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
         write_json(output_dir / METRICS_FILE, metrics)
         shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
-        run_manifest = manifest(config, engine, task, splits, data_hashes, accelerator.num_processes)
+        run_manifest = manifest(config, engine, task, splits, data_files, data_hashes, accelerator.num_processes)
         if ethics_report is not None:
             run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)
@@ -444,11 +446,7 @@ def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int)
             raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")
 
 
-def previous_test_path(config: RunConfig) -> str | None:
-    return load_config(Path(config.train.init_from) / CONFIG_FILE).task.test if config.train.init_from else None
-
-
-def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes: dict, processes: int) -> dict:
+def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_files: dict, data_hashes: dict, processes: int) -> dict:
     import accelerate
     import torch
     import transformers
@@ -470,7 +468,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_hashes:
         },
         "task_state": task.head_spec(),
         "data": {
-            name: {"path": getattr(config.task, name, None) or previous_test_path(config), "sha256": data_hashes[name], "examples": len(examples)}
+            name: {"path": data_files[name], "sha256": data_hashes[name], "examples": len(examples)}
             for name, examples in splits.items()
         },
         "plugins": [{k: p[k] for k in ("name", "distribution", "version", "status")} for p in engine.report()],

@@ -338,21 +338,11 @@ def cmd_predict(args) -> int:
     from .predictor import load, read_prediction_inputs
 
     from . import ethics
-    from .plugins import Engine
 
     extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
-    predictor = load(args.run_dir, precision=args.precision)
+    predictor = load(args.run_dir, precision=args.precision, ethics=extra, audit_log=args.audit_log)
     examples = [predictor.task.parse_input(value, where) for where, value in read_prediction_inputs(args.input)]
-    items = list(predictor.config.ethics) + extra
-    if items:
-        policies = ethics.build_policies(predictor.engine or Engine(), items)
-        audit = ethics.AuditLog(args.audit_log)
-        predictions = ethics.guarded_predict(
-            policies, predictor.task, examples, lambda admitted: predictor.predict_examples(admitted, batch_size=args.batch_size, progress=not args.quiet), audit
-        )
-        audit.flush()
-    else:
-        predictions = predictor.predict_examples(examples, batch_size=args.batch_size, progress=not args.quiet)
+    predictions = predictor.predict_parsed(examples, batch_size=args.batch_size, progress=not args.quiet)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if args.output == "-":
         sys.stdout.write(lines)
@@ -495,36 +485,24 @@ def cmd_generate(args) -> int:
     from . import ethics
 
     extra = ethics.items_from_cli(args.policy)
-    predictor = load(args.run_dir)
-    policies = ethics.build_policies(predictor.engine or Engine(), list(predictor.config.ethics) + extra)
-    audit = ethics.AuditLog(args.audit_log)
-
-    def guarded(where: str, prompt, answer_prompt) -> dict:
-        """Input policies on a plain-text prompt, output policies on the generated text."""
-        if isinstance(prompt, str):
-            prompt, verdict = ethics.guard_text(policies, prompt, "input", audit, where)
-            if prompt is None:
-                return ethics.refusal("input", verdict)
-        answer = answer_prompt(prompt)
-        text, verdict = ethics.guard_text(policies, answer["text"], "output", audit, where)
-        return ethics.refusal("output", verdict) if text is None else {**answer, "text": text}
-
+    predictor = load(args.run_dir, ethics=extra, audit_log=args.audit_log)
+    # Input policies on a text prompt, output policies on the generated text.
+    guarded = predictor.guard.wrap(reasoner, predictor=predictor)
     if args.input is not None:
         rows = list(read_prediction_inputs(args.input))
-        if policies:
-            answers = [guarded(where, value, lambda p, w=where: reasoner.answer_batch([p], predictor, wheres=[w])[0]) for where, value in rows]
-        else:
-            answers = reasoner.answer_batch([value for _, value in rows], predictor, wheres=[where for where, _ in rows])
+        answers = guarded.answer_batch([value for _, value in rows], wheres=[where for where, _ in rows])
         sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
-    elif args.stream and not policies:  # output policies need the whole text before it is shown
-        for piece in reasoner.stream(args.prompt, predictor):
+    elif args.stream:  # with output policies, each sentence is shown once they have passed it
+        for piece in guarded.stream(args.prompt):
+            if isinstance(piece, dict):
+                sys.stdout.write("\n" + json.dumps(piece, ensure_ascii=False))
+                break
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
     else:
-        answer = guarded("--prompt", args.prompt, lambda p: reasoner.answer(p, predictor=predictor))
+        answer = guarded.answer(args.prompt)
         print(json.dumps(answer, ensure_ascii=False) if args.json or answer.get("refused") else answer["text"])
-    audit.flush()
     return 0
 
 
@@ -699,22 +677,12 @@ def cmd_kg_ask(args) -> int:
     reasoner = Engine().create("reasoner", "kg_qa", {k: v for k, v in options.items() if v is not None}, key="kg ask")
     from . import ethics
 
-    policies = ethics.build_policies(Engine(), ethics.items_from_cli(args.policy))
-    audit = ethics.AuditLog(args.audit_log)
-    question, verdict = ethics.guard_text(policies, args.question, "input", audit, "question")
-    if question is None:
-        print(json.dumps(ethics.refusal("input", verdict), ensure_ascii=False))
-        audit.flush()
-        return 0
+    guard = ethics.Guard.build(ethics.items_from_cli(args.policy), audit_log=args.audit_log)
     store = open_store(args.store)
     try:
-        result = reasoner.answer(question, graph=store)
+        result = guard.wrap(reasoner, graph=store).answer(args.question)
     finally:
         store.close()
-    if isinstance(result.get("answer"), str):
-        answer, verdict = ethics.guard_text(policies, result["answer"], "output", audit, "answer")
-        result = ethics.refusal("output", verdict) if answer is None else {**result, "answer": answer}
-    audit.flush()
     if result.get("refused"):
         print(json.dumps(result, ensure_ascii=False))
         return 0

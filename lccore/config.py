@@ -362,6 +362,10 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
             setattr(config.task, split, str((base / value).resolve()))
     if config.train.init_from:
         config.train.init_from = str((base / config.train.init_from).resolve())
+    if config.ethics:
+        from .ethics import resolve_paths
+
+        config.ethics = resolve_paths(config.ethics, base, config.plugins.disable)
     if config.explain.probe:
         config.explain.probe = str((base / config.explain.probe).resolve())
     if isinstance(config.model, str):

@@ -14,9 +14,14 @@ from __future__ import annotations
 import datetime
 import difflib
 import hashlib
+import inspect
 import json
+import re
+import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
+
+import attrs
 
 from .errors import ConfigError
 
@@ -44,6 +49,32 @@ def policy_specs(items: list) -> list[tuple[str, dict]]:
         else:
             raise ConfigError(f"ethics[{i}]: expected a policy name or a mapping with 'name', got {item!r}")
     return specs
+
+
+def resolve_paths(items: list, base: Path, disable: list[str] = ()) -> list:
+    """``items`` with every option its policy's options class marks ``metadata={"path": True}``
+    (an NER run, a classifier run) made absolute against ``base``, the folder of the file that
+    named it, so a config means the same wherever it is run from. Unknown policies are left for
+    :func:`build_policies` to report."""
+    specs = policy_specs(items)
+    if not any(isinstance(value, str) for _, options in specs for value in options.values()):
+        return items  # nothing that could be a path: no need to look at the plugins
+    from .plugins import Engine
+
+    engine = Engine(disable=list(disable))
+    resolved = []
+    for item, (name, options) in zip(items, specs):
+        if isinstance(item, str):
+            resolved.append(item)
+            continue
+        owners = engine.owners("ethics_policy", name)
+        fields = attrs.fields(owners[0].options) if len(owners) == 1 and attrs.has(owners[0].options) else ()
+        for field in fields:
+            value = options.get(field.name)
+            if field.metadata.get("path") and isinstance(value, str) and value:
+                options[field.name] = str((base / Path(value).expanduser()).resolve())
+        resolved.append({"name": name, **options})
+    return resolved
 
 
 def build_policies(engine, items: list) -> list[tuple[str, Any]]:
@@ -126,14 +157,20 @@ class AuditLog:
             self.entries.append(entry)
 
     def flush(self, path: str | Path | None = None) -> None:
-        """Append the buffered entries to the log file."""
+        """Append the buffered entries to the log file (one write per flush, so threads that
+        share a log never interleave their lines)."""
         path = Path(path) if path else self.path
         if path is None or not self.entries:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
+        lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
+        with _FLUSH_LOCK:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(lines)
         self.entries = []
+
+
+_FLUSH_LOCK = threading.Lock()
 
 
 def filter_examples(policies, task, examples: list, audit: AuditLog | None = None, stage: str = "training_data") -> tuple[list, dict]:
@@ -244,7 +281,7 @@ def items_from_cli(names: list[str], config_path: str | None = None, options: li
         data = read_yaml(config_path)
         if "ethics" not in data:
             raise ConfigError(f"{config_path}: expected an 'ethics:' list of policies")
-        items = data["ethics"]
+        items = resolve_paths(data["ethics"], Path(config_path).resolve().parent)
     items = [{"name": name, **opts} for name, opts in [*policy_specs(items), *((name, {}) for name in names)]]
     for setting in options:
         key, sep, raw = setting.partition("=")
@@ -266,3 +303,166 @@ def guard_text(policies, text: str, stage: str, audit: AuditLog | None = None, w
     if audit is not None:
         audit.record(text, stage, result, where=where)
     return (None if result["decision"] == "block" else result["redacted"]), result
+
+
+class Guard:
+    """Ethics policies with their audit log: what :func:`lccore.load` gives a predictor (the run's
+    ``ethics:`` list), and what ``lccore predict``, ``generate``, ``kg ask`` and ``serve`` apply.
+
+    - :meth:`predict` guards a task's predictions (a blocked input gets a refusal record);
+    - :meth:`answer` / :meth:`answer_batch` / :meth:`stream` guard a reasoner (or any function
+      from a query to a result): input policies on a text query, output policies on the string
+      fields of the result;
+    - :meth:`wrap` gives a reasoner whose ``answer``, ``answer_batch`` and ``stream`` are guarded.
+
+    Every decision is appended to ``audit_log`` when one is given (hashes, never the text).
+    A guard with no policies passes everything through untouched."""
+
+    def __init__(self, policies: list[tuple[str, Any]] = (), audit_log: str | Path | None = None):
+        self.policies = list(policies)
+        self.audit_log = Path(audit_log) if audit_log else None
+
+    @classmethod
+    def build(cls, items: list, *, engine=None, audit_log: str | Path | None = None) -> "Guard":
+        """A guard from an ``ethics:`` list (``["pii", {"name": "toxicity", "threshold": 0.8}]``)."""
+        if not items:
+            return cls((), audit_log)
+        if engine is None:
+            from .plugins import Engine
+
+            engine = Engine()
+        return cls(build_policies(engine, list(items)), audit_log)
+
+    def __bool__(self) -> bool:
+        return bool(self.policies)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.policies]
+
+    def _log(self) -> AuditLog:
+        return AuditLog(self.audit_log)
+
+    def check(self, text: str, stage: str, where: str | None = None) -> tuple[str | None, dict]:
+        """``(text to use, combined decision)``: the redacted text, or None when it is blocked."""
+        audit = self._log()
+        try:
+            return guard_text(self.policies, text, stage, audit, where)
+        finally:
+            audit.flush()
+
+    def predict(self, task, examples: list, predict: Callable[[list], list[dict]]) -> list[dict]:
+        """``predict(examples)`` behind the input and output policies: see :func:`guarded_predict`."""
+        if not self.policies:
+            return predict(examples) if examples else []
+        audit = self._log()
+        try:
+            return guarded_predict(self.policies, task, examples, predict, audit)
+        finally:
+            audit.flush()
+
+    def answer(self, query: Any, answer: Callable[[Any], dict], where: str | None = None) -> dict:
+        """``answer(query)`` with input policies on a text query (a blocked one is never
+        answered: a refusal record comes back) and output policies on the result's strings."""
+        return self.answer_batch([query], lambda queries, wheres: [answer(q) for q in queries], [where] if where else None)[0]
+
+    def answer_batch(self, queries: list, answer_batch: Callable[[list], list[dict]], wheres: list[str] | None = None) -> list[dict]:
+        """Like :meth:`answer` for many queries, answered by one ``answer_batch(admitted, wheres)``
+        call (``wheres``: where each query came from, for error messages)."""
+        wheres = wheres or [f"input {i + 1}" for i in range(len(queries))]
+        if not self.policies:
+            return answer_batch(list(queries), list(wheres)) if queries else []
+        audit = self._log()
+        try:
+            results: list = [None] * len(queries)
+            admitted = []
+            for i, query in enumerate(queries):
+                if isinstance(query, str):
+                    query, verdict = guard_text(self.policies, query, "input", audit, wheres[i])
+                    if query is None:
+                        results[i] = refusal("input", verdict)
+                        continue
+                admitted.append((i, query))
+            answers = answer_batch([query for _, query in admitted], [wheres[i] for i, _ in admitted]) if admitted else []
+            for (i, _), result in zip(admitted, answers):
+                results[i] = _guard_output(self.policies, result, audit, wheres[i])
+            return results
+        finally:
+            audit.flush()
+
+    def stream(self, query: Any, stream: Callable[[Any], Iterable[str]], where: str | None = None) -> Iterator[str | dict]:
+        """The pieces of ``stream(query)`` behind the policies. Output policies need text to judge,
+        so the pieces are held back until a sentence or line ends and each sentence is checked on
+        its own, then shown (redacted where a policy says so). When a policy blocks the query or
+        a sentence, a refusal record (a dict) is the last item and nothing more is generated."""
+        if isinstance(query, str) and self.policies:
+            query, verdict = self.check(query, "input", where)
+            if query is None:
+                yield refusal("input", verdict)
+                return
+        if not any(acts_at(policy, "output") for _, policy in self.policies):
+            yield from stream(query)
+            return
+        held = ""
+        pieces = iter(stream(query))
+        while True:
+            piece = next(pieces, None)
+            held += piece or ""
+            cut = len(held) if piece is None else _sentence_end(held)
+            if cut:
+                text, verdict = self.check(held[:cut], "output", where)
+                if text is None:
+                    close = getattr(pieces, "close", None)
+                    if close is not None:
+                        close()  # stop the generator: nothing after a blocked sentence is made
+                    yield refusal("output", verdict)
+                    return
+                held = held[cut:]
+                if text:
+                    yield text
+            if piece is None:
+                return
+
+    def wrap(self, reasoner, **bound) -> "GuardedReasoner":
+        """``reasoner`` with its ``answer``, ``answer_batch`` and ``stream`` behind this guard;
+        ``bound`` keyword arguments (``predictor=…``, ``graph=…``) are passed to every call."""
+        return GuardedReasoner(reasoner, self, bound)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
+_MAX_HELD = 1000  # characters: a text with no sentence end is still shown, cut at a space
+
+
+def _sentence_end(text: str) -> int:
+    """Where the last complete sentence (or line) of ``text`` ends, or 0."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    if ends:
+        return ends[-1]
+    if len(text) > _MAX_HELD:
+        return text.rfind(" ", 0, len(text)) + 1
+    return 0
+
+
+class GuardedReasoner:
+    """A reasoner behind a :class:`Guard` (see :meth:`Guard.wrap`)."""
+
+    def __init__(self, reasoner, guard: Guard, bound: dict):
+        self.reasoner, self.guard, self.bound = reasoner, guard, bound
+
+    def answer(self, query: Any, **kwargs) -> dict:
+        return self.guard.answer(query, lambda q: self.reasoner.answer(q, **self.bound, **kwargs))
+
+    def answer_batch(self, queries: list, *, wheres: list[str] | None = None, **kwargs) -> list[dict]:
+        batch = getattr(self.reasoner, "answer_batch", None)
+        if batch is None:
+            call = lambda qs, ws: [self.reasoner.answer(q, **self.bound, **kwargs) for q in qs]  # noqa: E731
+        elif "wheres" in inspect.signature(batch).parameters:
+            call = lambda qs, ws: batch(qs, **self.bound, wheres=ws, **kwargs)  # noqa: E731
+        else:
+            call = lambda qs, ws: batch(qs, **self.bound, **kwargs)  # noqa: E731
+        return self.guard.answer_batch(queries, call, wheres)
+
+    def stream(self, query: Any, **kwargs) -> Iterator[str | dict]:
+        if not hasattr(self.reasoner, "stream"):
+            raise TypeError(f"{type(self.reasoner).__name__} does not stream its answers")
+        return self.guard.stream(query, lambda q: self.reasoner.stream(q, **self.bound, **kwargs))

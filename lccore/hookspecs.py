@@ -134,7 +134,9 @@ def register_ethics_policies(register):
 
     ``factory(options)`` returns an object with ``inspect(text, stage) -> dict``: a decision
     (``allow``, ``flag``, ``redact`` with the redacted text, or ``block``), the reasons and the
-    spans involved.
+    spans involved. An options field with ``metadata={"path": True}`` (a model's run directory)
+    is read relative to the config file that sets it. :class:`lccore.ethics.Guard` applies the
+    policies to predictions and reasoners.
     """
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import ethics as ethics_module
 from . import finetuning
 from .config import load_config
 from .errors import DataError
@@ -15,9 +16,12 @@ from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_
 
 
 class Predictor:
-    """A trained model with its task: predicts, and evaluates on labelled files."""
+    """A trained model with its task: predicts, and evaluates on labelled files.
 
-    def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None, engine: Engine | None = None):
+    ``guard`` holds the ethics policies (the run's ``ethics:`` list and any given to :func:`load`):
+    :meth:`predict` and the reasoners from :meth:`reasoner` apply them to inputs and outputs."""
+
+    def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None, engine: Engine | None = None, guard=None):
         self.run_dir = run_dir
         self.config = config
         self.task = task
@@ -28,6 +32,8 @@ class Predictor:
         self.autocast_dtype = autocast_dtype
         #: The engine that resolved the run: explainers come from its plugins.
         self.engine = engine
+        #: The ethics policies on inputs and outputs (an empty guard lets everything through).
+        self.guard = guard if guard is not None else ethics_module.Guard()
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -44,17 +50,32 @@ class Predictor:
             autocast=self._autocast, loss_fn=self.head.loss if with_loss else None, progress=progress, desc=desc,
         )
 
-    def predict(self, inputs: Iterable[Any], *, batch_size: int | None = None, progress: bool = False) -> list[dict]:
-        """One prediction record per input (a string, or a JSON-like object the task accepts), in order."""
+    def predict(self, inputs: Iterable[Any], *, batch_size: int | None = None, progress: bool = False, guard: bool = True) -> list[dict]:
+        """One prediction record per input (a string, or a JSON-like object the task accepts), in
+        order. The ethics policies apply unless ``guard=False``: an input they block gets a refusal
+        record ``{"refused": true, "stage", "decision", "reasons"}`` instead of a prediction."""
         examples = [self.task.parse_input(value, f"input {i + 1}") for i, value in enumerate(inputs)]
-        return self.predict_examples(examples, batch_size=batch_size, progress=progress)
+        return self.predict_parsed(examples, batch_size=batch_size, progress=progress, guard=guard)
+
+    def predict_parsed(self, examples: list, *, batch_size: int | None = None, progress: bool = False, guard: bool = True) -> list[dict]:
+        """Like :meth:`predict`, for examples already parsed by ``task.parse_input``."""
+        run = lambda admitted: self.predict_examples(admitted, batch_size=batch_size, progress=progress)  # noqa: E731
+        return self.guard.predict(self.task, examples, run) if guard else run(examples)
 
     def predict_examples(self, examples: list, *, batch_size: int | None = None, progress: bool = False) -> list[dict]:
-        """Like :meth:`predict`, for examples already parsed by ``task.parse_input``."""
+        """The model's predictions for parsed examples, with no ethics policies (the building block
+        of :meth:`predict`, the explainers and the bias audit)."""
         if not examples:
             return []
         predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
         return predictions
+
+    def reasoner(self, name: str, **options):
+        """The registered reasoner ``name`` (e.g. ``"generate"``) built with ``options``, answering
+        with this run's model behind its ethics policies: ``.answer(query)``,
+        ``.answer_batch(queries)`` and ``.stream(query)``."""
+        engine = self.engine or Engine(disable=self.config.plugins.disable)
+        return self.guard.wrap(engine.create("reasoner", name, options, key=f"reasoner.{name}"), predictor=self)
 
     def explain(self, texts: Iterable[Any], explainer: str = "shap", **options) -> list[dict]:
         """Attribution records for ``texts`` (strings or objects the task accepts) from the
@@ -76,10 +97,14 @@ class Predictor:
         return result
 
 
-def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | None = None, precision: str = "fp32") -> Predictor:
+def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | None = None, precision: str = "fp32",
+         ethics: list = (), audit_log: str | Path | None = None) -> Predictor:
     """Load a run directory written by :func:`lccore.train` for prediction and evaluation.
 
-    ``precision="bf16"`` runs the model under bfloat16 autocast (faster on CPUs with bf16 units)."""
+    ``precision="bf16"`` runs the model under bfloat16 autocast (faster on CPUs with bf16 units).
+    The run's ``ethics:`` policies, then ``ethics`` (more policy names or mappings), guard
+    :meth:`Predictor.predict` and the reasoners; ``audit_log`` is the JSONL file their decisions
+    are appended to (hashes, never the text; default: none kept)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -96,7 +121,8 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
-    return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision], engine=engine)
+    guard = ethics_module.Guard.build(list(config.ethics) + list(ethics), engine=engine, audit_log=audit_log)
+    return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision], engine=engine, guard=guard)
 
 
 def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:

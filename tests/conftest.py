@@ -102,3 +102,63 @@ def make_distribution(site: Path, dist_name: str, modules: dict[str, str], entry
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[lccore]\n{lines}", encoding="utf-8")
     return site
+
+
+# --- a small NER run (PER, LOC), shared by the NER, ethics and explain tests -------------------------
+
+CITIES = [["paris"], ["london"], ["rome"], ["new", "york"], ["boston"]]  # "boston" is two word pieces
+
+
+def ner_sentences(count: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        person, city = rng.choice(PEOPLE), rng.choice(CITIES)
+        pattern = rng.randrange(3)
+        if pattern == 0:
+            tokens = [person, "lives", "in", *city, "."]
+            tags = ["B-PER", "O", "O", "B-LOC"] + ["I-LOC"] * (len(city) - 1) + ["O"]
+        elif pattern == 1:
+            other = rng.choice([p for p in PEOPLE if p != person])
+            tokens = ["today", person, "met", other, "in", *city]
+            tags = ["O", "B-PER", "O", "B-PER", "O", "B-LOC"] + ["I-LOC"] * (len(city) - 1)
+        else:
+            tokens = ["from", *city, ",", person, "went", "to", "the", "show"]
+            tags = ["O", "B-LOC"] + ["I-LOC"] * (len(city) - 1) + ["O", "B-PER", "O", "O", "O", "O"]
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def write_conll(path, sentences):
+    blocks = ["-DOCSTART- -X- O\n"]
+    for tokens, tags in sentences:
+        blocks.append("".join(f"{t.capitalize()} NNP {tag}\n" for t, tag in zip(tokens, tags)))
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ner")
+    return {
+        "train": write_conll(folder / "train.conll", ner_sentences(150, 1)),
+        "dev": write_jsonl(folder / "dev.jsonl", [{"tokens": t, "tags": g} for t, g in ner_sentences(30, 2)]),
+        "test": write_jsonl(folder / "test.jsonl", [{"tokens": t, "tags": g} for t, g in ner_sentences(40, 3)]),
+    }
+
+
+@pytest.fixture(scope="session")
+def ner_config(tiny_model, ner_files):
+    return {
+        "model": tiny_model,
+        "task": {"name": "ner", **{k: str(v) for k, v in ner_files.items()}},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 8, "batch_size": 16, "max_length": 32, "seed": 3},
+    }
+
+
+@pytest.fixture(scope="session")
+def ner_run(ner_config, tmp_path_factory):
+    import lccore
+
+    return lccore.train(ner_config, tmp_path_factory.mktemp("ner-run") / "run", progress=False)

@@ -4,6 +4,7 @@ where they act (training data, `lccore predict`, `lccore ethics check`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,8 @@ def test_training_data_is_filtered_and_redacted_before_tokenisation(tiny_config,
     assert manifest["data"]["train"]["examples"] == 158 and manifest["ethics"]["policies"] == ["pii", "toxicity"]
     audit = (run_dir / "ethics_audit.jsonl").read_text()
     assert len(audit.splitlines()) == 2 * 160 and PII_SAMPLES["EMAIL"] not in audit and "example.co.uk" not in audit
+    refused = lccore.load(run_dir).predict(["fuuuck this"])[0]  # the run's own policies guard its predictions
+    assert refused["refused"] and refused["reasons"] == ["toxicity: word list"]
 
 
 def test_predict_refuses_blocked_inputs_and_redacts_outputs(trained_run, tmp_path, capsys):
@@ -213,15 +216,61 @@ def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp
     assert "invariance:" in capsys.readouterr().out
 
 
-def test_toxicity_classifier_judge_and_ner_person_names(trained_run, engine):
+def test_toxicity_classifier_judge(trained_run, engine):
     judge = policies(engine, {"name": "toxicity", "classifier": str(trained_run.output_dir), "label": "negative", "threshold": 0.5})
     assert ethics.apply(judge, "awful dull boring", "input")["decision"] == "block"
     assert ethics.apply(judge, "great superb lovely", "input")["decision"] == "allow"
 
-    class FakeNer:  # stands for an NER run's predictor
-        def predict(self, texts):
-            return [{"entities": [{"type": "PER", "start": 0, "end": 5, "text": "Alice"}]}]
 
-    pii = policies(engine, {"name": "pii", "ner": "unused"})
-    pii[0][1]._ner = FakeNer()
-    assert ethics.apply(pii, "Alice wrote to a@example.com", "input")["redacted"] == "<PERSON> wrote to <EMAIL>"
+def test_pii_finds_person_names_with_a_real_ner_run_named_relative_to_the_config(ner_run, tiny_config, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    relative = os.path.relpath(ner_run.output_dir, project)
+    config = project / "ethics.yaml"
+    config.write_text(yaml.safe_dump({"ethics": [{"name": "pii", "ner": relative}]}))
+    monkeypatch.chdir(tmp_path)  # not the config's folder: the path must still mean the NER run
+    items = ethics.items_from_cli([], str(config))
+    assert items == [{"name": "pii", "ner": str(Path(ner_run.output_dir).resolve())}]
+    text, result = ethics.Guard.build(items).check("Today Alice met Bob in New York", "input")
+    assert text == "Today <PERSON> met <PERSON> in New York"
+    assert [(s["start"], s["end"], s["type"]) for s in result["spans"]] == [(6, 11, "PERSON"), (16, 19, "PERSON")]
+    run_config = project / "run.yaml"
+    run_config.write_text(yaml.safe_dump({**tiny_config, "ethics": ["toxicity", {"name": "pii", "ner": relative}, {"name": "toxicity", "classifier": "judge", "label": "bad"}]}))
+    loaded = lccore.load_config(run_config)
+    assert loaded.ethics == ["toxicity", {"name": "pii", "ner": items[0]["ner"]}, {"name": "toxicity", "classifier": str(project.resolve() / "judge"), "label": "bad"}]
+
+
+def test_python_api_predict_applies_the_policies_and_logs_them(trained_run, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    predictor = lccore.load(trained_run.output_dir, ethics=["toxicity", "pii"], audit_log=log)
+    assert predictor.guard.names == ["toxicity", "pii"]
+    records = predictor.predict(["great film", "f*ck this film", "superb, mail a@example.com"])
+    assert records[1] == {"refused": True, "stage": "input", "decision": "block", "reasons": ["toxicity: word list"]}
+    assert records[0] == predictor.predict(["great film"], guard=False)[0]
+    assert records[2] == predictor.predict(["superb, mail <EMAIL>"], guard=False)[0]  # predicted on the redacted text
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["stage"] for e in entries} == {"input", "output"} and "a@example.com" not in log.read_text()
+    assert lccore.load(trained_run.output_dir).predict(["f*ck this film"])[0]["label"] in ("positive", "negative")  # no policies: no guard
+
+
+def test_guard_stream_checks_each_sentence_and_stops_the_source_when_one_is_blocked(engine):
+    consumed, closed = [], []
+
+    def source(prompt):
+        try:
+            for piece in ["Write to a@", "example.com now. ", "All ", "fine.\n", "Then f*ck", " it. ", "never shown."]:
+                consumed.append(piece)
+                yield piece
+        finally:
+            closed.append(True)
+
+    guard = ethics.Guard(policies(engine, "pii", "toxicity"))
+    out = list(guard.stream("hello", source))
+    assert out[:2] == ["Write to <EMAIL> now. ", "All fine.\n"]
+    assert len(out) == 3 and out[2]["refused"] and out[2]["stage"] == "output"
+    assert closed == [True] and "never shown." not in consumed
+    consumed.clear()
+    assert list(guard.stream("f*ck you", source)) == [{"refused": True, "stage": "input", "decision": "block", "reasons": ["toxicity: word list"]}]
+    assert consumed == []  # a blocked prompt is never answered
+    assert "".join(guard.stream("hi", lambda p: iter(["No sentence end, ", "mail a@b.org"]))) == "No sentence end, mail <EMAIL>"
+    assert "".join(ethics.Guard().stream("f*ck", lambda p: iter(["as ", "is"]))) == "as is"

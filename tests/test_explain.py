@@ -12,7 +12,7 @@ import pytest
 
 import lccore
 from conftest import NEGATIVE, POSITIVE, write_jsonl
-from test_ner import ner_sentences, write_conll
+from conftest import ner_sentences, write_conll
 
 EXPLAINERS = ["shap", "integrated_gradients", "attention", "random"]
 SENTIMENT = set(POSITIVE + NEGATIVE)

@@ -14,7 +14,7 @@ import lccore
 from lccore import finetuning
 from lccore.cli import main as cli_main
 from lccore.config import load_config
-from test_ner import ner_sentences, write_conll
+from conftest import ner_sentences, write_conll
 
 TEXTS = ["superb film", "a dreadful book", "the meal was lovely", "really boring show"]
 

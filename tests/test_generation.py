@@ -245,6 +245,22 @@ def test_generate_works_on_a_pretraining_run(gpt2_model, tmp_path):
     assert "".join(generator(max_new_tokens=5).stream("the cat", predictor)) == answer["text"]
 
 
+def test_policies_guard_answers_batches_and_streams(dialogue_run, tmp_path):
+    log = tmp_path / "audit.jsonl"
+    redact_paris = {"name": "blocklist", "terms": ["paris"], "action": "redact", "stages": ["output"]}
+    no_weather = {"name": "blocklist", "terms": ["weather"], "stages": ["input"]}
+    reasoner = lccore.load(dialogue_run.output_dir, ethics=[redact_paris, no_weather], audit_log=log).reasoner("generate")
+    assert reasoner.answer("what is the capital of france?")["text"] == "<BLOCKED> is the capital of france."
+    assert "".join(reasoner.stream("what is the capital of france?")) == "<BLOCKED> is the capital of france."
+    answers = reasoner.answer_batch(["count to three", "how is the weather?"])
+    assert answers[0]["text"] == "one two three." and answers[1]["refused"] and answers[1]["stage"] == "input"
+    assert [piece["stage"] for piece in reasoner.stream("how is the weather?")] == ["input"]
+    assert "capital of france" not in log.read_text() and {json.loads(line)["stage"] for line in log.read_text().splitlines()} == {"input", "output"}
+    blocking = lccore.load(dialogue_run.output_dir, ethics=[{"name": "blocklist", "terms": ["paris"]}]).reasoner("generate")
+    pieces = list(blocking.stream("what is the capital of france?"))
+    assert len(pieces) == 1 and pieces[0]["refused"] and pieces[0]["stage"] == "output"
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
@@ -262,6 +278,8 @@ def test_cli_stream_prints_the_same_text_as_a_plain_run(dialogue_run, capsys):
     assert status == 0 and plain == "hi there, how can i help?\n"
     status, streamed, _ = cli(capsys, "generate", run, "--prompt", "hello", "--max-new-tokens", "20", "--stream")
     assert status == 0 and streamed == plain
+    status, guarded, _ = cli(capsys, "generate", run, "--prompt", "hello", "--max-new-tokens", "20", "--stream", "--policy", "pii", "--policy", "toxicity")
+    assert status == 0 and guarded == plain
     status, out, _ = cli(capsys, "generate", run, "--prompt", "hello", "--json", "--stop", "how")
     assert status == 0 and json.loads(out) == {"text": "hi there, ", "tokens": json.loads(out)["tokens"], "finish_reason": "stop"}
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import write_jsonl
 from rdflib import RDF, RDFS, URIRef
-from test_ner import ner_sentences, write_conll
+from conftest import ner_sentences, write_conll
 from test_relation_extraction import relation_rows
 
 import lccore
@@ -100,11 +100,11 @@ def test_rerunning_adds_nothing_and_a_crash_leaves_whole_batches(runs, documents
         def __init__(self, inner):
             self.inner, self.calls, self.run_dir, self.task = inner, 0, inner.run_dir, inner.task
 
-        def predict(self, rows):
+        def predict(self, rows, **kwargs):
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError("killed")
-            return self.inner.predict(rows)
+            return self.inner.predict(rows, **kwargs)
 
     from lccore_kg_reasoning.build import build_graph, read_documents
 

@@ -121,7 +121,7 @@ def test_relations_between_the_entities_ner_found(re_run):
     from lccore_relation_extraction.pairs import extract_relations
 
     class FoundEntities:  # stands in for an NER predictor: same predict() contract
-        def predict(self, texts):
+        def predict(self, texts, guard=True):
             return [{"entities": [{"text": "bob", "type": "per", "start": 0, "end": 3}, {"text": "rome", "type": "loc", "start": 17, "end": 21}]}] * len(texts)
 
     results = extract_relations(FoundEntities(), lccore.load(re_run.output_dir), ["bob was born in  rome"])

@@ -30,7 +30,7 @@ class PiiOptions:
         factory=lambda: list(PII_TYPES), metadata=_doc("PII types looked for; PERSON needs `ner`.")
     )
     action: Action = attrs.field(default="redact", metadata=_doc("`redact` (typed placeholders such as `<EMAIL>`), `block` or `flag`."))
-    ner: Optional[str] = attrs.field(default=None, metadata=_doc("An lccore NER run directory: its PER/PERSON entities are person names."))
+    ner: Optional[str] = attrs.field(default=None, metadata={"doc": "An lccore NER run directory (relative to the config file): its PER/PERSON entities are person names.", "path": True})
     ner_types: list[str] = attrs.field(factory=lambda: ["PER", "PERSON"], metadata=_doc("NER entity types counted as person names."))
     stages: list[Stage] = attrs.field(factory=lambda: list(ALL_STAGES), metadata=_doc("Stages the policy acts at."))
 
@@ -40,7 +40,7 @@ class ToxicityOptions:
     action: Action = attrs.field(default="block", metadata=_doc("`block`, `redact` (the word becomes `<PROFANITY>`) or `flag`."))
     extra_words: list[str] = attrs.field(factory=list, metadata=_doc("Words added to better-profanity's list."))
     allow_words: list[str] = attrs.field(factory=list, metadata=_doc("Words removed from the list."))
-    classifier: Optional[str] = attrs.field(default=None, metadata=_doc("A text_classification run directory used as a second judge."))
+    classifier: Optional[str] = attrs.field(default=None, metadata={"doc": "A text_classification run directory (relative to the config file) used as a second judge.", "path": True})
     label: str = attrs.field(default="toxic", metadata=_doc("The classifier's label that means toxic."))
     threshold: float = attrs.field(default=0.5, metadata={"doc": "The classifier judges a text toxic when it predicts `label` with at least this score.", "min": 0.0, "max": 1.0})
     stages: list[Stage] = attrs.field(factory=lambda: list(ALL_STAGES), metadata=_doc("Stages the policy acts at."))

@@ -103,7 +103,7 @@ class ToxicityPolicy:
             from lccore.predictor import load
 
             self._classifier = load(self.options.classifier)
-        record = self._classifier.predict([text])[0]
+        record = self._classifier.predict([text], guard=False)[0]
         if record.get("label") == self.options.label and record.get("score", 0.0) >= self.options.threshold:
             return record
         return None

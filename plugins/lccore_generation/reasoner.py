@@ -43,27 +43,37 @@ class GenerateReasoner:
 
     def stream(self, query: Any, predictor) -> Iterator[str]:
         """The text of :meth:`answer`, in pieces as the model writes them."""
-        from transformers import TextIteratorStreamer
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         if self.options.strategy == "beam":
             raise lccore.ConfigError("generate.strategy: beam search cannot stream (the best beam is known only at the end); use greedy or sample")
         model, tokenizer = predictor.model, predictor.tokenizer
         ids, mask = self._batch([self.prompt_ids(query, predictor, "prompt")], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        failure = []
+        failure, closed = [], threading.Event()
+
+        def stop_when_closed(input_ids, scores, **kwargs):  # the reader went away: stop generating
+            return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool, device=input_ids.device)
 
         def run() -> None:
             try:
                 with self._seeded(predictor), self._autocast(predictor):
-                    unwrap(model).generate(input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer, **self.settings(tokenizer))
+                    unwrap(model).generate(
+                        input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
+                    )
             except Exception as exc:  # re-raised in the caller's thread
                 failure.append(exc)
                 streamer.end()
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from cut_stream(streamer, self.options.stop)
-        thread.join()
+        try:
+            yield from cut_stream(streamer, self.options.stop)
+        finally:  # also when the caller closes the stream early (a policy blocked it, a client left)
+            closed.set()
+            thread.join()
         if failure:
             raise failure[0]
 

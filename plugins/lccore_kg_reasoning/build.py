@@ -85,9 +85,9 @@ def build_graph(
 
     def flush(batch: list[tuple[str, int, int, str]]) -> None:
         triples, provenance = [], []
-        mentions = ner.predict([text for _, _, _, text in batch])
+        mentions = ner.predict([text for _, _, _, text in batch], guard=False)
         pairs = [(i, row) for i, ((*_, text), record) in enumerate(zip(batch, mentions)) for row in entity_pairs(text, record["entities"])]
-        links = relations.predict([row for _, row in pairs]) if pairs else []
+        links = relations.predict([row for _, row in pairs], guard=False) if pairs else []
         for (source, number, offset, _), record in zip(batch, mentions):
             for entity in record["entities"]:
                 iri = entity_iri(base, entity["type"], entity["text"])

@@ -69,7 +69,7 @@ class KGQuestionAnswering:
         ner = predictor if predictor is not None and getattr(predictor.config.task, "name", "") == "ner" else self._ner_run()
         found: dict[str, dict] = {}
         if ner is not None:
-            mentions = [e["text"] for e in ner.predict([question])[0]["entities"]]
+            mentions = [e["text"] for e in ner.predict([question], guard=False)[0]["entities"]]
         else:  # every n-gram, longest first, that is some entity's label
             tokens = question.split()
             mentions = [" ".join(tokens[i : i + n]).strip(" ?.,!;:\"'") for n in range(min(6, len(tokens)), 0, -1) for i in range(len(tokens) - n + 1)]

@@ -26,7 +26,7 @@ def entity_pairs(text: str, entities: list[dict]) -> list[dict]:
 def extract_relations(ner_predictor, re_predictor, texts: list[str], *, keep_no_relation: bool = False) -> list[list[dict]]:
     """For each text: ``{"head", "tail", "relation", "score"}`` for every entity pair the
     relation model links (``head``/``tail`` are the NER entities with their text and offsets)."""
-    found = ner_predictor.predict(texts)
+    found = ner_predictor.predict(texts, guard=False)
     rows, owners = [], []
     for index, (text, record) in enumerate(zip(texts, found)):
         for row in entity_pairs(text, record["entities"]):
@@ -34,7 +34,7 @@ def extract_relations(ner_predictor, re_predictor, texts: list[str], *, keep_no_
             owners.append(index)
     results: list[list[dict]] = [[] for _ in texts]
     no_relation = re_predictor.task.options.no_relation
-    for owner, row, prediction in zip(owners, rows, re_predictor.predict(rows) if rows else []):
+    for owner, row, prediction in zip(owners, rows, re_predictor.predict(rows, guard=False) if rows else []):
         if prediction["relation"] == no_relation and not keep_no_relation:
             continue
         text = row["text"]

@@ -32,10 +32,14 @@ class Predictor:
         self.autocast_dtype = autocast_dtype
         #: The engine that resolved the run: explainers come from its plugins.
         self.engine = engine
+        #: What ``precision="auto"`` measured and chose (None until it has).
+        self.precision_choice: dict | None = None
         #: The ethics policies on inputs and outputs (an empty guard lets everything through).
         self.guard = guard if guard is not None else ethics_module.Guard()
 
     def _autocast(self):
+        if self.autocast_dtype == "auto":
+            return contextlib.nullcontext()  # until measured: fp32
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         import torch
@@ -67,8 +71,34 @@ class Predictor:
         of :meth:`predict`, the explainers and the bias audit)."""
         if not examples:
             return []
+        if self.autocast_dtype == "auto" and len(examples) >= AUTO_MIN_INPUTS:
+            self.choose_precision(examples, batch_size=batch_size)
         predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
         return predictions
+
+    def choose_precision(self, examples: list, *, batch_size: int | None = None) -> dict:
+        """Measure fp32 and bf16 autocast on (up to) the first :data:`AUTO_SAMPLE` examples and keep
+        bf16 when it is at least :data:`AUTO_MIN_SPEEDUP` times faster **and** its predictions agree
+        with fp32's (same labels, entities, spans; scores within 0.05) on at least
+        :data:`AUTO_MIN_AGREEMENT` of them. The measurement is kept in :attr:`precision_choice`."""
+        import time
+
+        import torch
+
+        sample = examples[:AUTO_SAMPLE]
+        timings, outputs = {"fp32": [], "bf16": []}, {}
+        for _ in range(2):  # interleaved rounds; the best of each is kept (the first warms up)
+            for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+                self.autocast_dtype = dtype
+                start = time.perf_counter()
+                outputs[name], _ = self._run(sample, batch_size=batch_size, progress=False, desc="precision")
+                timings[name].append(time.perf_counter() - start)
+        agree = sum(_agrees(a, b) for a, b in zip(outputs["fp32"], outputs["bf16"])) / len(sample)
+        speedup = min(timings["fp32"]) / min(timings["bf16"])
+        chosen = "bf16" if speedup >= AUTO_MIN_SPEEDUP and agree >= AUTO_MIN_AGREEMENT else "fp32"
+        self.autocast_dtype = torch.bfloat16 if chosen == "bf16" else None
+        self.precision_choice = {"chosen": chosen, "bf16_speedup": round(speedup, 2), "agreement": round(agree, 4), "measured_on": len(sample)}
+        return self.precision_choice
 
     def reasoner(self, name: str, **options):
         """The registered reasoner ``name`` (e.g. ``"generate"``) built with ``options``, answering
@@ -97,11 +127,31 @@ class Predictor:
         return result
 
 
+AUTO_SAMPLE = 64  # examples measured by precision="auto"
+AUTO_MIN_INPUTS = 128  # fewer inputs than this are not worth measuring: fp32
+AUTO_MIN_SPEEDUP = 1.15
+AUTO_MIN_AGREEMENT = 0.98
+
+
+def _agrees(a, b, tolerance: float = 0.05) -> bool:
+    """Two prediction records say the same: equal except floats, which may differ by ``tolerance``
+    (relative to their size when above 1, as perplexities are)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tolerance * max(1.0, abs(a))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_agrees(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_agrees(x, y, tolerance) for x, y in zip(a, b))
+    return a == b
+
+
 def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | None = None, precision: str = "fp32",
          ethics: list = (), audit_log: str | Path | None = None) -> Predictor:
     """Load a run directory written by :func:`lccore.train` for prediction and evaluation.
 
-    ``precision="bf16"`` runs the model under bfloat16 autocast (faster on CPUs with bf16 units).
+    ``precision="bf16"`` runs the model under bfloat16 autocast (faster on CPUs with bf16 units);
+    ``precision="auto"`` measures both on the first large prediction call and keeps bf16 only when
+    it is faster and agrees with fp32 (see :meth:`Predictor.choose_precision`).
     The run's ``ethics:`` policies, then ``ethics`` (more policy names or mappings), guard
     :meth:`Predictor.predict` and the reasoners; ``audit_log`` is the JSONL file their decisions
     are appended to (hashes, never the text; default: none kept)."""
@@ -118,7 +168,7 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     with model_load_errors("model", run_dir / MODEL_DIR):
         model = finetuning.load_trained_model(head, config, spec, run_dir / MODEL_DIR).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
     guard = ethics_module.Guard.build(list(config.ethics) + list(ethics), engine=engine, audit_log=audit_log)

@@ -48,6 +48,44 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_config, tmp_path):
     assert [p["label"] for p in predictor.predict(texts)] == [p["label"] for p in fp32.predict(texts)]
 
 
+def test_auto_precision_measures_then_keeps_bf16_only_when_faster_and_in_agreement(trained_run, monkeypatch, capsys, tmp_path):
+    import torch
+
+    from lccore import predictor as predictor_module
+
+    texts = [f"{word} film number {i}" for i, word in enumerate(["superb", "dreadful", "lovely", "boring"] * 40)]
+    fp32 = lccore.load(trained_run.output_dir).predict(texts)
+    bf16 = lccore.load(trained_run.output_dir, precision="bf16").predict(texts)
+    small = lccore.load(trained_run.output_dir, precision="auto")
+    assert small.predict(texts[:10]) == fp32[:10] and small.precision_choice is None  # too few to be worth measuring
+    monkeypatch.setattr(predictor_module, "AUTO_MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(predictor_module, "AUTO_MIN_AGREEMENT", 0.0)
+    chosen = lccore.load(trained_run.output_dir, precision="auto")
+    assert chosen.predict(texts) == bf16 and chosen.autocast_dtype == torch.bfloat16
+    assert chosen.precision_choice["chosen"] == "bf16" and chosen.precision_choice["measured_on"] == 64
+    assert 0.0 <= chosen.precision_choice["agreement"] <= 1.0 and chosen.precision_choice["bf16_speedup"] > 0
+    monkeypatch.setattr(predictor_module, "AUTO_MIN_AGREEMENT", 1.01)  # bf16 can never agree enough
+    refused = lccore.load(trained_run.output_dir, precision="auto")
+    assert refused.predict(texts) == fp32 and refused.precision_choice["chosen"] == "fp32" and refused.autocast_dtype is None
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'"{t}"\n' for t in texts))
+    from lccore.cli import main
+
+    assert main(["predict", str(trained_run.output_dir), "--input", str(source), "--precision", "auto"]) == 0
+    assert "precision auto: fp32 (bf16 " in capsys.readouterr().err
+
+
+def test_prediction_agreement_allows_float_noise_only():
+    from lccore.predictor import _agrees
+
+    record = {"label": "positive", "score": 0.91, "scores": {"positive": 0.91, "negative": 0.09}}
+    assert _agrees(record, {**record, "score": 0.93, "scores": {"positive": 0.93, "negative": 0.07}})
+    assert not _agrees(record, {**record, "label": "negative"})
+    assert not _agrees(record, {**record, "score": 0.8})
+    assert _agrees({"perplexity": 100.0}, {"perplexity": 103.0}) and not _agrees({"perplexity": 100.0}, {"perplexity": 110.0})
+    assert not _agrees({"entities": [{"text": "Bob"}]}, {"entities": []})
+
+
 def test_sgd_with_cosine_schedule_and_no_dev_set(tiny_config, tmp_path):
     config = {**tiny_config, "task": {k: v for k, v in tiny_config["task"].items() if k != "dev"}}
     config["optimizer"] = {"name": "sgd", "lr": 0.05, "schedule": "cosine", "warmup_ratio": 0.0}

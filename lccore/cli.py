@@ -13,8 +13,10 @@ from . import __version__
 from .errors import LccoreError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, engine=None) -> int:
+    """The ``lccore`` command; ``engine``: the plugins whose commands it offers (default: the
+    installed ones)."""
+    parser = build_parser(engine)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -29,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(engine=None) -> argparse.ArgumentParser:
+    """The ``lccore`` parser: the kernel's commands, then those the plugins of ``engine`` (default:
+    the installed ones) add through ``register_commands``."""
+    from .plugins import Engine
+
     parser = argparse.ArgumentParser(prog="lccore", description="Fine-tune, evaluate and run transformer language models; every component is a plugin.")
     parser.add_argument("--version", action="version", version=f"lccore {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -166,61 +172,41 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.set_defaults(command=cmd_audit)
 
-    kg = commands.add_parser("kg", help="knowledge-graph stores: import RDF files, run SPARQL, statistics, export")
-    kg.set_defaults(command=cmd_kg, kg_parser=kg)
-    kg_commands = kg.add_subparsers(title="kg commands", metavar="KG_COMMAND")
-    store_help = "an Oxigraph store directory (persistent), 'memory', or an http(s) SPARQL endpoint URL"
-    formats_help = "turtle, nt, json-ld, xml, nquads or trig (default: from the file extension)"
-
-    kg_import = kg_commands.add_parser("import", help="read RDF files into a store (a new directory becomes an Oxigraph store)")
-    kg_import.add_argument("store", help=store_help)
-    kg_import.add_argument("files", nargs="+", metavar="FILE", help="RDF file: .ttl .nt .jsonld/.json .rdf/.xml/.owl .nq .trig (a malformed file writes nothing)")
-    kg_import.add_argument("--format", help=formats_help)
-    kg_import.add_argument("--base", metavar="IRI", help="base IRI for the relative IRIs in the files")
-    kg_import.set_defaults(command=cmd_kg_import)
-
-    kg_query = kg_commands.add_parser("query", help="run a SPARQL query: an aligned table, or --json")
-    kg_query.add_argument("store", help=store_help)
-    kg_query.add_argument("sparql", metavar="SPARQL", help="the query text, or - to read it from stdin")
-    kg_query.add_argument("--json", action="store_true", help="SPARQL 1.1 results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE)")
-    kg_query.add_argument("--allow-network", action="store_true", help="allow SERVICE, LOAD and remote FROM/USING (refused by default)")
-    kg_query.add_argument("--infer", choices=["rdfs"], help="query an in-memory copy with its RDFS closure (copies the whole store: small graphs)")
-    kg_query.add_argument("--update", action="store_true", help="the text is a SPARQL update: run it (in one transaction on Oxigraph)")
-    kg_query.set_defaults(command=cmd_kg_query)
-
-    kg_stats = kg_commands.add_parser("stats", help="triples, distinct subjects/predicates/classes, top predicates, provenance statements")
-    kg_stats.add_argument("store", help=store_help)
-    kg_stats.add_argument("--json", action="store_true", help="machine-readable output")
-    kg_stats.set_defaults(command=cmd_kg_stats)
-
-    kg_export = kg_commands.add_parser("export", help="write every triple of a store to an RDF file")
-    kg_export.add_argument("store", help=store_help)
-    kg_export.add_argument("file", metavar="FILE", help="RDF file to write (format from the extension)")
-    kg_export.add_argument("--format", help=formats_help)
-    kg_export.set_defaults(command=cmd_kg_export)
-
-    kg_build = kg_commands.add_parser("build", help="extract entities and relations from documents with an NER run and a relation run, into STORE")
-    kg_build.add_argument("--ner", required=True, metavar="RUN_DIR", help="an ner run")
-    kg_build.add_argument("--re", required=True, metavar="RUN_DIR", help="a relation_extraction run")
-    kg_build.add_argument("--input", required=True, help="JSONL: one document per line, a string or {\"id\", \"text\"}")
-    kg_build.add_argument("--store", required=True, help="a directory (persistent store), 'memory', or a SPARQL endpoint URL")
-    kg_build.add_argument("--base", default="urn:lccore:", help="prefix of entity, type and relation IRIs (default: urn:lccore:)")
-    kg_build.add_argument("--min-confidence", type=float, default=0.5, help="relations scored lower are left out (default 0.5)")
-    kg_build.add_argument("--batch-size", type=int, default=64, help="sentences per transaction, whole documents (default 64)")
-    kg_build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    kg_build.set_defaults(command=cmd_kg_build)
-
-    kg_ask = kg_commands.add_parser("ask", help="answer a question from STORE's triples (reasoner kg_qa), with the supporting triples")
-    kg_ask.add_argument("store")
-    kg_ask.add_argument("question")
-    kg_ask.add_argument("--ner", metavar="RUN_DIR", help="an ner run to find the question's entities (default: label match)")
-    kg_ask.add_argument("--generator", metavar="RUN_DIR", help="a generative run that answers from the retrieved triples")
-    kg_ask.add_argument("--hops", type=int, default=1, help="neighbourhood radius (default 1)")
-    kg_ask.add_argument("--json", action="store_true", help="the whole answer record as JSON")
-    kg_ask.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the question (input) and the answer (output) (repeatable)")
-    kg_ask.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
-    kg_ask.set_defaults(command=cmd_kg_ask)
+    # Plugins add their own commands (the kg plugin: `lccore kg …`).
+    engine = engine or Engine()
+    engine.add_commands(Commands(commands))
+    parser.set_defaults(engine=engine)
     return parser
+
+
+class Commands:
+    """What ``register_commands`` hooks receive: adds subcommands, alone or in groups, to the
+    ``lccore`` parser (see :func:`lccore.hookspecs.register_commands`)."""
+
+    def __init__(self, subparsers):
+        self._subparsers = subparsers
+        self._groups: dict[str, argparse._SubParsersAction] = {}
+
+    def group(self, name: str, *, help: str = ""):
+        """The sub-parsers of ``lccore NAME``, made on first use; ``help`` describes the group."""
+        if name not in self._groups:
+            if name in self._subparsers.choices:
+                raise ValueError(f"command '{name}' already exists")
+            parser = self._subparsers.add_parser(name, help=help)
+            parser.set_defaults(command=lambda args: (parser.print_help(), 2)[1])
+            self._groups[name] = parser.add_subparsers(title=f"{name} commands", metavar=f"{name.upper()}_COMMAND")
+        elif help:  # a group first made by another plugin's command, without a description
+            for action in self._subparsers._choices_actions:
+                if action.dest == name and not action.help:
+                    action.help = help
+        return self._groups[name]
+
+    def add(self, name: str, *, help: str = "", group: str | None = None, **kwargs) -> argparse.ArgumentParser:
+        """A new ``argparse.ArgumentParser`` for ``lccore NAME`` (or ``lccore GROUP NAME``)."""
+        target = self.group(group) if group else self._subparsers
+        if name in target.choices:
+            raise ValueError(f"command '{' '.join(filter(None, [group, name]))}' already exists")
+        return target.add_parser(name, help=help, **kwargs)
 
 
 def _quiet_transformers() -> None:
@@ -239,7 +225,7 @@ def cmd_plugins(args) -> int:
     from .hookspecs import COMPONENT_KINDS
     from .plugins import Engine
 
-    engine = Engine()
+    engine = getattr(args, "engine", None) or Engine()
     report = engine.report()
     if args.json:
         components = {
@@ -557,145 +543,6 @@ def cmd_audit(args) -> int:
             raise DataError(f"{where}: expected a string or an object with a text")
     report = audit(predictor, texts, groups, top=args.top)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
-    return 0
-
-
-def cmd_kg(args) -> int:
-    args.kg_parser.print_help()
-    return 2
-
-
-def cmd_kg_import(args) -> int:
-    from lccore_kg import open_store
-
-    store = open_store(args.store)
-    try:
-        for path in args.files:
-            count = store.load(path, args.format, **({"base": args.base} if args.base else {}))
-            print(f"{path}: {count} triples read")
-        print(f"{args.store}: {len(store)} triples")
-    finally:
-        store.close()
-    return 0
-
-
-def cmd_kg_query(args) -> int:
-    from lccore_kg import infer_rdfs, open_store
-    from lccore_kg.results import jsonld, query_prefixes, sparql_json, table
-    from lccore_kg.safety import check_query, check_update
-
-    from .errors import ConfigError
-
-    sparql = sys.stdin.read() if args.sparql == "-" else args.sparql
-    if args.update and args.infer:
-        raise ConfigError("kg query: --infer applies to queries, not to --update")
-    # Refused or malformed SPARQL fails here, before a store is opened or copied.
-    (check_update if args.update else check_query)(sparql, allow_network=args.allow_network)
-    store = open_store(args.store, write=args.update)
-    try:
-        if args.update:
-            store.update(sparql, allow_network=args.allow_network)
-            print(f"{args.store}: {len(store)} triples")
-            return 0
-        target = infer_rdfs(store) if args.infer else store
-        result = target.query(sparql, allow_network=args.allow_network)
-    finally:
-        store.close()
-    if not args.json:
-        print(table(result, query_prefixes(sparql)))
-    elif result["type"] == "graph":
-        print(jsonld(result["triples"]))
-    else:
-        print(json.dumps(sparql_json(result), indent=2, ensure_ascii=False))
-    return 0
-
-
-def cmd_kg_stats(args) -> int:
-    from rdflib import URIRef
-
-    from lccore_kg import open_store, stats
-    from lccore_kg.terms import short
-
-    store = open_store(args.store, write=False)
-    try:
-        report = stats(store)
-    finally:
-        store.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    for key in ("triples", "subjects", "predicates", "classes", "provenance_statements"):
-        print(f"{key.replace('_', ' '):<22} {report[key]}")
-    if report["top_predicates"]:
-        print("top predicates:")
-        width = len(str(report["top_predicates"][0]["triples"]))
-        for row in report["top_predicates"]:
-            print(f"  {row['triples']:>{width}}  {short(URIRef(row['predicate']))}")
-    return 0
-
-
-def cmd_kg_export(args) -> int:
-    from lccore_kg import open_store
-
-    store = open_store(args.store, write=False)
-    try:
-        store.dump(args.file, args.format)
-        print(f"{args.file}: {len(store)} triples written")
-    finally:
-        store.close()
-    return 0
-
-
-def cmd_kg_build(args) -> int:
-    _quiet_transformers()
-    from lccore_kg import open_store
-    from lccore_kg_reasoning.build import build_graph, read_documents
-
-    from .data import check_file
-    from .predictor import load
-    from .runner import progress_bar
-
-    check_file(args.input)
-    ner, relations = load(args.ner), load(args.re)
-    store = open_store(args.store)
-    bar = progress_bar(total=None, desc="kg build", unit="sentence", enabled=not args.quiet)
-    try:
-        counts = build_graph(
-            ner, relations, read_documents(args.input), store, base=args.base,
-            min_confidence=args.min_confidence, batch_size=args.batch_size, progress=bar.update,
-        )
-    finally:
-        bar.close()
-        store.close()
-    print(json.dumps(counts))
-    return 0
-
-
-def cmd_kg_ask(args) -> int:
-    _quiet_transformers()
-    from lccore_kg import open_store
-
-    from .plugins import Engine
-
-    options = {"hops": args.hops, "ner": args.ner, "generator": args.generator}
-    reasoner = Engine().create("reasoner", "kg_qa", {k: v for k, v in options.items() if v is not None}, key="kg ask")
-    from . import ethics
-
-    guard = ethics.Guard.build(ethics.items_from_cli(args.policy), audit_log=args.audit_log)
-    store = open_store(args.store)
-    try:
-        result = guard.wrap(reasoner, graph=store).answer(args.question)
-    finally:
-        store.close()
-    if result.get("refused"):
-        print(json.dumps(result, ensure_ascii=False))
-        return 0
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2))
-        return 0
-    print(result["answer"] if result["answer"] is not None else "(no answer found in the graph)")
-    for triple in result["evidence"]:
-        print("  because: " + " ".join(f"<{term}>" if ":" in term else f'"{term}"' for term in triple))
     return 0
 
 

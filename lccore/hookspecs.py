@@ -50,6 +50,9 @@ COMPONENT_KINDS: dict[str, str] = {
     "ethics_policy": "register_ethics_policies",
 }
 
+#: Hooks that extend the ``lccore`` command line (not components: nothing is registered by name).
+CLI_HOOKS = ("register_commands",)
+
 #: The lifecycle events, in the order a run emits them.
 LIFECYCLE_EVENTS = ("on_train_start", "on_train_step", "on_evaluate", "on_checkpoint", "on_train_end")
 
@@ -137,6 +140,24 @@ def register_ethics_policies(register):
     spans involved. An options field with ``metadata={"path": True}`` (a model's run directory)
     is read relative to the config file that sets it. :class:`lccore.ethics.Guard` applies the
     policies to predictions and reasoners.
+    """
+
+
+# --- The command line ---------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(commands):
+    """Add subcommands to the ``lccore`` command line (``lccore kg import`` comes from the ``kg``
+    plugin this way).
+
+    ``commands.add(name, help="…", group=None)`` returns a new ``argparse.ArgumentParser`` for
+    ``lccore NAME`` or, with ``group``, ``lccore GROUP NAME`` (``commands.group(name, help="…")``
+    describes a group; it is made on first use). Add the arguments and
+    ``parser.set_defaults(command=run)``, where ``run(args)`` returns the exit status and raises
+    :class:`lccore.ConfigError` / :class:`lccore.DataError` for a one-line error. A name already
+    taken (by lccore or another plugin) is refused: the plugin's commands are skipped with a
+    warning. Import nothing heavy here; do it inside ``run``.
     """
 
 

@@ -216,6 +216,15 @@ class Engine:
                     self._warned.add((impl.plugin_name, event))
                     log.warning("plugin '%s' raised in %s: %s: %s", impl.plugin_name, event, type(exc).__name__, exc)
 
+    def add_commands(self, commands) -> None:
+        """Let every plugin add its subcommands (``register_commands``); one that raises is
+        reported as a warning and its commands are left out, the others stay."""
+        for impl in self._pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(commands=commands)
+            except Exception as exc:
+                log.warning("plugin '%s' could not add its commands: %s: %s", impl.plugin_name, type(exc).__name__, exc)
+
     def report(self) -> list[dict]:
         return [info.to_dict() for info in self.plugins.values()]
 
@@ -231,7 +240,7 @@ def _lccore_entry_points() -> list:
 
 def _check_hook_names(plugin) -> None:
     """A hook implementation that matches no spec is a typo: refuse it instead of ignoring it."""
-    known = set(hookspecs.COMPONENT_KINDS.values()) | set(hookspecs.LIFECYCLE_EVENTS)
+    known = set(hookspecs.COMPONENT_KINDS.values()) | set(hookspecs.LIFECYCLE_EVENTS) | set(hookspecs.CLI_HOOKS)
     for attr in dir(plugin):
         value = getattr(plugin, attr, None)
         if callable(value) and hasattr(value, f"{hookspecs.PROJECT}_impl") and attr not in known:

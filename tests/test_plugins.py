@@ -174,6 +174,46 @@ def test_lifecycle_observers_see_the_run_and_cannot_break_it(tiny_config, tmp_pa
     assert sum("observer bug" in r.getMessage() and "faulty" in r.getMessage() for r in caplog.records) == 1
 
 
+COMMAND_PLUGIN = """
+    import lccore
+
+    @lccore.hookimpl
+    def register_commands(commands):
+        greet = commands.add("greet", help="say hello")
+        greet.add_argument("name")
+        greet.set_defaults(command=lambda args: print(f"hello {args.name}") or 0)
+        commands.group("kg", help="knowledge graphs")
+        shout = commands.add("shout", group="kg", help="shout a store's name")
+        shout.add_argument("store")
+        shout.set_defaults(command=lambda args: print(args.store.upper()) or 3)
+"""
+
+
+def test_plugins_add_commands_and_groups_and_cannot_take_a_used_name(site, capsys, caplog):
+    make_distribution(site, "lccore-greet", {"lccore_greet": COMMAND_PLUGIN}, {"greet": "lccore_greet"})
+    taken = """
+        import lccore
+
+        @lccore.hookimpl
+        def register_commands(commands):
+            commands.add("train", help="a second train")
+    """
+    make_distribution(site, "lccore-taken", {"lccore_taken": taken}, {"taken": "lccore_taken"})
+    assert main(["greet", "ada"]) == 0 and capsys.readouterr().out == "hello ada\n"
+    assert main(["kg", "shout", "store"]) == 3 and capsys.readouterr().out == "STORE\n"  # beside the kg plugin's commands
+    assert "command 'train' already exists" in caplog.text
+    help_text = lccore.cli.build_parser().format_help()
+    assert "greet" in help_text and "say hello" in help_text
+    kg_help = subprocess.run([sys.executable, "-m", "lccore", "kg", "--help"], capture_output=True, text=True, timeout=120)
+    assert kg_help.returncode == 0 and all(f"    {name} " in kg_help.stdout for name in ("import", "query", "build", "ask", "shout"))
+    # an engine without the kg plugins offers no kg commands: they are the plugins', not the kernel's
+    bare = lccore.Engine(entry_points=False)
+    assert "\n    kg " in lccore.cli.build_parser().format_help() and "\n    kg " not in lccore.cli.build_parser(bare).format_help()
+    with pytest.raises(SystemExit):
+        main(["kg", "stats", "memory"], engine=bare)
+    assert "invalid choice: 'kg'" in capsys.readouterr().err
+
+
 def test_help_and_plugins_do_not_import_torch():
     code = (
         "import sys, io, contextlib\n"
@@ -203,7 +243,7 @@ def test_plugins_json_lists_every_component(capsys):
 def test_every_hook_is_documented():
     from lccore import hookspecs
 
-    names = list(hookspecs.COMPONENT_KINDS.values()) + list(hookspecs.LIFECYCLE_EVENTS)
+    names = list(hookspecs.COMPONENT_KINDS.values()) + list(hookspecs.LIFECYCLE_EVENTS) + list(hookspecs.CLI_HOOKS)
     for name in names:
         function = getattr(hookspecs, name)
         assert hasattr(function, "lccore_spec"), name

@@ -119,3 +119,10 @@ def __getattr__(name: str):
 
         return getattr(base, name)
     raise AttributeError(f"module 'lccore_kg' has no attribute {name!r}")
+
+
+@lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)

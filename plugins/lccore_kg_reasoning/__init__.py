@@ -32,3 +32,10 @@ def register_reasoners(register):
         return KGQuestionAnswering(options)
 
     register("kg_qa", make, options=KGQAOptions, description="Answers questions from a knowledge graph's triples, with the triples as evidence.")
+
+
+@lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)

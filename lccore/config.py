@@ -94,7 +94,10 @@ class TrainConfig:
     max_length: int = attrs.field(default=128, metadata=doc("Longer inputs are truncated to this many tokens.", min=8))
     seed: int = attrs.field(default=42, metadata=doc("Seed for initialisation, shuffling and dropout."))
     grad_accum: int = attrs.field(default=1, metadata=doc("Micro-batches accumulated per optimiser step.", min=1))
-    mixed_precision: Literal["no", "bf16", "fp16"] = attrs.field(default="no", metadata=doc("Autocast precision under Accelerate (`bf16` also works on recent CPUs)."))
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = attrs.field(default="no", metadata=doc(
+        "Autocast precision under Accelerate (`bf16` also works on recent CPUs). `auto`: bf16 when a measurement on the first "
+        "batches finds it faster and its loss and gradient agree with fp32's (the choice is in `metrics.json` → `precision`)."
+    ))
     max_grad_norm: Optional[float] = attrs.field(default=1.0, metadata=doc("Gradient-norm clipping; null: no clipping.", min=0.0))
     eval_every: Optional[int] = attrs.field(default=None, metadata=doc("Evaluate on dev every this many optimiser steps; null: at the end of each epoch.", min=1))
     group_by_length: bool = attrs.field(default=True, metadata=doc("Batch training examples of similar length together (less padding)."))

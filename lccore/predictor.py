@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from . import ethics as ethics_module
 from . import finetuning
+from . import precision as auto_precision
 from .config import load_config
 from .errors import DataError
 from .plugins import Engine
@@ -78,9 +79,9 @@ class Predictor:
 
     def choose_precision(self, examples: list, *, batch_size: int | None = None) -> dict:
         """Measure fp32 and bf16 autocast on (up to) the first :data:`AUTO_SAMPLE` examples and keep
-        bf16 when it is at least :data:`AUTO_MIN_SPEEDUP` times faster **and** its predictions agree
-        with fp32's (same labels, entities, spans; scores within 0.05) on at least
-        :data:`AUTO_MIN_AGREEMENT` of them. The measurement is kept in :attr:`precision_choice`."""
+        bf16 when it is at least :data:`lccore.precision.MIN_SPEEDUP` times faster **and** its
+        predictions agree with fp32's (same labels, entities, spans; scores within 0.05) on at least
+        :data:`lccore.precision.MIN_AGREEMENT` of them. The measurement is kept in :attr:`precision_choice`."""
         import time
 
         import torch
@@ -93,9 +94,9 @@ class Predictor:
                 start = time.perf_counter()
                 outputs[name], _ = self._run(sample, batch_size=batch_size, progress=False, desc="precision")
                 timings[name].append(time.perf_counter() - start)
-        agree = sum(_agrees(a, b) for a, b in zip(outputs["fp32"], outputs["bf16"])) / len(sample)
+        agree = sum(auto_precision.agrees(a, b) for a, b in zip(outputs["fp32"], outputs["bf16"])) / len(sample)
         speedup = min(timings["fp32"]) / min(timings["bf16"])
-        chosen = "bf16" if speedup >= AUTO_MIN_SPEEDUP and agree >= AUTO_MIN_AGREEMENT else "fp32"
+        chosen = "bf16" if speedup >= auto_precision.MIN_SPEEDUP and agree >= auto_precision.MIN_AGREEMENT else "fp32"
         self.autocast_dtype = torch.bfloat16 if chosen == "bf16" else None
         self.precision_choice = {"chosen": chosen, "bf16_speedup": round(speedup, 2), "agreement": round(agree, 4), "measured_on": len(sample)}
         return self.precision_choice
@@ -129,20 +130,6 @@ class Predictor:
 
 AUTO_SAMPLE = 64  # examples measured by precision="auto"
 AUTO_MIN_INPUTS = 128  # fewer inputs than this are not worth measuring: fp32
-AUTO_MIN_SPEEDUP = 1.15
-AUTO_MIN_AGREEMENT = 0.98
-
-
-def _agrees(a, b, tolerance: float = 0.05) -> bool:
-    """Two prediction records say the same: equal except floats, which may differ by ``tolerance``
-    (relative to their size when above 1, as perplexities are)."""
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tolerance * max(1.0, abs(a))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_agrees(a[k], b[k], tolerance) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_agrees(x, y, tolerance) for x, y in zip(a, b))
-    return a == b
 
 
 def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | None = None, precision: str = "fp32",

@@ -7,6 +7,7 @@ stopping and the best checkpoint kept -> evaluate test (after) with the best mod
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import platform
@@ -135,20 +136,24 @@ def train(
             data_files["previous_test"] = previous_test
     data_hashes = {name: file_sha256(path) for name, path in data_files.items()}
 
-    # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
-    # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    accelerator = Accelerator(
-        # Started by torchrun (several processes) on a machine without a GPU: data-parallel over
-        # CPU processes (gloo); Accelerate only picks that when told to use the CPU.
-        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
-        mixed_precision=settings.mixed_precision,
-        gradient_accumulation_steps=settings.grad_accum,
-        # batch_size is the global batch: with N processes each takes 1/N of it, so a run's
-        # optimisation (steps, schedule, effective batch) does not depend on the process count.
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )
+    def make_accelerator(mixed_precision: str) -> Accelerator:
+        # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
+        # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+        return Accelerator(
+            # Started by torchrun (several processes) on a machine without a GPU: data-parallel over
+            # CPU processes (gloo); Accelerate only picks that when told to use the CPU.
+            cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+            mixed_precision=mixed_precision,
+            gradient_accumulation_steps=settings.grad_accum,
+            # batch_size is the global batch: with N processes each takes 1/N of it, so a run's
+            # optimisation (steps, schedule, effective batch) does not depend on the process count.
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+        )
+
+    auto_precision = settings.mixed_precision == "auto"  # decided below, once the model and data are ready
+    accelerator = make_accelerator("no" if auto_precision else settings.mixed_precision)
     if settings.batch_size % accelerator.num_processes:
         raise ConfigError(f"train.batch_size: {settings.batch_size} does not split evenly over {accelerator.num_processes} processes")
     if settings.freeze.strategy == "gradual" and accelerator.num_processes > 1:
@@ -182,6 +187,14 @@ def train(
         features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer),
         generator=torch.Generator().manual_seed(settings.seed),  # iterating must not draw from the global RNG (exact resume)
     )
+    precision_choice = None
+    if auto_precision:
+        first_batches = (task.collate([features["train"][i] for i in indices], tokenizer) for indices in sampler.batches())
+        precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=len(train_loader) * settings.epochs)
+        if precision_choice["chosen"] == "bf16":
+            accelerator = make_accelerator("bf16")
+        if main_process and progress:
+            print(f"precision auto: {precision_choice['chosen']} ({precision_choice['reason']})", flush=True)
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
@@ -195,6 +208,8 @@ def train(
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
     metrics = {"train": [], "dev": [], "best": None, "test": {}}
+    if precision_choice is not None:
+        metrics["precision"] = precision_choice
     if ethics_report is not None:
         metrics["ethics"] = {"training_data": ethics_report}
         if main_process:
@@ -363,6 +378,33 @@ def train(
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)
+
+
+def measured_precision(model, head, first_batches, checkpoint: Path | None, accelerator, *, total_batches: int) -> dict:
+    """``train.mixed_precision: auto``: what :func:`lccore.precision.choose_training_precision`
+    finds on the first batches (measured once, by the main process, for every process), or the
+    choice a resumed run made before (a run keeps one precision from start to end)."""
+    from accelerate.utils import broadcast_object_list
+
+    from . import precision
+
+    if checkpoint is not None:
+        earlier = json.loads((checkpoint / checkpoints.LOOP_FILE).read_text(encoding="utf-8"))["metrics"].get("precision")
+        if earlier:
+            return earlier
+    choice = [None]
+    if accelerator.is_main_process:
+        if total_batches < precision.MIN_TRAINING_STEPS:
+            choice[0] = {"chosen": "fp32", "reason": f"{total_batches} training batches: too few to be worth measuring"}
+        else:
+            batches = [batch for _, batch in zip(range(precision.MEASURED_BATCHES), first_batches)]
+            found = precision.choose_training_precision(model.to(accelerator.device), batches, head.loss, accelerator.device)
+            found["reason"] = (f"bf16 {found['bf16_speedup']:.2f}x the speed of fp32, gradient cosine {found['gradient_cosine']:.4f}, "
+                               f"loss difference {found['loss_difference']:.2%}")
+            choice[0] = found
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice, from_process=0)
+    return choice[0]
 
 
 def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples: list, workdir: Path):

@@ -51,20 +51,20 @@ def test_bf16_mixed_precision_trains_on_cpu(tiny_config, tmp_path):
 def test_auto_precision_measures_then_keeps_bf16_only_when_faster_and_in_agreement(trained_run, monkeypatch, capsys, tmp_path):
     import torch
 
-    from lccore import predictor as predictor_module
+    from lccore import precision
 
     texts = [f"{word} film number {i}" for i, word in enumerate(["superb", "dreadful", "lovely", "boring"] * 40)]
     fp32 = lccore.load(trained_run.output_dir).predict(texts)
     bf16 = lccore.load(trained_run.output_dir, precision="bf16").predict(texts)
     small = lccore.load(trained_run.output_dir, precision="auto")
     assert small.predict(texts[:10]) == fp32[:10] and small.precision_choice is None  # too few to be worth measuring
-    monkeypatch.setattr(predictor_module, "AUTO_MIN_SPEEDUP", 0.0)
-    monkeypatch.setattr(predictor_module, "AUTO_MIN_AGREEMENT", 0.0)
+    monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(precision, "MIN_AGREEMENT", 0.0)
     chosen = lccore.load(trained_run.output_dir, precision="auto")
     assert chosen.predict(texts) == bf16 and chosen.autocast_dtype == torch.bfloat16
     assert chosen.precision_choice["chosen"] == "bf16" and chosen.precision_choice["measured_on"] == 64
     assert 0.0 <= chosen.precision_choice["agreement"] <= 1.0 and chosen.precision_choice["bf16_speedup"] > 0
-    monkeypatch.setattr(predictor_module, "AUTO_MIN_AGREEMENT", 1.01)  # bf16 can never agree enough
+    monkeypatch.setattr(precision, "MIN_AGREEMENT", 1.01)  # bf16 can never agree enough
     refused = lccore.load(trained_run.output_dir, precision="auto")
     assert refused.predict(texts) == fp32 and refused.precision_choice["chosen"] == "fp32" and refused.autocast_dtype is None
     source = tmp_path / "in.jsonl"
@@ -75,8 +75,43 @@ def test_auto_precision_measures_then_keeps_bf16_only_when_faster_and_in_agreeme
     assert "precision auto: fp32 (bf16 " in capsys.readouterr().err
 
 
+def test_auto_mixed_precision_measures_once_and_trains_exactly_as_its_choice(tiny_config, tmp_path, monkeypatch):
+    from lccore import precision
+
+    config = with_train(tiny_config, epochs=1)
+    short = lccore.train(with_train(config, mixed_precision="auto"), tmp_path / "short", progress=False)
+    assert short.metrics["precision"]["chosen"] == "fp32" and "too few" in short.metrics["precision"]["reason"]
+    monkeypatch.setattr(precision, "MIN_TRAINING_STEPS", 1)
+    runs = {}
+    for name, speedup in (("bf16", 0.0), ("fp32", 1e9)):  # whatever the machine: force each outcome
+        monkeypatch.setattr(precision, "MIN_SPEEDUP", speedup)
+        monkeypatch.setattr(precision, "MIN_GRADIENT_COSINE", -1.0)
+        monkeypatch.setattr(precision, "MAX_LOSS_DIFFERENCE", float("inf"))
+        runs[name] = lccore.train(with_train(config, mixed_precision="auto"), tmp_path / f"auto-{name}", progress=False)
+        choice = runs[name].metrics["precision"]
+        assert choice["chosen"] == name and choice["measured_batches"] == 2
+        assert -1.0 <= choice["gradient_cosine"] <= 1.0 and choice["bf16_speedup"] > 0
+    # The measurement leaves no trace: the same losses as a run told the precision outright.
+    fixed = {name: lccore.train(with_train(config, mixed_precision=setting), tmp_path / f"fixed-{name}", progress=False)
+             for name, setting in (("bf16", "bf16"), ("fp32", "no"))}
+    for name in ("bf16", "fp32"):
+        assert [r["loss"] for r in runs[name].metrics["train"]] == [r["loss"] for r in fixed[name].metrics["train"]]
+    assert [r["loss"] for r in runs["bf16"].metrics["train"]] != [r["loss"] for r in runs["fp32"].metrics["train"]]
+    assert lccore.load_config(runs["bf16"].output_dir / "config.yaml").train.mixed_precision == "auto"
+
+
+def test_a_resumed_auto_precision_run_keeps_its_first_choice(tmp_path):
+    import json
+
+    from lccore.training import measured_precision
+
+    earlier = {"chosen": "bf16", "reason": "measured when the run started"}
+    (tmp_path / "loop.json").write_text(json.dumps({"metrics": {"precision": earlier}}))
+    assert measured_precision(None, None, iter(()), tmp_path, None, total_batches=10_000) == earlier
+
+
 def test_prediction_agreement_allows_float_noise_only():
-    from lccore.predictor import _agrees
+    from lccore.precision import agrees as _agrees
 
     record = {"label": "positive", "score": 0.91, "scores": {"positive": 0.91, "negative": 0.09}}
     assert _agrees(record, {**record, "score": 0.93, "scores": {"positive": 0.93, "negative": 0.07}})

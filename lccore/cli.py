@@ -135,8 +135,8 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     generate.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
     generate.set_defaults(command=cmd_generate)
 
-    serve = commands.add_parser("serve", help="serve runs over HTTP: POST /v1/predict and /v1/explain, GET /v1/models, /healthz, a page at /")
-    serve.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs; each is served under its directory name")
+    serve = commands.add_parser("serve", help="serve runs over HTTP: POST /v1/predict, /v1/explain, /v1/generate, /v1/kg/query, GET /v1/models, /healthz, a page at /")
+    serve.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="finished runs; each is served under its directory name")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key every endpoint but /healthz and / then needs")
@@ -145,6 +145,8 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     serve.add_argument("--max-inputs", type=int, default=64, metavar="N", help="most inputs per request (default 64; more: 413)")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body (default 1 MiB; larger: 413)")
     serve.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout in seconds (default 30; then 504)")
+    serve.add_argument("--max-queue", type=int, default=256, metavar="N", help="most inputs waiting for one run's model (default 256; more: 503 with Retry-After)")
+    serve.add_argument("--kg", metavar="STORE", help="a knowledge-graph store directory (lccore kg import/build) for read-only SPARQL at POST /v1/kg/query")
     serve.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
     serve.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after each run config's 'ethics' list (repeatable)")
     serve.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
@@ -351,16 +353,18 @@ def cmd_serve(args) -> int:
         api_key = os.environ.get(args.api_key_env, "")
         if not api_key:
             raise ConfigError(f"--api-key-env {args.api_key_env}: the environment variable is not set or empty")
-    for name in ("max_batch_size", "max_inputs", "max_body_bytes"):
+    if not args.run_dirs and args.kg is None:
+        raise ConfigError("serve: give at least one RUN_DIR, or a knowledge graph with --kg STORE")
+    for name in ("max_batch_size", "max_inputs", "max_body_bytes", "max_queue"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     _quiet_transformers()
     from .serve import ServeLimits, serve
 
     limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, timeout_s=args.timeout,
-                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
     serve(args.run_dirs, host=args.host, port=args.port, api_key=api_key, limits=limits, precision=args.precision,
-          ethics_items=extra, audit_log=args.audit_log)
+          ethics_items=extra, audit_log=args.audit_log, kg=args.kg)
     return 0
 
 

@@ -377,11 +377,10 @@ class Guard:
             results: list = [None] * len(queries)
             admitted = []
             for i, query in enumerate(queries):
-                if isinstance(query, str):
-                    query, verdict = guard_text(self.policies, query, "input", audit, wheres[i])
-                    if query is None:
-                        results[i] = refusal("input", verdict)
-                        continue
+                query, verdict = _guard_query(self.policies, query, audit, wheres[i])
+                if query is None:
+                    results[i] = refusal("input", verdict)
+                    continue
                 admitted.append((i, query))
             answers = answer_batch([query for _, query in admitted], [wheres[i] for i, _ in admitted]) if admitted else []
             for (i, _), result in zip(admitted, answers):
@@ -395,38 +394,68 @@ class Guard:
         so the pieces are held back until a sentence or line ends and each sentence is checked on
         its own, then shown (redacted where a policy says so). When a policy blocks the query or
         a sentence, a refusal record (a dict) is the last item and nothing more is generated."""
-        if isinstance(query, str) and self.policies:
-            query, verdict = self.check(query, "input", where)
+        if self.policies:
+            audit = self._log()
+            try:
+                query, verdict = _guard_query(self.policies, query, audit, where)
+            finally:
+                audit.flush()
             if query is None:
                 yield refusal("input", verdict)
                 return
-        if not any(acts_at(policy, "output") for _, policy in self.policies):
-            yield from stream(query)
-            return
-        held = ""
         pieces = iter(stream(query))
-        while True:
-            piece = next(pieces, None)
-            held += piece or ""
-            cut = len(held) if piece is None else _sentence_end(held)
-            if cut:
-                text, verdict = self.check(held[:cut], "output", where)
-                if text is None:
-                    close = getattr(pieces, "close", None)
-                    if close is not None:
-                        close()  # stop the generator: nothing after a blocked sentence is made
-                    yield refusal("output", verdict)
-                    return
-                held = held[cut:]
-                if text:
-                    yield text
-            if piece is None:
+        try:
+            if not any(acts_at(policy, "output") for _, policy in self.policies):
+                yield from pieces
                 return
+            held = ""
+            while True:
+                piece = next(pieces, None)
+                held += piece or ""
+                cut = len(held) if piece is None else _sentence_end(held)
+                if cut:
+                    text, verdict = self.check(held[:cut], "output", where)
+                    if text is None:  # nothing after a blocked sentence is shown, or made (finally)
+                        yield refusal("output", verdict)
+                        return
+                    held = held[cut:]
+                    if text:
+                        yield text
+                if piece is None:
+                    return
+        finally:  # blocked, finished, or the reader went away: the source stops generating
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
     def wrap(self, reasoner, **bound) -> "GuardedReasoner":
         """``reasoner`` with its ``answer``, ``answer_batch`` and ``stream`` behind this guard;
         ``bound`` keyword arguments (``predictor=…``, ``graph=…``) are passed to every call."""
         return GuardedReasoner(reasoner, self, bound)
+
+
+def _guard_query(policies, query: Any, audit: AuditLog, where: str | None) -> tuple[Any, dict]:
+    """``(query to answer, decision)`` with the input policies on every text in ``query``: a
+    string, or the strings inside an object such as ``{"messages": [{"role", "content"}]}``
+    (``role`` values are names, not texts). None when a policy blocks any of them."""
+    verdicts = []
+
+    def walk(value, key=None):
+        if isinstance(value, str) and key != "role":
+            text, verdict = guard_text(policies, value, "input", audit, where)
+            verdicts.append(verdict)
+            return text
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, key) for v in value]
+        return value
+
+    guarded = walk(query)
+    blocked = [v for v in verdicts if v["decision"] == "block"]
+    if blocked:
+        return None, {"decision": "block", "reasons": [r for v in blocked for r in v["reasons"]]}
+    return guarded, {"decision": strictest(v["decision"] for v in verdicts)}
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")

@@ -2,10 +2,14 @@
 
 Concurrent ``/v1/predict`` requests for one run are gathered into one model batch (micro-batching:
 the first request waits at most ``max_wait_ms`` for company, a batch holds at most
-``max_batch_size`` inputs); the model runs in one worker thread per run, off the event loop.
-Guards: an optional bearer key, body-size and input-count limits (413), a per-request timeout
-(504), malformed or wrong-shaped bodies and unreadable inputs answered 422 with the field named,
-an unknown run 404, and no traceback ever sent to a client (it goes to the server's log).
+``max_batch_size`` inputs); the model runs in one worker thread per run, off the event loop, and
+so do explanations and ``/v1/generate`` (streamed as server-sent events). Each predictor's guard
+(``predictor.guard``: its ethics policies and audit log) screens inputs and outputs.
+``/v1/kg/query`` runs read-only SPARQL on a knowledge-graph store opened through its kg_backend.
+Guards: an optional bearer key, body-size and input-count limits (413), a cap on the inputs
+waiting per run (503 with ``Retry-After``), a per-request timeout (504), malformed or
+wrong-shaped bodies and unreadable inputs answered 422 with the field named, an unknown run 404,
+and no traceback ever sent to a client (it goes to the server's log).
 
 fastapi, pydantic and uvicorn are imported here only, never by ``lccore --help``.
 """
@@ -14,9 +18,11 @@ fastapi, pydantic and uvicorn are imported here only, never by ``lccore --help``
 # models are local to create_app (pydantic is imported only when an app is built).
 import asyncio
 import contextlib
+import copy
 import hmac
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
@@ -41,19 +47,32 @@ class ServeLimits:
     timeout_s: float = 30.0
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
+    #: Inputs one run may hold waiting or in its running batch; a request that would go past it
+    #: is answered 503 with ``Retry-After`` (an idle run always takes one request).
+    max_queue: int = 256
+
+
+class QueueFull(Exception):
+    """A run's batcher holds ``max_queue`` inputs already: the client should retry later."""
+
+    def __init__(self, pending: int, max_queue: int):
+        super().__init__(f"the model is busy: {pending} inputs are waiting (at most {max_queue}); retry shortly")
 
 
 class Batcher:
     """Micro-batches one run's predictions: ``await submit(examples)`` returns their records, in
     order. ``batches`` counts the model calls made (the tests and the benchmark read it)."""
 
-    def __init__(self, predictor, *, max_batch_size: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, predictor, *, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue: int | None = None):
         self.predictor = predictor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
         self.executor: Optional[ThreadPoolExecutor] = None
         self.batches = 0
         self.examples = 0
+        #: Inputs submitted and not answered yet (queued, or in the batch the model is running).
+        self.pending = 0
         self._queue: Optional[asyncio.Queue] = None
         self._loop = None
         self._task = None
@@ -66,11 +85,21 @@ class Batcher:
             self._loop, self._queue = loop, asyncio.Queue()
             self._task = loop.create_task(self._serve())
 
+    def check_room(self, count: int) -> None:
+        """Raise :class:`QueueFull` when ``count`` more inputs would take the run past ``max_queue``."""
+        if self.max_queue is not None and self.pending and self.pending + count > self.max_queue:
+            raise QueueFull(self.pending, self.max_queue)
+
     async def submit(self, examples: list) -> list[dict]:
         self._start()
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((examples, future))
-        return await future
+        self.check_room(len(examples))
+        self.pending += len(examples)
+        try:
+            future = asyncio.get_running_loop().create_future()
+            await self._queue.put((examples, future))
+            return await future
+        finally:
+            self.pending -= len(examples)
 
     async def run(self, function, *args, **kwargs):
         """Run ``function`` in this run's model thread (explanations share the model with predict)."""
@@ -134,27 +163,22 @@ def model_names(run_dirs) -> dict[str, Path]:
 
 
 def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
-               ethics_items: list = (), audit_log: str | Path | None = None):
-    """The ASGI app serving ``predictors`` ({name: Predictor}); ``api_key``: the bearer key every
-    path but :data:`OPEN_PATHS` needs. Each run's ``ethics:`` policies, then ``ethics_items``,
-    guard its inputs and outputs (a blocked input gets a refusal record); their decisions are
-    appended to ``audit_log`` (hashes, never the text)."""
-    import threading
-
+               ethics_items: list = (), audit_log: str | Path | None = None, kg=None):
+    """The ASGI app serving ``predictors`` ({name: Predictor}) and, with ``kg`` (a
+    ``kg_backend``, see :func:`open_kg`), read-only SPARQL; ``api_key``: the bearer key every
+    path but :data:`OPEN_PATHS` needs. Each predictor's guard (its run's ``ethics:`` policies and
+    those given to :func:`lccore.load`) guards its inputs and outputs (a blocked input gets a
+    refusal record) and keeps its audit log. ``ethics_items`` adds policies after those, and
+    ``audit_log`` replaces the audit log, without changing the predictors given."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field
 
-    from . import ethics
-    from .plugins import Engine
-
-    policies = {}
-    for name, predictor in predictors.items():
-        items = list(predictor.config.ethics) + list(ethics_items)
-        policies[name] = ethics.build_policies(predictor.engine or Engine(), items) if items else []
-    audit_lock = threading.Lock()
-    batchers = {name: Batcher(p, max_batch_size=limits.max_batch_size, max_wait_ms=limits.max_wait_ms) for name, p in predictors.items()}
+    predictors = {name: _with_guard(p, ethics_items, audit_log) for name, p in predictors.items()}
+    batchers = {name: Batcher(p, max_batch_size=limits.max_batch_size, max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue)
+                for name, p in predictors.items()}
+    producers: set = set()  # the streamed generations running
 
     class PredictRequest(BaseModel):
         inputs: list[Any] = Field(description="strings, or JSON objects the run's task reads")
@@ -173,15 +197,30 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         model: str
         outputs: list[Any] = Field(description="attribution records: one per input and explained target")
 
+    class GenerateRequest(BaseModel):
+        prompt: Any = Field(description="a user message, a source text or a plain prompt (a string), or an object the run's task reads, e.g. {\"messages\": [...]}")
+        model: Optional[str] = Field(None, description="the run's name; optional when one run is served")
+        options: dict[str, Any] = Field(default_factory=dict, description="the generate reasoner's options: strategy, max_new_tokens, temperature, top_k, top_p, num_beams, stop, seed, ...")
+        stream: bool = Field(False, description="answer with server-sent events, one per piece of text")
+
+    class KGQueryRequest(BaseModel):
+        query: str = Field(description="a SPARQL SELECT, ASK, CONSTRUCT or DESCRIBE query (updates are refused)")
+
+    class GenerateResponse(BaseModel):
+        model: str
+        output: dict[str, Any] = Field(description="{text, tokens, finish_reason}, or a refusal record {refused, stage, decision, reasons}")
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         for batcher in batchers.values():  # uvicorn has already let the requests in flight finish
             batcher.close()
 
-    app = FastAPI(lifespan=lifespan, title="lccore serve", version=_version(), description="Predictions (and explanations) from finished lccore runs.")
+    app = FastAPI(lifespan=lifespan, title="lccore serve", version=_version(), description="Predictions, explanations and generated text from finished lccore runs.")
     app.state.batchers = batchers
     app.state.limits = limits
+    app.state.predictors = predictors
+    app.state.kg = kg
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -189,12 +228,18 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         return JSONResponse({"detail": f"{first['field']}: {first['message']}", "field": first["field"], "errors": errors}, status_code=422)
 
+    @app.exception_handler(QueueFull)
+    async def busy(request: Request, exc: QueueFull):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
 
     def pick(name: str | None) -> str:
+        if not batchers:
+            raise HTTPException(404, detail="no runs are served here (only a knowledge graph: POST /v1/kg/query)")
         if name is None:
             if len(batchers) == 1:
                 return next(iter(batchers))
@@ -220,7 +265,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             return await asyncio.wait_for(awaitable, limits.timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, detail=f"the request took longer than {limits.timeout_s:g} s") from None
-        except LccoreError:
+        except (LccoreError, QueueFull):
             raise
         except Exception:  # the model failed: the log gets the traceback, the client a plain 500
             log.exception("model call failed")
@@ -229,14 +274,14 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     @app.get("/healthz")
     async def healthz():
         """200 once the runs are loaded (they are before the server listens)."""
-        return {"status": "ok", "models": list(batchers)}
+        return {"status": "ok", "models": list(batchers), "kg": kg is not None}
 
     @app.get("/v1/models")
     async def models():
-        """The runs served: name, task, base model and run directory."""
+        """The runs served: name, task, base model, run directory, whether it generates text."""
         return {"models": [_describe(name, p) for name, p in predictors.items()]}
 
-    @app.post("/v1/predict", response_model=PredictResponse)
+    @app.post("/v1/predict", response_model=PredictResponse, responses={503: {"description": "the run's queue is full; retry after Retry-After seconds"}})
     async def predict(body: PredictRequest):
         """One prediction record per input, in order (the same records as `lccore predict`)."""
         name = pick(body.model)
@@ -245,19 +290,18 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             return examples
         if not examples:
             return {"model": name, "outputs": []}
-        if not policies[name]:
-            return {"model": name, "outputs": await timed(batchers[name].submit(examples))}
+        batcher, predictor = batchers[name], predictors[name]
+        batcher.check_room(len(examples))
+        if not predictor.guard:
+            return {"model": name, "outputs": await timed(batcher.submit(examples))}
         loop = asyncio.get_running_loop()
 
-        def guarded():  # a worker thread: the policies may run models of their own
-            audit = ethics.AuditLog(audit_log)
-            submit = lambda admitted: asyncio.run_coroutine_threadsafe(batchers[name].submit(admitted), loop).result()  # noqa: E731
-            records = ethics.guarded_predict(policies[name], predictors[name].task, examples, submit, audit)
-            with audit_lock:
-                audit.flush()
-            return records
+        def submit(admitted: list) -> list[dict]:  # from the guard's thread into the shared batches
+            return asyncio.run_coroutine_threadsafe(batcher.submit(admitted), loop).result()
 
-        return {"model": name, "outputs": await timed(asyncio.to_thread(guarded))}
+        # A worker thread: the policies may run models of their own.
+        guarded = asyncio.to_thread(predictor.guard.predict, predictor.task, examples, submit)
+        return {"model": name, "outputs": await timed(guarded)}
 
     @app.post("/v1/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest):
@@ -271,18 +315,18 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         checked = parse(name, body.inputs)
         if isinstance(checked, JSONResponse):
             return checked
-        if policies[name]:  # an input the policies block is not explained either
-            audit = ethics.AuditLog(audit_log)
-            for i, example in enumerate(checked):
-                for text in (predictor.task.texts_of(example) or {}).values():
-                    result = ethics.apply(policies[name], text, "input")
-                    audit.record(text, "input", result, where=f"explain inputs[{i}]")
-                    if result["decision"] == "block":
-                        with audit_lock:
-                            audit.flush()
-                        raise HTTPException(403, detail=f"inputs[{i}]: refused by the ethics policies: {'; '.join(result['reasons'])}")
-            with audit_lock:
-                audit.flush()
+        if predictor.guard:  # an input the policies block is not explained either
+            def blocked():
+                for i, example in enumerate(checked):
+                    for text in (predictor.task.texts_of(example) or {}).values():
+                        allowed, verdict = predictor.guard.check(text, "input", where=f"explain inputs[{i}]")
+                        if allowed is None:
+                            return f"inputs[{i}]: refused by the ethics policies: {'; '.join(verdict['reasons'])}"
+                return None
+
+            refused = await timed(asyncio.to_thread(blocked))
+            if refused:
+                raise HTTPException(403, detail=refused)
         options = dict(body.options)
         if body.target is not None:
             options["target"] = body.target
@@ -292,11 +336,204 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             raise HTTPException(422, detail=str(exc)) from None
         return {"model": name, "outputs": outputs}
 
+    @app.post("/v1/generate", response_model=GenerateResponse,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "with \"stream\": true, server-sent events: `data: {\"text\"}` per piece, then `event: done` (or `event: refusal`, `event: error`)"}})
+    async def generate(body: GenerateRequest):
+        """Text from a generative run (dialogue, summarization, translation, clm) through the
+        `generate` reasoner, behind the run's ethics policies; streamed as server-sent events."""
+        name = pick(body.model)
+        predictor = predictors[name]
+        if not can_generate(predictor):
+            raise HTTPException(422, detail=f"model: run '{name}' ({predictor.config.task.name}) has no model that generates text; serve a dialogue, summarization, translation or clm run")
+        if isinstance(body.prompt, str) and not body.prompt.strip():
+            raise HTTPException(422, detail="prompt: empty")
+        try:
+            reasoner = predictor.reasoner("generate", **body.options)
+        except LccoreError as exc:  # e.g. "generate.max_new_token: unknown key ..."
+            raise HTTPException(422, detail=_option_error(exc)) from None
+        if body.stream:
+            return await stream_generation(name, reasoner, body.prompt)
+        try:
+            output = await timed(batchers[name].run(reasoner.answer, body.prompt))
+        except LccoreError as exc:  # a prompt the task cannot read, an option the strategy refuses
+            raise HTTPException(422, detail=_prompt_error(exc)) from None
+        return {"model": name, "output": output}
+
+    async def stream_generation(name: str, reasoner, prompt):
+        """Server-sent events from ``reasoner.stream(prompt)``, run in the run's model thread and
+        fed to the event loop through a queue. The first item is awaited before answering, so a
+        prompt or option the model refuses is still a plain 422; a client that goes away closes
+        the stream, which stops the generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item) -> None:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is reading
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def produce() -> None:
+            pieces = None
+            try:
+                pieces = reasoner.stream(prompt)
+                for piece in pieces:
+                    if stop.is_set():
+                        break
+                    put(("piece", piece))
+            except Exception as exc:  # noqa: BLE001 - handed to the event loop, reported there
+                put(("error", exc))
+            finally:
+                if pieces is not None:
+                    pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
+                put(("end", None))
+
+        deadline = loop.time() + limits.timeout_s
+        producer = asyncio.ensure_future(batchers[name].run(produce))
+        producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
+        producer.add_done_callback(producers.discard)
+
+        async def next_item():
+            return await asyncio.wait_for(queue.get(), max(deadline - loop.time(), 0.001))
+
+        try:
+            first = await next_item()
+        except asyncio.TimeoutError:
+            stop.set()
+            raise HTTPException(504, detail=f"the request took longer than {limits.timeout_s:g} s") from None
+        if first[0] == "error":
+            stop.set()
+            if isinstance(first[1], LccoreError):
+                raise HTTPException(422, detail=_prompt_error(first[1]))
+            log.error("generation failed", exc_info=first[1])
+            raise HTTPException(500, detail="internal error (see the server log)")
+
+        async def events():
+            item = first
+            try:
+                while True:
+                    kind, value = item
+                    if kind == "end":
+                        yield _event("done", {"model": name})
+                        return
+                    if kind == "error":
+                        if not isinstance(value, LccoreError):
+                            log.error("generation failed", exc_info=value)
+                        yield _event("error", {"detail": _prompt_error(value) if isinstance(value, LccoreError) else "internal error (see the server log)"})
+                        return
+                    if isinstance(value, dict):  # a policy blocked the prompt or a sentence
+                        yield _event("refusal", value)
+                        return
+                    yield _event(None, {"text": value})
+                    try:
+                        item = await next_item()
+                    except asyncio.TimeoutError:
+                        yield _event("error", {"detail": f"the request took longer than {limits.timeout_s:g} s"})
+                        return
+            finally:  # done, refused, timed out, or the client left: stop the generation
+                stop.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/kg/query", responses={200: {"content": {"application/sparql-results+json": {}, "application/ld+json": {}}}})
+    async def kg_query(body: KGQueryRequest):
+        """Read-only SPARQL on the served knowledge graph (`--kg STORE`): SPARQL 1.1 results JSON
+        for SELECT and ASK, JSON-LD for CONSTRUCT and DESCRIBE, as `lccore kg query --json`."""
+        if kg is None:
+            raise HTTPException(404, detail="no knowledge graph is served: start lccore serve with --kg STORE")
+        try:
+            # The store's query() parses first: an update, SERVICE, or a remote FROM is refused
+            # before the store sees it (and the store is open read-only besides).
+            result = await timed(asyncio.to_thread(kg.query, body.query))
+        except LccoreError as exc:
+            raise HTTPException(400, detail=_sparql_error(exc)) from None
+        return _kg_response(result)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
         return PAGE
 
     return GuardMiddleware(app, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+
+
+def _with_guard(predictor, ethics_items: list, audit_log):
+    """``predictor``, or a shallow copy of it (same model) whose guard adds ``ethics_items`` and
+    writes to ``audit_log``: the caller's predictor is left as it was."""
+    if not ethics_items and audit_log is None:
+        return predictor
+    from . import ethics
+    from .plugins import Engine
+
+    extra = ethics.build_policies(predictor.engine or Engine(), list(ethics_items)) if ethics_items else []
+    served = copy.copy(predictor)
+    served.guard = ethics.Guard(list(predictor.guard.policies) + extra, audit_log if audit_log is not None else predictor.guard.audit_log)
+    return served
+
+
+def open_kg(store: str | Path, engine=None):
+    """The knowledge-graph store directory ``store`` (made by ``lccore kg import`` or ``kg build``)
+    opened read-only through the ``oxigraph`` kg_backend (the ``kg`` plugin's)."""
+    from .plugins import Engine
+
+    path = Path(store)
+    if not path.is_dir():
+        raise ConfigError(f"--kg {store}: no such store directory (make one with `lccore kg import {store} FILE.ttl` or `lccore kg build`)")
+    return (engine or Engine()).create("kg_backend", "oxigraph", {"path": str(path), "access": "read-only"}, key="kg")
+
+
+def _sparql_error(exc: LccoreError) -> str:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "SPARQL update, not a query" in message:
+        return "query: SPARQL updates (INSERT, DELETE, LOAD, CLEAR, CREATE, DROP, ...) are refused; this endpoint runs read-only SELECT, ASK, CONSTRUCT and DESCRIBE queries"
+    return f"query: {message.replace(' (pass --allow-network)', '')}"
+
+
+def _kg_response(result: dict):
+    """SPARQL results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE): the kg plugin's own
+    formatting, the one `lccore kg query --json` prints (no kernel API serialises results yet)."""
+    from fastapi.responses import JSONResponse
+    from lccore_kg.results import jsonld, sparql_json
+
+    if result["type"] == "graph":
+        return JSONResponse(json.loads(jsonld(result["triples"])), media_type="application/ld+json")
+    return JSONResponse(sparql_json(result), media_type="application/sparql-results+json")
+
+
+def can_generate(predictor) -> bool:
+    """Whether the run's model writes text (``model.generate``): a generative LM or a seq2seq
+    model, possibly wrapped (``.module`` under data parallelism, ``.task_model`` with an LM aux loss)."""
+    model = predictor.model
+    for candidate in (model, getattr(model, "module", None), getattr(model, "task_model", None)):
+        check = getattr(candidate, "can_generate", None)
+        if callable(check) and check():
+            return True
+    return False
+
+
+def _event(kind: str | None, data: dict) -> str:
+    """One server-sent event (``data`` as one JSON line)."""
+    head = f"event: {kind}\n" if kind else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _option_error(exc: LccoreError) -> str:
+    """``options.x: ...`` for a generate option the reasoner refuses."""
+    message = str(exc)
+    for prefix in ("reasoner.generate.", "generate."):
+        if message.startswith(prefix):
+            return "options." + message[len(prefix):]
+    return message if message.startswith("options") else f"options: {message}"
+
+
+def _prompt_error(exc: LccoreError) -> str:
+    message = str(exc)
+    for prefix in ("prompt: ", "prompt"):  # the reasoner names the query 'prompt' when it streams
+        if message.startswith(prefix):
+            return message
+    if message.startswith(("reasoner.generate.", "generate.", "options")):
+        return _option_error(exc)
+    if message.startswith("input 1: "):
+        return "prompt: " + message[len("input 1: "):]
+    return f"prompt: {message}"
 
 
 def _unreadable(exc: LccoreError, index: int):
@@ -320,7 +557,7 @@ def _field(loc) -> str:
 
 def _describe(name: str, predictor) -> dict:
     config = predictor.config
-    return {"id": name, "task": config.task.name, "base_model": str(config.model), "run_dir": str(predictor.run_dir)}
+    return {"id": name, "task": config.task.name, "base_model": str(config.model), "run_dir": str(predictor.run_dir), "generates": can_generate(predictor)}
 
 
 def _version() -> str:
@@ -384,19 +621,29 @@ async def _reply(send, status: int, detail: str, headers=()) -> None:
 
 
 def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
-          precision: str = "fp32", device: str | None = None, graceful_s: float = 30.0, ethics_items: list = (), audit_log: str | None = None) -> None:
-    """Load ``run_dirs`` and serve them until SIGINT/SIGTERM; requests in flight are finished
-    (for at most ``graceful_s`` seconds) before the process exits."""
+          precision: str = "fp32", device: str | None = None, graceful_s: float = 30.0, ethics_items: list = (), audit_log: str | None = None,
+          kg: str | None = None) -> None:
+    """Load ``run_dirs`` (and open the ``kg`` store read-only) and serve them until SIGINT/SIGTERM;
+    requests in flight are finished (for at most ``graceful_s`` seconds) before the process exits."""
     import uvicorn
 
     from .predictor import load
 
+    if not run_dirs and kg is None:
+        raise ConfigError("serve: give at least one RUN_DIR, or a knowledge graph with --kg STORE")
     names = model_names(run_dirs)
-    predictors = {name: load(run_dir, precision=precision, device=device) for name, run_dir in names.items()}
-    app = create_app(predictors, api_key=api_key, limits=limits, ethics_items=ethics_items, audit_log=audit_log)
-    print(f"lccore serve: {', '.join(names)} on http://{host}:{port} (POST /v1/predict, docs at /docs)", flush=True)
+    store = open_kg(kg) if kg is not None else None
+    # Each run's guard: its own ethics: policies, then ethics_items, logging to audit_log.
+    predictors = {name: load(run_dir, precision=precision, device=device, ethics=list(ethics_items), audit_log=audit_log) for name, run_dir in names.items()}
+    app = create_app(predictors, api_key=api_key, limits=limits, kg=store)
+    served = ", ".join([*names, *([f"the knowledge graph {kg}"] if kg else [])])
+    print(f"lccore serve: {served} on http://{host}:{port} (docs at /docs)", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_s, lifespan="on")
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if store is not None:
+            store.close()
 
 
 PAGE = """<!doctype html>
@@ -416,12 +663,14 @@ label{margin-right:1rem}
 <p><label>Model <select id="model"></select></label>
 <label>API key <input id="key" type="password" placeholder="if the server needs one"></label></p>
 <textarea id="text" placeholder="Type a text"></textarea>
-<p><button id="predict">Predict</button><button id="explain">Explain</button>
-<label>Explainer <input id="explainer" value="integrated_gradients" size="20"></label></p>
+<p><button id="predict">Predict</button><button id="generate" hidden>Generate</button>
+<label>Explainer <input id="explainer" value="integrated_gradients" size="20" title="empty: no explanation"></label></p>
 <div id="words"></div>
+<p id="note"></p>
 <pre id="out"></pre>
 <script>
 const $ = (id) => document.getElementById(id);
+const generates = {};
 function headers() {
   const h = {"Content-Type": "application/json"};
   if ($("key").value) h["Authorization"] = "Bearer " + $("key").value;
@@ -454,6 +703,7 @@ function colour(record) {
   }
   box.append(record.text.slice(at));
 }
+function pickModel() { $("generate").hidden = !generates[$("model").value]; }
 async function loadModels() {
   try {
     const data = await call("GET", "/v1/models");
@@ -461,24 +711,58 @@ async function loadModels() {
     for (const m of data.models) {
       const o = document.createElement("option");
       o.value = m.id; o.textContent = m.id + " (" + m.task + ")";
+      generates[m.id] = m.generates;
       $("model").append(o);
     }
+    pickModel();
     show("");
   } catch (e) { show("models: " + e.message + " (enter the API key, then press Predict)", true); }
 }
+$("model").onchange = pickModel;
 $("predict").onclick = async () => {
-  $("words").textContent = "";
+  $("words").textContent = ""; $("note").textContent = "";
   try {
     if (!$("model").value) await loadModels();
-    const data = await call("POST", "/v1/predict", {model: $("model").value || null, inputs: [$("text").value]});
+    const model = $("model").value || null, text = $("text").value;
+    const data = await call("POST", "/v1/predict", {model, inputs: [text]});
     show(data.outputs[0]);
+    if (data.outputs[0].refused || !$("explainer").value) return;
+    try {
+      const explained = await call("POST", "/v1/explain", {model, inputs: [text], explainer: $("explainer").value});
+      if (explained.outputs.length) colour(explained.outputs[0]);
+      $("note").textContent = "Words coloured by attribution (" + $("explainer").value + "): green for, red against the prediction.";
+    } catch (e) { $("note").textContent = "explanation: " + e.message; }
   } catch (e) { show(e.message, true); }
 };
-$("explain").onclick = async () => {
+$("generate").onclick = async () => {
+  $("words").textContent = ""; $("note").textContent = ""; show("");
   try {
-    if (!$("model").value) await loadModels();
-    const data = await call("POST", "/v1/explain", {model: $("model").value || null, inputs: [$("text").value], explainer: $("explainer").value});
-    if (data.outputs.length) { colour(data.outputs[0]); show(data.outputs[0].prediction); } else show(data);
+    const response = await fetch("/v1/generate", {method: "POST", headers: headers(), body: JSON.stringify({model: $("model").value || null, prompt: $("text").value, stream: true})});
+    if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      throw new Error(response.status + ": " + (data.detail || response.statusText));
+    }
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "", text = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let kind = "message", data = "";
+        for (const line of block.split("\\n")) {
+          if (line.startsWith("event: ")) kind = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        const payload = JSON.parse(data);
+        if (kind === "message") { text += payload.text; show(text); }
+        else if (kind === "refusal") { show(payload, true); return; }
+        else if (kind === "error") { show(payload.detail, true); return; }
+      }
+    }
   } catch (e) { show(e.message, true); }
 };
 loadModels();

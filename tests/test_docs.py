@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -52,3 +53,38 @@ def test_plugin_guide_example_works(tmp_path, tiny_config):
     logged = [json.loads(line) for line in (run.output_dir / "steps.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged] == [row["step"] for row in run.metrics["train"]]
     assert run.config.optimizer.options["alpha"] == 0.9
+
+
+def test_cli_reference_is_generated_from_the_parser():
+    # A narrow terminal must not change the output: argparse wraps usage lines to $COLUMNS.
+    env = {**os.environ, "COLUMNS": "40"}
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "generate_cli_reference.py"), "--check"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_reference_covers_every_command_and_flag():
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("generate_cli_reference", ROOT / "docs" / "generate_cli_reference.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    parsers = [generator.build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        assert f"# `{parser.prog}`\n" in reference, parser.prog
+        section = reference.split(f"# `{parser.prog}`\n", 1)[1].split("\n#", 1)[0]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+            elif action.option_strings and not isinstance(action, argparse._HelpAction):
+                assert f"| `{action.option_strings[0]}`" in section, (parser.prog, action.option_strings)
+
+
+def test_architecture_names_every_kernel_module():
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([\w/]+(?:\.py)?)` \|", architecture, flags=re.M))
+    modules = {p.name for p in (ROOT / "lccore").glob("*.py")} | {p.name + "/" for p in (ROOT / "lccore").iterdir() if (p / "__init__.py").exists()}
+    assert modules <= listed, f"not in docs/architecture.md: {sorted(modules - listed)}"
+    assert set(lccore.COMPONENT_KINDS) <= listed  # the table of component kinds

@@ -274,3 +274,24 @@ def test_guard_stream_checks_each_sentence_and_stops_the_source_when_one_is_bloc
     assert consumed == []  # a blocked prompt is never answered
     assert "".join(guard.stream("hi", lambda p: iter(["No sentence end, ", "mail a@b.org"]))) == "No sentence end, mail <EMAIL>"
     assert "".join(ethics.Guard().stream("f*ck", lambda p: iter(["as ", "is"]))) == "as is"
+    closed.clear()
+    reader = guard.stream("hello", source)
+    assert next(reader) == "Write to <EMAIL> now. "
+    reader.close()  # the reader went away: the source is closed too
+    assert closed == [True]
+
+
+def test_guard_checks_every_text_of_an_object_query(engine):
+    guard = ethics.Guard(policies(engine, "pii", "toxicity"))
+    seen = []
+
+    def answer(query):
+        seen.append(query)
+        return {"text": "ok"}
+
+    chat = {"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "mail a@example.com"}]}
+    assert guard.answer(chat, answer) == {"text": "ok"}
+    assert seen[-1] == {"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "mail <EMAIL>"}]}
+    blocked = guard.answer({"messages": [{"role": "user", "content": "f*ck off"}]}, answer)
+    assert blocked["refused"] and blocked["stage"] == "input" and len(seen) == 1
+    assert list(guard.stream({"prompt": "sh1t"}, lambda q: iter(["never"]))) == [ethics.refusal("input", {"decision": "block", "reasons": ["toxicity: word list"]})]

@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 
 import lccore  # noqa: E402
 from lccore.serve import ServeLimits, create_app, model_names  # noqa: E402
+from test_generation import CONVERSATIONS, dialogue_run, gpt2_model  # noqa: E402,F401  (the tiny memorising chat run)
 
 TEXTS = ["a great film", "an awful plot", "the meal was lovely", "boring show", "it was dull", "superb acting"]
 
@@ -54,7 +55,7 @@ def test_healthz_models_openapi_and_page(client):
     models = client.get("/v1/models").json()["models"]
     assert [m["id"] for m in models] == ["tiny"] and models[0]["task"] == "text_classification"
     schema = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/explain", "/v1/models", "/healthz"} <= set(schema["paths"])
+    assert {"/v1/predict", "/v1/explain", "/v1/generate", "/v1/kg/query", "/v1/models", "/healthz"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "/v1/predict" in page.text
@@ -106,7 +107,8 @@ def test_api_key_guards_every_endpoint_but_healthz(predictor):
 
     with TestClient(create_app({"tiny": predictor}, api_key="s3cret")) as client:
         assert client.get("/healthz").status_code == 200
-        for method, path in [("GET", "/v1/models"), ("POST", "/v1/predict"), ("POST", "/v1/explain"), ("GET", "/openapi.json"), ("GET", "/docs")]:
+        paths = [("GET", "/v1/models"), ("POST", "/v1/predict"), ("POST", "/v1/explain"), ("POST", "/v1/generate"), ("POST", "/v1/kg/query"), ("GET", "/openapi.json"), ("GET", "/docs")]
+        for method, path in paths:
             assert client.request(method, path, json={"inputs": ["x"]}).status_code == 401, path
             wrong = client.request(method, path, json={"inputs": ["x"]}, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
@@ -227,11 +229,11 @@ def test_shutdown_finishes_the_request_in_flight(predictor, monkeypatch):
     assert not thread.is_alive()
 
 
-def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run):
+def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run, kg_store):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEST_SERVE_KEY": "k3y"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "lccore", "serve", str(trained_run.output_dir), "--port", str(port), "--api-key-env", "TEST_SERVE_KEY"],
+        [sys.executable, "-m", "lccore", "serve", str(trained_run.output_dir), "--port", str(port), "--api-key-env", "TEST_SERVE_KEY", "--kg", str(kg_store)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -249,6 +251,8 @@ def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run):
         assert http("POST", f"{base}/v1/predict", {"inputs": ["a great film"]})[0] == 401
         status, body = http("POST", f"{base}/v1/predict", {"inputs": ["a great film", "boring show"]}, key="k3y")
         assert status == 200 and len(body["outputs"]) == 2 and "label" in body["outputs"][0]
+        status, body = http("POST", f"{base}/v1/kg/query", {"query": f"SELECT ?n WHERE {{ <{EX}ada> <{EX}name> ?n }}"}, key="k3y")
+        assert status == 200 and body["results"]["bindings"] == [{"n": {"type": "literal", "value": "Ada"}}]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
     finally:
@@ -257,3 +261,260 @@ def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run):
             process.wait()
     output = process.stdout.read()
     assert "Application shutdown complete" in output and "Traceback" not in output, output
+
+
+# --- queue cap ------------------------------------------------------------------------------------
+
+
+def test_a_full_queue_is_503_with_retry_after(predictor, monkeypatch):
+    import threading
+
+    real = predictor.predict_examples
+    gate = threading.Event()
+    monkeypatch.setattr(predictor, "predict_examples", lambda *a, **k: (gate.wait(20), real(*a, **k))[1])
+    app = create_app({"tiny": predictor}, limits=ServeLimits(max_queue=3, max_wait_ms=0, max_inputs=8))
+    batcher = app.state.batchers["tiny"]
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+            held = asyncio.ensure_future(http.post("/v1/predict", json={"inputs": TEXTS[:2]}))
+            while batcher.pending < 2:  # the model is running the first request's batch
+                await asyncio.sleep(0.01)
+            fits = asyncio.ensure_future(http.post("/v1/predict", json={"inputs": TEXTS[2:3]}))
+            while batcher.pending < 3:
+                await asyncio.sleep(0.01)
+            full = await http.post("/v1/predict", json={"inputs": TEXTS[3:4]})
+            gate.set()
+            return full, await held, await fits
+
+    full, held, fits = asyncio.run(scenario())
+    assert full.status_code == 503 and full.headers["retry-after"] == "1"
+    assert "busy" in full.json()["detail"] and "at most 3" in full.json()["detail"]
+    assert held.status_code == 200 and fits.status_code == 200
+    assert held.json()["outputs"] == predictor.predict(TEXTS[:2])
+    assert batcher.pending == 0
+    batcher.close()
+    monkeypatch.undo()
+    # An idle run takes a request larger than the cap (it could never be served otherwise).
+    app = create_app({"tiny": predictor}, limits=ServeLimits(max_queue=2))
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        assert client.post("/v1/predict", json={"inputs": TEXTS[:4]}).status_code == 200
+
+
+# --- generation -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat(dialogue_run):
+    return lccore.load(dialogue_run.output_dir, device="cpu")
+
+
+def sse(text: str) -> list[tuple[str, dict]]:
+    """(event, data) pairs of a server-sent event stream; a plain `data:` event is 'message'."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields.get("event", "message"), json.loads(fields["data"])))
+    return events
+
+
+def test_generate_answers_and_streams_the_same_text(chat):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app({"chat": chat})) as client:
+        plain = client.post("/v1/generate", json={"prompt": "count to three"})
+        assert plain.status_code == 200, plain.text
+        output = plain.json()["output"]
+        assert output["text"] == "one two three." and output["finish_reason"] == "stop" and output["tokens"] > 0
+        history = client.post("/v1/generate", json={"prompt": {"messages": CONVERSATIONS[2][:3]}})
+        assert history.json()["output"]["text"] == "why did the chicken cross the road?"
+        assert client.get("/v1/models").json()["models"][0]["generates"] is True
+
+    async def streamed(body):
+        transport = httpx.ASGITransport(app=create_app({"chat": chat}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+            return await http.post("/v1/generate", json=body)
+
+    for prompt in ("count to three", "what is the capital of france?"):
+        response = asyncio.run(streamed({"prompt": prompt, "stream": True}))
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = sse(response.text)
+        assert events[-1] == ("done", {"model": "chat"}) and {kind for kind, _ in events[:-1]} == {"message"}
+        expected = chat.reasoner("generate").answer(prompt)["text"]
+        assert "".join(data["text"] for _, data in events[:-1]) == expected
+    cut = sse(asyncio.run(streamed({"prompt": "what is the capital of france?", "stream": True, "options": {"stop": ["capital"]}})).text)
+    assert "".join(d["text"] for k, d in cut if k == "message") == "paris is the "
+
+
+def test_generate_refuses_bad_options_prompts_and_runs_that_do_not_generate(chat, predictor):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app({"chat": chat, "tiny": predictor})) as client:
+        typo = client.post("/v1/generate", json={"model": "chat", "prompt": "hello", "options": {"max_new_token": 3}})
+        assert typo.status_code == 422 and typo.json()["detail"].startswith("options.max_new_token"), typo.text
+        low = client.post("/v1/generate", json={"model": "chat", "prompt": "hello", "options": {"max_new_tokens": 0}})
+        assert low.status_code == 422 and "max_new_tokens" in low.json()["detail"]
+        beam = client.post("/v1/generate", json={"model": "chat", "prompt": "hello", "options": {"strategy": "beam"}, "stream": True})
+        assert beam.status_code == 422 and "beam search cannot stream" in beam.json()["detail"]
+        unreadable = client.post("/v1/generate", json={"model": "chat", "prompt": {"messages": "hello"}})
+        assert unreadable.status_code == 422 and unreadable.json()["detail"].startswith("prompt"), unreadable.text
+        for odd in (None, 42, ["hello"], {"messages": []}, "   "):
+            refused = client.post("/v1/generate", json={"model": "chat", "prompt": odd})
+            assert refused.status_code == 422 and refused.json()["detail"].startswith("prompt"), (odd, refused.text)
+            streamed = client.post("/v1/generate", json={"model": "chat", "prompt": odd, "stream": True})
+            assert streamed.status_code == 422 and streamed.json()["detail"].startswith("prompt"), (odd, streamed.text)
+        missing = client.post("/v1/generate", json={"model": "chat"})
+        assert missing.status_code == 422 and missing.json()["field"] == "prompt"
+        classifier = client.post("/v1/generate", json={"model": "tiny", "prompt": "hello"})
+        assert classifier.status_code == 422 and "has no model that generates text" in classifier.json()["detail"]
+        for response in (typo, low, beam, unreadable, classifier):
+            assert "Traceback" not in response.text
+
+
+def test_generate_is_guarded_by_the_policies_streamed_or_not(chat, tmp_path):
+    from fastapi.testclient import TestClient
+
+    audit = tmp_path / "audit.jsonl"
+    app = create_app({"chat": chat}, ethics_items=[{"name": "blocklist", "terms": ["joke", "paris"]}], audit_log=audit)
+    assert not chat.guard  # the served copy is guarded; the caller's predictor is untouched
+    with TestClient(app) as client:
+        asked = client.post("/v1/generate", json={"prompt": "tell me a joke"}).json()["output"]
+        assert asked["refused"] is True and asked["stage"] == "input" and asked["reasons"]
+        answered = client.post("/v1/generate", json={"prompt": "what is the capital of france?"}).json()["output"]
+        assert answered["refused"] is True and answered["stage"] == "output"
+        fine = client.post("/v1/generate", json={"prompt": "count to three"}).json()["output"]
+        assert fine["text"] == "one two three."
+
+        async def streamed(prompt):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
+                return sse((await http.post("/v1/generate", json={"prompt": prompt, "stream": True})).text)
+
+        for prompt, stage in (("tell me a joke", "input"), ("what is the capital of france?", "output")):
+            events = asyncio.run(streamed(prompt))
+            assert events[-1][0] == "refusal" and events[-1][1]["stage"] == stage and events[-1][1]["decision"] == "block"
+            assert [kind for kind, _ in events] == ["refusal"]  # the blocked sentence was never sent
+    decisions = [json.loads(line)["decision"] for line in audit.read_text().splitlines()]
+    assert decisions.count("block") == 4
+    assert "tell me a joke" not in audit.read_text()  # hashes, never the text
+
+
+def test_a_client_that_leaves_a_stream_stops_the_generation(chat):
+    """Driven over raw ASGI: the client disconnects after the first piece; the model must stop."""
+    calls = []
+    hook = chat.model.register_forward_hook(lambda *args: calls.append(1))
+    options = {"strategy": "sample", "temperature": 50.0, "seed": 3, "max_new_tokens": 200}
+    app = create_app({"chat": chat})
+    body = json.dumps({"prompt": "hello", "options": options, "stream": True}).encode()
+
+    async def leave_after_first_piece():
+        first, sent, asked = asyncio.Event(), [], []
+
+        async def receive():
+            if not asked:
+                asked.append(1)
+                return {"type": "http.request", "body": body, "more_body": False}
+            await first.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            if message["type"] == "http.response.body" and message.get("body"):
+                first.set()
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/v1/generate",
+                 "raw_path": b"/v1/generate", "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 5000), "server": ("serve", 80)}
+        await app(scope, receive, send)
+        await app.state.batchers["chat"].run(lambda: None)  # the model thread is free: the stream has ended
+        return sent
+
+    try:
+        full = chat.reasoner("generate", **options).answer("hello")
+        assert full["tokens"] == 200, full  # sampling this hot never ends on its own within 200 tokens
+        calls.clear()
+        sent = asyncio.run(leave_after_first_piece())
+    finally:
+        hook.remove()
+        app.state.batchers["chat"].close()
+    assert sent[0]["status"] == 200 and b"data: " in sent[1]["body"]
+    assert 0 < len(calls) < 100, len(calls)
+
+
+# --- knowledge graph ----------------------------------------------------------------------------------
+
+EX = "http://example.org/"
+
+
+@pytest.fixture(scope="module")
+def kg_store(tmp_path_factory):
+    """An Oxigraph store directory, as `lccore kg import` leaves it: two people and 200 numbered things."""
+    lccore_kg = pytest.importorskip("lccore_kg")
+    folder = tmp_path_factory.mktemp("kg")
+    data = folder / "people.ttl"
+    things = "".join(f"ex:t{i} ex:n {i} .\n" for i in range(200))
+    data.write_text(f'@prefix ex: <{EX}> .\nex:ada ex:knows ex:alan .\nex:ada ex:name "Ada" .\nex:alan ex:name "Alan" .\n{things}', encoding="utf-8")
+    with lccore_kg.open_store(folder / "store") as store:
+        store.load(data)
+    return folder / "store"
+
+
+def test_kg_query_answers_sparql_json_and_refuses_updates(kg_store):
+    from fastapi.testclient import TestClient
+
+    from lccore.serve import open_kg
+
+    store = open_kg(kg_store)
+    try:
+        with TestClient(create_app({}, kg=store)) as client:
+            assert client.get("/healthz").json() == {"status": "ok", "models": [], "kg": True}
+            select = client.post("/v1/kg/query", json={"query": f"SELECT ?name WHERE {{ <{EX}ada> <{EX}knows> ?who . ?who <{EX}name> ?name }}"})
+            assert select.status_code == 200, select.text
+            assert select.json() == {"head": {"vars": ["name"]}, "results": {"bindings": [{"name": {"type": "literal", "value": "Alan"}}]}}
+            ask = client.post("/v1/kg/query", json={"query": f"ASK {{ <{EX}alan> <{EX}knows> <{EX}ada> }}"})
+            assert ask.json() == {"head": {}, "boolean": False}
+            graph = client.post("/v1/kg/query", json={"query": f"CONSTRUCT {{ ?s <{EX}name> ?o }} WHERE {{ ?s <{EX}name> ?o }}"})
+            assert graph.status_code == 200 and graph.headers["content-type"].startswith("application/ld+json")
+            assert len(graph.json()) == 2
+            for update in (f"INSERT DATA {{ <{EX}a> <{EX}b> <{EX}c> }}", "CLEAR ALL", f"DELETE WHERE {{ ?s <{EX}name> ?o }}", "LOAD <http://example.org/x.ttl>"):
+                refused = client.post("/v1/kg/query", json={"query": update})
+                assert refused.status_code == 400 and "updates" in refused.json()["detail"] and "SELECT, ASK" in refused.json()["detail"], update
+            remote = client.post("/v1/kg/query", json={"query": "SELECT * WHERE { SERVICE <http://example.org/sparql> { ?s ?p ?o } }"})
+            assert remote.status_code == 400 and "SERVICE" in remote.json()["detail"] and "--allow-network" not in remote.json()["detail"]
+            malformed = client.post("/v1/kg/query", json={"query": "SELECT ?s WHERE { ?s ?p "})
+            detail = malformed.json()["detail"]
+            assert malformed.status_code == 400 and detail.startswith("query: SPARQL syntax error") and "\n" not in detail
+            assert client.post("/v1/kg/query", json={}).json()["field"] == "query"
+            assert client.post("/v1/predict", json={"inputs": ["x"]}).status_code == 404  # no runs here
+            count = client.post("/v1/kg/query", json={"query": "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"})
+            assert count.json()["results"]["bindings"][0]["n"]["value"] == "203"  # nothing was written
+        with TestClient(create_app({}, kg=store, limits=ServeLimits(timeout_s=0.3))) as client:
+            product = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # 203³ rows: about 2 s
+            slow = client.post("/v1/kg/query", json={"query": product})
+            assert slow.status_code == 504 and "0.3 s" in slow.json()["detail"]
+    finally:
+        store.close()
+
+
+def test_kg_query_without_a_store_is_404(client):
+    response = client.post("/v1/kg/query", json={"query": "ASK { ?s ?p ?o }"})
+    assert response.status_code == 404 and "--kg STORE" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give at least one RUN_DIR, or a knowledge graph with --kg STORE"),
+        (["--kg", "no/such/store"], "--kg no/such/store: no such store directory"),
+        (["--kg", ".", "--max-queue", "0"], "--max-queue must be at least 1"),
+    ],
+)
+def test_serve_command_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    from lccore.cli import main
+
+    assert main(["serve", *argv]) != 0
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -162,3 +162,74 @@ def ner_run(ner_config, tmp_path_factory):
     import lccore
 
     return lccore.train(ner_config, tmp_path_factory.mktemp("ner-run") / "run", progress=False)
+
+
+# --- a tiny GPT-2 and a dialogue run that memorises its replies (generation, serve tests) ----------
+
+END = "<|endoftext|>"
+CONVERSATIONS = [
+    [{"role": "user", "content": "what is the capital of france?"}, {"role": "assistant", "content": "paris is the capital of france."}],
+    [
+        {"role": "system", "content": "you answer briefly."},
+        {"role": "user", "content": "what colour is the sky?"},
+        {"role": "assistant", "content": "blue."},
+    ],
+    [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi there, how can i help?"},
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": "why did the chicken cross the road?"},
+    ],
+    [{"role": "user", "content": "count to three"}, {"role": "assistant", "content": "one two three."}],
+]
+STORY = ["the cat sat on the mat and looked at the road.", "a dog ran to the house to see the cat."]
+
+
+def byte_level_bpe(texts, specials, vocab_size, add_prefix_space=False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def gpt2_model(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide GPT-2 with a byte-level BPE vocabulary learnt from the test texts."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from lccore_generation.dialogue import default_render
+
+    texts = [default_render([(m["role"], m["content"]) for m in c], END, False) for c in CONVERSATIONS] + STORY
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=byte_level_bpe(texts, [END], 600), bos_token=END, eos_token=END, unk_token=END, pad_token=END,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def dialogue_run(gpt2_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dialogue")
+    data = write_jsonl(folder / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS * 8])
+    config = {
+        "model": gpt2_model,
+        "task": {"name": "dialogue", "train": str(data), "test": str(data)},
+        "optimizer": {"lr": 5e-3},
+        "train": {"epochs": 40, "batch_size": 8, "max_length": 64, "seed": 0},
+    }
+    import lccore
+
+    return lccore.train(config, folder / "run", progress=False)

@@ -21,7 +21,7 @@ httpx = pytest.importorskip("httpx")
 
 import lccore  # noqa: E402
 from lccore.serve import ServeLimits, create_app, model_names  # noqa: E402
-from test_generation import CONVERSATIONS, dialogue_run, gpt2_model  # noqa: E402,F401  (the tiny memorising chat run)
+from conftest import CONVERSATIONS  # noqa: E402
 
 TEXTS = ["a great film", "an awful plot", "the meal was lovely", "boring show", "it was dull", "superb acting"]
 

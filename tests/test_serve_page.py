@@ -16,7 +16,6 @@ import urllib.request
 
 import pytest
 
-from test_generation import dialogue_run, gpt2_model  # noqa: F401  (the tiny memorising chat run)
 from test_serve import free_port
 
 CHROMIUM = os.environ.get("LCCORE_TEST_CHROMIUM", "/usr/bin/chromium")

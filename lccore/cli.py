@@ -113,7 +113,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     new_plugin = commands.add_parser("new-plugin", help="scaffold a plugin distribution (pyproject.toml, package, kit test, README)")
     new_plugin.add_argument("name", help="the component's name, e.g. keyword_classifier (the package is lccore_NAME)")
     new_plugin.add_argument("--output", default=".", help="folder to write lccore-NAME/ into (default: the current folder)")
-    new_plugin.add_argument("--kind", default="task", choices=["task"], help="what the plugin registers (default: task)")
+    new_plugin.add_argument("--kind", default="task", choices=["task", "head", "explainer", "ethics_policy"], help="what the plugin registers (default: task)")
     new_plugin.set_defaults(command=cmd_new_plugin)
 
     generate = commands.add_parser("generate", help="generate text with a run's model: a reply, a summary, a translation or a continuation")
@@ -166,15 +166,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     check.add_argument("--stage", choices=["training_data", "input", "output"], default="input", help="the stage the texts are checked at (default input)")
     check.set_defaults(command=cmd_ethics_check)
 
-    audit = commands.add_parser("audit", help="counterfactual bias audit of a text classification run: swap identity terms, measure flips")
-    audit.add_argument("run_dir")
-    audit.add_argument("--data", required=True, help="JSONL of texts (strings or objects the task reads), or '-' for stdin")
-    audit.add_argument("--terms", metavar="FILE", help="YAML/JSON identity-term groups {group: {class: [terms]}} added to the bundled ones")
-    audit.add_argument("--top", type=int, default=5, metavar="N", help="worst examples kept per group (default 5)")
-    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
-    audit.set_defaults(command=cmd_audit)
-
-    # Plugins add their own commands (the kg plugin: `lccore kg …`).
+    # Plugins add their own commands (the kg plugins: `lccore kg …`; the ethics plugin: `lccore audit`).
     engine = engine or Engine()
     engine.add_commands(Commands(commands))
     parser.set_defaults(engine=engine)
@@ -527,26 +519,6 @@ def cmd_ethics_check(args) -> int:
         Path(args.output).write_text(lines, encoding="utf-8")
     counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
     print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
-    return 0
-
-
-def cmd_audit(args) -> int:
-    from lccore_ethics.audit import audit, load_terms, render
-
-    from .errors import DataError
-
-    groups = load_terms(args.terms)  # a bad term file fails before the model loads
-    _quiet_transformers()
-    from .predictor import load, read_prediction_inputs
-
-    predictor = load(args.run_dir)
-    texts = []
-    for where, value in read_prediction_inputs(args.data):
-        texts.append(value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None))
-        if not isinstance(texts[-1], str):
-            raise DataError(f"{where}: expected a string or an object with a text")
-    report = audit(predictor, texts, groups, top=args.top)
-    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     return 0
 
 

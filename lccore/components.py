@@ -179,8 +179,42 @@ class KGBackend:
         """Export every triple (format from the extension)."""
         raise NotImplementedError
 
+    def results_json(self, result: dict):
+        """A :meth:`query` result as JSON data: SPARQL 1.1 Query Results JSON for ``select`` and
+        ``ask``, expanded JSON-LD (a list of node objects) for ``graph``. What ``lccore serve``
+        answers at ``/v1/kg/query``; a store may override it with its own serialiser."""
+        if result["type"] == "ask":
+            return {"head": {}, "boolean": result["value"]}
+        if result["type"] == "select":
+            bindings = [{name: _sparql_term(term) for name, term in row.items()} for row in result["rows"]]
+            return {"head": {"vars": result["vars"]}, "results": {"bindings": bindings}}
+        import json
+
+        from rdflib import Graph
+
+        graph = Graph()
+        for triple in result["triples"]:
+            graph.add(triple)
+        return json.loads(graph.serialize(format="json-ld"))
+
     def __len__(self) -> int:
         raise NotImplementedError
 
     def close(self) -> None:
         """Flush and release the store."""
+
+
+def _sparql_term(term) -> dict:
+    """One rdflib term as a SPARQL 1.1 JSON results binding."""
+    from rdflib import BNode, URIRef
+
+    if isinstance(term, URIRef):
+        return {"type": "uri", "value": str(term)}
+    if isinstance(term, BNode):
+        return {"type": "bnode", "value": str(term)}
+    out = {"type": "literal", "value": str(term)}
+    if term.language:
+        out["xml:lang"] = term.language
+    elif term.datatype is not None:
+        out["datatype"] = str(term.datatype)
+    return out

@@ -446,7 +446,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             result = await timed(asyncio.to_thread(kg.query, body.query))
         except LccoreError as exc:
             raise HTTPException(400, detail=_sparql_error(exc)) from None
-        return _kg_response(result)
+        return _kg_response(kg, result)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -487,15 +487,13 @@ def _sparql_error(exc: LccoreError) -> str:
     return f"query: {message.replace(' (pass --allow-network)', '')}"
 
 
-def _kg_response(result: dict):
-    """SPARQL results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE): the kg plugin's own
-    formatting, the one `lccore kg query --json` prints (no kernel API serialises results yet)."""
+def _kg_response(store, result: dict):
+    """SPARQL results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE), as the store
+    serialises them (:meth:`lccore.KGBackend.results_json`)."""
     from fastapi.responses import JSONResponse
-    from lccore_kg.results import jsonld, sparql_json
 
-    if result["type"] == "graph":
-        return JSONResponse(json.loads(jsonld(result["triples"])), media_type="application/ld+json")
-    return JSONResponse(sparql_json(result), media_type="application/sparql-results+json")
+    media_type = "application/ld+json" if result["type"] == "graph" else "application/sparql-results+json"
+    return JSONResponse(store.results_json(result), media_type=media_type)
 
 
 def can_generate(predictor) -> bool:

@@ -526,3 +526,23 @@ def test_oxigraph_bulk_loads_a_large_file(engine, tmp_path, monkeypatch):
         assert store.load(data) == SAMPLE_TRIPLES
         assert store.load(data) == SAMPLE_TRIPLES and len(store) == SAMPLE_TRIPLES + 2  # the blank node (2 triples) is new each time
         assert store.lookup("carol")[0]["types"] == [str(PERSON)]
+
+
+def test_results_json_is_standard_sparql_json_and_json_ld_from_kernel_and_stores():
+    from rdflib import BNode
+
+    kernel = lccore.KGBackend()  # the contract's own serialiser (rdflib): what any store inherits
+    select = {"type": "select", "vars": ["s", "n"], "rows": [
+        {"s": URIRef(EX + "a"), "n": Literal("Ada", lang="en")},
+        {"s": BNode("b1"), "n": Literal("3", datatype=URIRef("http://www.w3.org/2001/XMLSchema#integer"))},
+    ]}
+    assert kernel.results_json(select) == {"head": {"vars": ["s", "n"]}, "results": {"bindings": [
+        {"s": {"type": "uri", "value": EX + "a"}, "n": {"type": "literal", "value": "Ada", "xml:lang": "en"}},
+        {"s": {"type": "bnode", "value": "b1"}, "n": {"type": "literal", "value": "3", "datatype": "http://www.w3.org/2001/XMLSchema#integer"}},
+    ]}}
+    assert kernel.results_json({"type": "ask", "value": True}) == {"head": {}, "boolean": True}
+    graph = {"type": "graph", "triples": [(URIRef(EX + "a"), URIRef(EX + "name"), Literal("Ada"))]}
+    assert kernel.results_json(graph) == [{"@id": EX + "a", EX + "name": [{"@value": "Ada"}]}]
+    with lccore_kg.open_store("memory") as store:  # the kg plugin's stores: Oxigraph's serialiser, the same data
+        assert store.results_json(select) == kernel.results_json(select)
+        assert Graph().parse(data=json.dumps(store.results_json(graph)), format="json-ld").isomorphic(Graph().parse(data=json.dumps(kernel.results_json(graph)), format="json-ld"))

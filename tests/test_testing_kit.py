@@ -1,5 +1,6 @@
-"""lccore.testing: the conformance kit passes every first-party plugin, catches a broken one,
-passes a freshly scaffolded plugin, and checks an example third-party distribution once installed."""
+"""lccore.testing: the conformance kit passes every first-party plugin with none of its tasks or
+heads skipped (each on the tiny model it needs), catches a broken one, passes a freshly scaffolded
+plugin of every kind, and checks an example third-party distribution once installed."""
 
 from __future__ import annotations
 
@@ -21,11 +22,32 @@ FIRST_PARTY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["e
 SLOW = {"explainer:shap": "SHAP's partition explainer takes seconds per text; the explain tests cover it"}
 
 
+#: Components that need a model other than the encoder: the kit must pick the right tiny one.
+ARCHITECTURE = {
+    ("task", "clm"): "decoder", ("task", "dialogue"): "decoder", ("task", "summarization"): "decoder",
+    ("task", "translation"): "decoder", ("head", "causal_lm"): "decoder", ("head", "generative_lm"): "decoder",
+    ("head", "seq2seq_lm"): "encoder_decoder",
+}
+
+
 @pytest.mark.parametrize("name", sorted(FIRST_PARTY))
-def test_first_party_plugin_passes_the_kit(name, tiny_model):
+def test_first_party_plugin_passes_the_kit_with_no_task_or_head_skipped(name, tiny_model):
     report = check_plugin(FIRST_PARTY[name], model=tiny_model, skip=SLOW)
     assert report.passed, str(report)
     assert not report.failures
+    # Every task writes example data and every head finds a task and a tiny model: none is skipped.
+    assert not [c for c in report.skipped if c.kind in ("task", "head")], str(report)
+    engine = lccore.Engine(entry_points=False, plugins=[FIRST_PARTY[name]], use_env=False)
+    passed = {(c.kind, c.name, c.check): c.reason for c in report.passed}
+    for task in engine.names("task"):
+        outcome = passed.get(("task", task, "encode/collate/decode/metrics round-trip"))
+        assert outcome is not None, str(report)
+        assert outcome.endswith(f"(tiny {ARCHITECTURE.get(('task', task), 'encoder')})"), outcome
+    for head in engine.names("head"):
+        assert ("head", head, "trains one step") in passed, str(report)
+        assert ("head", head, "saves and reloads with equal outputs") in passed, str(report)
+        where = passed[("head", head, "builds from the tiny model")]
+        assert where.endswith(f"on the tiny {ARCHITECTURE.get(('head', head), 'encoder')}"), where
 
 
 def test_kit_reports_what_it_ran(tiny_model):
@@ -34,6 +56,15 @@ def test_kit_reports_what_it_ran(tiny_model):
     assert checks[("task", "text_classification", "encode/collate/decode/metrics round-trip")] == "pass"
     assert checks[("head", "sequence_classifier", "saves and reloads with equal outputs")] == "pass"
     assert "0 failed" in str(report).splitlines()[0]
+
+
+def test_kit_takes_models_by_architecture_and_refuses_an_unknown_one(tiny_model):
+    report = check_plugin("lccore_language_modeling", model={"encoder": tiny_model}, skip=["head"])
+    checks = {(c.name, c.check): c.reason for c in report.passed}
+    assert checks[("mlm", "encode/collate/decode/metrics round-trip")].endswith("(tiny encoder)")
+    assert checks[("clm", "encode/collate/decode/metrics round-trip")].endswith("(tiny decoder)")  # built by the kit
+    with pytest.raises(ValueError, match="unknown architecture"):
+        check_plugin("lccore_language_modeling", model={"decoder_only": tiny_model})
 
 
 def broken_plugin() -> types.ModuleType:
@@ -78,22 +109,64 @@ def test_kit_fails_a_plugin_that_does_not_load():
         check_plugin(module)
 
 
-def test_new_plugin_scaffold_passes_the_kit(tmp_path, tiny_model, monkeypatch, capsys):
+#: Per scaffolded kind: the plugin's name and the checks its component must pass.
+SCAFFOLDED = {
+    "task": ("keyword_classifier", ["encode/collate/decode/metrics round-trip"]),
+    "head": ("mean_pooled", ["builds from the tiny model", "trains one step", "saves and reloads with equal outputs"]),
+    "explainer": ("occlusion", ["one attribution per word"]),
+    "ethics_policy": ("digit_runs", ["valid decisions at every stage"]),
+}
+
+
+def test_every_scaffold_kind_is_tested_and_offered_by_the_cli():
+    from lccore.cli import build_parser
+    from lccore.scaffold import KINDS
+
+    assert set(SCAFFOLDED) == set(KINDS)
+    for kind in KINDS:
+        assert build_parser().parse_args(["new-plugin", "x", "--kind", kind]).kind == kind
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["new-plugin", "x", "--kind", "optimizer"])
+
+
+@pytest.mark.parametrize("kind", sorted(SCAFFOLDED))
+def test_new_plugin_scaffold_passes_the_kit(kind, tmp_path, tiny_model, monkeypatch, capsys):
+    import importlib.util
+
     from lccore.cli import main
 
-    assert main(["new-plugin", "keyword_classifier", "--output", str(tmp_path)]) == 0
-    root = tmp_path / "lccore-keyword-classifier"
+    name, checks = SCAFFOLDED[kind]
+    assert main(["new-plugin", name, "--kind", kind, "--output", str(tmp_path)]) == 0
+    root = tmp_path / f"lccore-{name.replace('_', '-')}"
     assert str(root) in capsys.readouterr().out
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    assert pyproject["project"]["entry-points"]["lccore"] == {"keyword_classifier": "lccore_keyword_classifier"}
+    assert pyproject["project"]["entry-points"]["lccore"] == {name: f"lccore_{name}"}
     assert (root / "tests" / "test_plugin.py").exists() and (root / "README.md").exists()
     monkeypatch.syspath_prepend(str(root))
-    import lccore_keyword_classifier
+    module = importlib.import_module(f"lccore_{name}")
 
-    report = check_plugin(lccore_keyword_classifier, model=tiny_model)
-    assert {(c.kind, c.name) for c in report.passed} >= {("task", "keyword_classifier")}
-    assert not report.skipped
-    assert main(["new-plugin", "keyword_classifier", "--output", str(tmp_path)]) == 2  # a config error: never over an existing one
+    # A head no task uses by default is checked with the task its scaffolded test names.
+    report = check_plugin(module, model=tiny_model, head_tasks={name: "text_classification"} if kind == "head" else None)
+    passed = {(c.kind, c.name, c.check) for c in report.passed}
+    assert {(kind, name, check) for check in checks} <= passed, str(report)
+    assert not report.skipped and not report.failures, str(report)
+
+    # The scaffold's own tests pass as written (run here, in this interpreter, without installing it).
+    spec = importlib.util.spec_from_file_location(f"scaffold_test_{name}", root / "tests" / "test_plugin.py")
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    tests = [getattr(generated, attribute) for attribute in dir(generated) if attribute.startswith("test_")]
+    assert tests
+    for test in tests:
+        test()
+    assert main(["new-plugin", name, "--kind", kind, "--output", str(tmp_path)]) == 2  # a config error: never over an existing one
+
+
+def test_new_plugin_refuses_an_unknown_kind(tmp_path):
+    from lccore.scaffold import new_plugin
+
+    with pytest.raises(lccore.ConfigError, match="kinds: task, head, explainer, ethics_policy"):
+        new_plugin("anything", tmp_path, kind="optimizer")
 
 
 def test_example_distribution_installs_and_passes_the_kit(tmp_path):

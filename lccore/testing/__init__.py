@@ -6,10 +6,15 @@
         check_plugin("lccore_my_plugin")   # a module, its name, or a distribution / entry-point name
 
 :func:`check_plugin` loads the plugin on its own engine and runs every component it registers
-through the contract of its kind on a tiny model the kit builds itself (a 2-layer, 32-wide BERT
-with a word vocabulary, no download): a task reads the sample data its
-:meth:`~lccore.components.Task.example_data` writes and round-trips encode / collate / forward /
-decode / gather / metrics; a head builds, trains one step, saves and reloads with equal outputs;
+through the contract of its kind on tiny models the kit builds itself (2 layers, 32 wide, a word
+vocabulary, no download): a BERT encoder, a GPT-2 decoder and a T5 encoder-decoder. A task or head
+runs on the first of them it accepts: one it refuses with :class:`lccore.ConfigError` (a causal LM
+needs an end-of-text token, a seq2seq head an encoder-decoder) is passed over, and so is the BERT
+when the head makes it generate (an encoder given a causal-LM head is no decoder). A task reads the
+sample data its :meth:`~lccore.components.Task.example_data` writes and round-trips encode /
+collate / forward / decode / gather / metrics; a head builds (with the task ``head_tasks`` names,
+else one that uses it by default, else a task of its own plugin), trains one step, saves and
+reloads with equal outputs;
 an optimiser steps; an explainer returns one attribution per word; an ethics policy returns valid
 decisions; a KG backend adds, queries and looks up; a reasoner has ``answer``. It returns a
 :class:`Report` and raises :class:`AssertionError` listing every failed check.
@@ -37,7 +42,7 @@ from ..errors import ConfigError
 from ..hookspecs import COMPONENT_KINDS
 from ..plugins import ENTRY_POINT_GROUP, Engine
 
-__all__ = ["Check", "Report", "build_tiny_model", "check_plugin", "TINY_VOCABULARY"]
+__all__ = ["ARCHITECTURES", "Check", "Report", "build_tiny_model", "check_plugin", "TINY_VOCABULARY"]
 
 #: The words of the tiny model's vocabulary (besides the special tokens): enough for the sample
 #: data of the first-party tasks; any other word becomes ``[UNK]``, which the checks allow.
@@ -46,28 +51,61 @@ TINY_VOCABULARY = (
     "the film was a plot and acting really quite book meal it very show "
     "alice bob carol dave erin paris london rome new york bos ##ton "
     "lives in visited met works at today with from went to . , where does live who ? nobody knows anything "
-    "@ # * ^ per loc born heard of"
+    "@ # * ^ per loc born heard of "
+    "le un livre etait super ennuyeux vit bon"
 ).split()
+
+#: The tiny models' architectures, in the order a component is tried on them.
+ARCHITECTURES = ("encoder", "decoder", "encoder_decoder")
 
 ETHICS_DECISIONS = ("allow", "flag", "redact", "block")
 ETHICS_STAGES = ("training_data", "input", "output")
 
 
-def build_tiny_model(directory, words: Iterable[str] = TINY_VOCABULARY, *, seed: int = 0) -> str:
-    """A 2-layer, 32-wide BERT (masked-LM head) with a word-level vocabulary of ``words``, saved in
-    Hugging Face format under ``directory``; returns the path. Deterministic for a given seed."""
-    import torch
-    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+def build_tiny_model(directory, words: Iterable[str] = TINY_VOCABULARY, *, seed: int = 0, architecture: str = "encoder") -> str:
+    """A 2-layer, 32-wide model with a word-level vocabulary of ``words``, saved in Hugging Face
+    format under ``directory``; returns the path. Deterministic for a given seed.
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words))
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
+    ``architecture``: ``encoder``, a BERT with its masked-LM head; ``decoder``, a GPT-2 (causal
+    LM); ``encoder_decoder``, a T5. The decoder's and encoder-decoder's tokenizer ends a text with
+    ``[SEP]``, its end-of-text token, and gives the model only ``input_ids`` and ``attention_mask``."""
+    import torch
+    from transformers import BertTokenizerFast
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture '{architecture}' is not one of {', '.join(ARCHITECTURES)}")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words) - {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
+    ids = {token: i for i, token in enumerate(vocab)}
+    if architecture == "encoder":
+        from transformers import BertConfig, BertForMaskedLM
+
+        tokenizer = BertTokenizerFast(vocab=ids, do_lower_case=True)
+        config = BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=128,
+        )
+        model_class = BertForMaskedLM
+    else:
+        tokenizer = BertTokenizerFast(
+            vocab=ids, do_lower_case=True, bos_token="[CLS]", eos_token="[SEP]", model_input_names=["input_ids", "attention_mask"]
+        )
+        special = {"pad_token_id": ids["[PAD]"], "eos_token_id": ids["[SEP]"]}
+        if architecture == "decoder":
+            from transformers import GPT2Config, GPT2LMHeadModel
+
+            config = GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=ids["[CLS]"], **special)
+            model_class = GPT2LMHeadModel
+        else:
+            from transformers import T5Config, T5ForConditionalGeneration
+
+            config = T5Config(
+                vocab_size=len(vocab), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, feed_forward_proj="relu",
+                decoder_start_token_id=ids["[PAD]"], **special,
+            )
+            model_class = T5ForConditionalGeneration
     torch.manual_seed(seed)
     Path(directory).mkdir(parents=True, exist_ok=True)
-    BertForMaskedLM(config).save_pretrained(directory)
+    model_class(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
 
@@ -124,18 +162,25 @@ class _Skip(Exception):
 def check_plugin(
     plugin: Any,
     *,
-    model: str | None = None,
+    model: str | dict[str, str] | None = None,
     skip: dict[str, str] | Iterable[str] = (),
     options: dict[str, dict] | None = None,
+    head_tasks: dict[str, str] | None = None,
     raise_on_failure: bool = True,
 ) -> Report:
     """Run every component ``plugin`` registers through the contract of its kind.
 
     ``plugin`` is a plugin object or module, an importable module name, or the name of an
-    installed distribution or ``lccore`` entry point. ``model`` is a model directory for the
-    checks (default: the kit's tiny BERT, built in a temporary folder). ``skip`` names components
+    installed distribution or ``lccore`` entry point. ``model`` is the encoder model directory for
+    the checks, or a dict of model directories by architecture (``encoder``, ``decoder``,
+    ``encoder_decoder``); any not given is the kit's tiny one of that architecture, built in a
+    temporary folder when a check first needs it. ``skip`` names components
     not to check, as ``"kind:name"`` (or ``"kind"`` for a whole kind), optionally mapped to a
     reason. ``options`` gives a component's options, keyed the same way (``"kg_backend:mine"``).
+    ``head_tasks`` names the task to check a head with, by head name (``{"my_head":
+    "text_classification"}``); by default a head is checked with a task that uses it as its
+    ``default_head``, else with a task of its own plugin whose default head builds on the same
+    tiny model.
 
     Returns the :class:`Report`; raises :class:`AssertionError` listing the failures unless
     ``raise_on_failure`` is false.
@@ -148,7 +193,7 @@ def check_plugin(
         status = "pass" if info.status == "loaded" else "fail"
         report.checks.append(Check("plugin", info.name, "loads and registers", status, info.reason or ""))
     with tempfile.TemporaryDirectory(prefix="lccore-check-") as tmp, _quiet_transformers():
-        context = _Context(engine, Path(tmp), model, options or {})
+        context = _Context(engine, Path(tmp), model, options or {}, head_tasks or {})
         for kind in COMPONENT_KINDS:
             for name in engine.names(kind):
                 reason = skip.get(f"{kind}:{name}", skip.get(kind))
@@ -213,25 +258,40 @@ def _normalise(name: str) -> str:
 
 
 class _Context:
-    def __init__(self, engine: Engine, tmp: Path, model: str | None, options: dict):
+    def __init__(self, engine: Engine, tmp: Path, model: str | dict | None, options: dict, head_tasks: dict):
         self.engine = engine
         self.tmp = tmp
-        self._model = model
+        given = model if isinstance(model, dict) else {} if model is None else {"encoder": model}
+        unknown = sorted(set(given) - set(ARCHITECTURES))
+        if unknown:
+            raise ValueError(f"model: unknown architecture(s) {', '.join(unknown)}; use {', '.join(ARCHITECTURES)}")
+        self._models = {key: str(value) for key, value in given.items()}
+        self._tokenizers: dict[str, Any] = {}
         self._options = options
+        self.head_tasks = head_tasks
         self._full_engine = None
         self._counter = 0
 
+    def model_of(self, architecture: str) -> str:
+        if architecture not in self._models:
+            self._models[architecture] = build_tiny_model(self.tmp / f"tiny-{architecture}", architecture=architecture)
+        return self._models[architecture]
+
+    def tokenizer_of(self, path: str):
+        if path not in self._tokenizers:
+            from transformers import AutoTokenizer
+
+            self._tokenizers[path] = AutoTokenizer.from_pretrained(path)
+        return self._tokenizers[path]
+
     @property
     def model(self) -> str:
-        if self._model is None:
-            self._model = build_tiny_model(self.tmp / "tiny-model")
-        return self._model
+        """The encoder (the tiny BERT unless the caller gave one)."""
+        return self.model_of("encoder")
 
     @property
     def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.model)
+        return self.tokenizer_of(self.model)
 
     @property
     def full_engine(self) -> Engine:
@@ -342,38 +402,67 @@ def _check_task(context: _Context, name: str, record) -> None:
         return
 
     def round_trip():
-        import torch
-
         engine = context.engine if task.default_head in context.engine.names("head") else context.full_engine
-        head = context.create("head", task.default_head, engine)
-        model = head.build(context.model, state["spec"]).eval()
-        tokenizer = context.tokenizer
-        sample = examples[:4]
-        features = task.encode(sample, tokenizer, 32)
-        assert isinstance(features, list) and all(isinstance(f, dict) for f in features), "encode must return a list of dicts"
-        assert len(features) >= len(sample), f"encode gave {len(features)} features for {len(sample)} examples"
-        assert all("input_ids" in f for f in features), "a feature has no 'input_ids'"
+        refusals = []
+        for architecture, _, _, model, tokenizer in _tiny_models(context, task.default_head, engine, state["spec"], refusals):
+            fresh = context.create("task", name)  # as a saved run is loaded: restored from head_spec()
+            fresh.restore(state["spec"])
+            try:
+                outcome = _round_trip(fresh, model.eval(), tokenizer, examples[:4])
+            except ConfigError as exc:
+                refusals.append(f"{architecture}: {exc}")
+                continue
+            return f"{outcome} (tiny {architecture})"
+        raise AssertionError(f"task with head '{task.default_head}' refused every tiny model: {'; '.join(refusals)}")
+
+    record("encode/collate/decode/metrics round-trip", round_trip)
+
+
+def _tiny_models(context: _Context, head_name: str, engine: Engine, spec: dict, refusals: list[str]):
+    """``(architecture, path, head, model, tokenizer)`` for each tiny model the head builds on, in
+    the order of :data:`ARCHITECTURES` (a fresh head each); a refusal (ConfigError) is noted in
+    ``refusals`` and passed over."""
+    for architecture in ARCHITECTURES:
+        path = context.model_of(architecture)
+        head = context.create("head", head_name, engine)
+        try:
+            model = head.build(path, spec)
+        except ConfigError as exc:
+            refusals.append(f"{architecture}: {exc}")
+            continue
+        if architecture == "encoder" and callable(getattr(model, "can_generate", None)) and model.can_generate():
+            refusals.append("encoder: the head makes it generate (an encoder is no decoder)")
+            continue
+        yield architecture, path, head, model, context.tokenizer_of(path)
+
+
+def _round_trip(task, model, tokenizer, sample) -> str:
+    import torch
+
+    features = task.encode(sample, tokenizer, 32)
+    assert isinstance(features, list) and all(isinstance(f, dict) for f in features), "encode must return a list of dicts"
+    # Fewer features than examples is allowed: a language-modelling task packs texts into blocks.
+    assert features, f"encode gave no features for {len(sample)} examples"
+    assert all("input_ids" in f for f in features), "a feature has no 'input_ids'"
+    with torch.inference_mode():  # as evaluation collates and runs a batch
         batch = task.collate(features, tokenizer)
         assert isinstance(batch.get("input_ids"), torch.Tensor), "collate must return a dict with an 'input_ids' tensor"
         assert batch["input_ids"].shape[0] == len(features), "collate's batch size differs from the number of features"
-        with torch.inference_mode():
-            outputs = task.forward(model, batch)
-        records = task.decode(outputs, batch, features)
-        assert isinstance(records, list) and len(records) == len(features), (
-            f"decode returned {len(records) if isinstance(records, list) else type(records).__name__} records for {len(features)} features"
-        )
-        json.dumps(records)
-        gathered = task.gather(records, features)
-        assert len(gathered) == len(sample), f"gather returned {len(gathered)} records for {len(sample)} examples"
-        metrics = task.metrics(gathered, sample)
-        assert isinstance(metrics, dict), "metrics must return a dict"
-        missing = [m for m in task.metric_names if m not in metrics]
-        assert not missing, f"metrics lacks {', '.join(missing)} (declared in metric_names)"
-        bad = [k for k, v in _flatten(metrics) if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v)]
-        assert not bad, f"metrics values must be numbers: {', '.join(bad)}"
-        return f"{len(records)} records, {task.metric}={metrics[task.metric]:.3g}"
-
-    record("encode/collate/decode/metrics round-trip", round_trip)
+        outputs = task.forward(model, batch)
+    records = task.decode(outputs, batch, features)
+    assert isinstance(records, list) and len(records) == len(features), (
+        f"decode returned {len(records) if isinstance(records, list) else type(records).__name__} records for {len(features)} features"
+    )
+    json.dumps(records)
+    gathered = task.gather(records, features)
+    assert len(gathered) == len(sample), f"gather returned {len(gathered)} records for {len(sample)} examples"
+    metrics = task.metrics(gathered, sample)
+    assert isinstance(metrics, dict), "metrics must return a dict"
+    missing = [m for m in task.metric_names if m not in metrics]
+    assert not missing, f"metrics lacks {', '.join(missing)} (declared in metric_names)"
+    bad = [k for k, v in _flatten(metrics) if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v)]
+    assert not bad, f"metrics values must be numbers: {', '.join(bad)}"
+    return f"{len(records)} records, {task.metric}={metrics[task.metric]:.3g}"
 
 
 def _flatten(metrics: dict, prefix: str = ""):
@@ -384,19 +473,67 @@ def _flatten(metrics: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def _task_for_head(context: _Context, head_name: str):
-    """A task that uses this head by default, from the checked plugin first, and its engine."""
-    for engine in (context.engine, context.full_engine):
-        for task_name in engine.names("task"):
-            try:
-                task = context.create("task", task_name, engine)
-            except Exception:
+def _head_subject(context: _Context, head_name: str) -> dict:
+    """What the head check trains: the task ``head_tasks`` names for it, else a task that uses the
+    head by default (from the checked plugin first), else a task of the checked plugin whose own
+    default head builds on the same tiny model; that model, built by the head, and a training
+    batch of the task's example data."""
+    import torch
+
+    candidates = []  # (task name, its engine, whether the head must work with it)
+    if head_name in context.head_tasks:
+        task_name = context.head_tasks[head_name]
+        engine = next((e for e in (context.engine, context.full_engine) if task_name in e.names("task")), None)
+        if engine is None:
+            raise AssertionError(f"head_tasks names task '{task_name}', which is not installed")
+        candidates.append((task_name, engine, True))
+    else:
+        seen = set()
+        for engine in (context.engine, context.full_engine):
+            for task_name in engine.names("task"):
+                if task_name in seen:
+                    continue
+                seen.add(task_name)
+                try:
+                    task = context.create("task", task_name, engine)
+                except Exception:
+                    continue
+                if task.default_head == head_name:
+                    candidates.append((task_name, engine, True))
+    if not candidates:  # a head no task defaults to: the tasks of its own plugin
+        candidates = [(task_name, context.engine, False) for task_name in context.engine.names("task")]
+    refusals: list[str] = []
+    for task_name, engine, by_default in candidates:
+        try:
+            task, examples, _ = context.task_with_data(task_name, engine)
+        except _Skip:
+            continue
+        spec = task.head_spec()
+        tried: list[str] = []
+        for architecture, path, head, model, tokenizer in _tiny_models(context, head_name, context.engine, spec, tried):
+            if not by_default and not _default_head_builds_on(context, task, spec, architecture):
+                tried.append(f"{architecture}: the task's own head '{task.default_head}' does not build on it")
                 continue
-            example_data = getattr(task, "example_data", None)
-            if task.default_head == head_name and example_data is not None:
-                if example_data(context.directory(f"probe-{task_name}")):
-                    return task_name, engine
-    raise _Skip("no installed task with example_data uses it as its default_head")
+            fresh = context.create("task", task_name, engine)
+            fresh.restore(spec)
+            torch.manual_seed(0)  # a masking collator draws at random
+            try:
+                batch = fresh.collate(fresh.encode(examples[:4], tokenizer, 32), tokenizer)
+            except ConfigError as exc:
+                tried.append(f"{architecture}: {exc}")
+                continue
+            return {"task_name": task_name, "head": head, "model": model, "tokenizer": tokenizer, "batch": batch, "architecture": architecture}
+        if by_default:
+            raise AssertionError(f"with task '{task_name}' it refused every tiny model: {'; '.join(tried)}")
+        refusals.append(f"task '{task_name}': {'; '.join(tried)}")
+    if not refusals:
+        raise _Skip("no installed task with example_data uses it as its default_head, and no task of its plugin has example_data")
+    raise _Skip(f"no task uses it as its default_head, and no task of its plugin works with it ({' | '.join(refusals)})")
+
+
+def _default_head_builds_on(context: _Context, task, spec: dict, architecture: str) -> bool:
+    engine = context.engine if task.default_head in context.engine.names("head") else context.full_engine
+    return any(found == architecture for found, *_ in _tiny_models(context, task.default_head, engine, spec, []))
 
 
 def _check_head(context: _Context, name: str, record) -> None:
@@ -405,19 +542,15 @@ def _check_head(context: _Context, name: str, record) -> None:
     state: dict = {}
 
     def builds():
-        task_name, engine = _task_for_head(context, name)
-        task, examples, _ = context.task_with_data(task_name, engine)
-        head = context.create("head", name)
-        model = head.build(context.model, task.head_spec())
+        subject = _head_subject(context, name)
+        model = subject["model"]
         assert isinstance(model, torch.nn.Module), f"build returned {type(model).__name__}, not a torch.nn.Module"
-        state.update(task=task, examples=examples, head=head, model=model)
-        return f"for task '{task_name}'"
+        state.update(subject)
+        return f"for task '{subject['task_name']}' on the tiny {subject['architecture']}"
 
     if not record("builds from the tiny model", builds):
         return
-    task, head, model = state["task"], state["head"], state["model"]
-    tokenizer = context.tokenizer
-    batch = task.collate(task.encode(state["examples"][:4], tokenizer, 32), tokenizer)
+    head, model, tokenizer, batch = state["head"], state["model"], state["tokenizer"], state["batch"]
 
     def trains():
         torch.manual_seed(0)
@@ -442,7 +575,9 @@ def _check_head(context: _Context, name: str, record) -> None:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         loaded = head.load(directory).eval()
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        # An encoder-decoder's decoder reads the labels (shifted right); other models do without them.
+        keep_labels = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+        inputs = {k: v for k, v in batch.items() if k != "labels" or keep_labels}
         with torch.inference_mode():
             first, second = model(**inputs), loaded(**inputs)
         a, b = _first_tensor(first), _first_tensor(second)

@@ -217,3 +217,30 @@ class ExtractiveQATask(lccore.Task):
             "exact_match": 100.0 * sum(best_over_golds(exact_match, p["answer"], g) for p, g in zip(predictions, golds)) / len(examples),
             "f1": 100.0 * sum(best_over_golds(f1, p["answer"], g) for p, g in zip(predictions, golds)) / len(examples),
         }
+
+    def example_data(self, directory):
+        # SQuAD v2.0 JSON: answers with character offsets, and one question without an answer.
+        import itertools
+        from pathlib import Path
+
+        ids = itertools.count()
+
+        def paragraph(context, questions):
+            qas = []
+            for question, answer in questions:
+                qa = {"id": f"q{next(ids)}", "question": question}
+                qa.update({"answers": [{"text": answer, "answer_start": context.index(answer)}]} if answer else {"answers": [], "is_impossible": True})
+                qas.append(qa)
+            return {"context": context, "qas": qas}
+
+        train = [
+            paragraph("alice lives in paris . bob works at london .", [("where does alice live ?", "paris"), ("who works at london ?", "bob")]),
+            paragraph("carol visited rome with dave today .", [("who visited rome ?", "carol"), ("where does erin live ?", None)]),
+        ]
+        dev = [paragraph("erin lives in new york .", [("where does erin live ?", "new york"), ("who lives in new york ?", "erin")])]
+        paths = {}
+        for split, paragraphs in (("train", train), ("dev", dev)):
+            path = Path(directory) / f"{split}.json"
+            path.write_text(json.dumps({"version": "v2.0", "data": [{"title": split, "paragraphs": paragraphs}]}, indent=1), encoding="utf-8")
+            paths[split] = path
+        return paths

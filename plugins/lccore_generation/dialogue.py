@@ -242,6 +242,28 @@ class DialogueTask(lccore.Task):
         mean = nll / tokens if tokens else float("nan")
         return {"perplexity": math.exp(mean) if tokens else float("nan"), "nll": mean}
 
+    def example_data(self, directory):
+        # JSONL conversations: a system message, a two-turn exchange, and single exchanges.
+        import json
+        from pathlib import Path
+
+        def conversation(*turns):
+            return {self.options.messages_field: [{"role": role, "content": content} for role, content in turns]}
+
+        train = [
+            conversation(("user", "where does alice live ?"), ("assistant", "alice lives in paris .")),
+            conversation(("system", "very good show"), ("user", "who works at london ?"), ("assistant", "bob works at london .")),
+            conversation(("user", "where does bob live ?"), ("assistant", "nobody knows ."), ("user", "who knows ?"), ("assistant", "carol knows .")),
+            conversation(("user", "was the film good ?"), ("assistant", "the film was great .")),
+        ]
+        dev = [conversation(("user", "where does erin live ?"), ("assistant", "erin lives in rome ."))]
+        paths = {}
+        for split, rows in (("train", train), ("dev", dev)):
+            path = Path(directory) / f"{split}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            paths[split] = path
+        return paths
+
 
 def _perplexity(nll: float, tokens: int) -> float | None:
     return round(math.exp(nll / tokens), 4) if tokens else None

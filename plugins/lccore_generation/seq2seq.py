@@ -152,6 +152,34 @@ class Seq2SeqTask(lccore.Task):
         references = [e.target for e in examples]
         return rouge(hypotheses, references) if self.kind == "summarization" else bleu(hypotheses, references)
 
+    def example_data(self, directory):
+        # JSONL {source, target} pairs: a long text and its first clause (summarization), or a
+        # sentence and its word-by-word French (translation).
+        import json
+        from pathlib import Path
+
+        if self.kind == "summarization":
+            pairs = [
+                ("alice lives in paris and works at london with bob , who went to rome today .", "alice lives in paris ."),
+                ("the film was great , the acting really lovely and the plot quite wonderful .", "the film was great ."),
+                ("bob visited new york with carol , and dave met erin in paris today .", "bob visited new york ."),
+                ("the meal was awful , the show boring and the book very dull .", "the meal was awful ."),
+            ]
+        else:
+            pairs = [
+                ("the film was great .", "le film etait super ."),
+                ("the book was boring .", "le livre etait ennuyeux ."),
+                ("alice lives in paris .", "alice vit a paris ."),
+                ("a good film .", "un bon film ."),
+            ]
+        source, target = self.options.source_field, self.options.target_field
+        paths = {}
+        for split, rows in (("train", pairs), ("dev", pairs[::-1])):
+            path = Path(directory) / f"{split}.jsonl"
+            path.write_text("".join(json.dumps({source: s, target: t}) + "\n" for s, t in rows), encoding="utf-8")
+            paths[split] = path
+        return paths
+
 
 def rouge(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 (0-1)."""

@@ -185,3 +185,23 @@ class LanguageModelingTask(lccore.Task):
         tokens = sum(p["tokens"] for p in predictions)
         mean = nll / tokens if tokens else float("nan")
         return {"perplexity": math.exp(mean) if tokens else float("nan"), "nll": mean}
+
+    def example_data(self, directory):
+        # Plain text, one text per line. Texts of a dozen words, so that a batch of four holds
+        # enough tokens for masked LM to select some at mlm_probability.
+        from pathlib import Path
+
+        texts = [
+            "alice lives in paris and the film was really quite great , very good .",
+            "bob visited new york today and the show was a wonderful , lovely show .",
+            "carol works at rome with dave and the book was very dull and boring .",
+            "erin went to london from paris and the meal was awful , the plot dreadful .",
+            "where does alice live ? nobody knows anything , it was a superb plot .",
+            "dave heard of a brilliant book and a horrible film in london today .",
+        ]
+        paths = {}
+        for split, lines in (("train", texts), ("dev", texts[::-1])):
+            path = Path(directory) / f"{split}.txt"
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            paths[split] = path
+        return paths

@@ -213,6 +213,23 @@ class NERTask(lccore.Task):
         }
         return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]), "per_type": per_type}
 
+    def example_data(self, directory):
+        # CoNLL, one "token tag" per line and a blank line between sentences: the format every
+        # NER corpus ships in. Two entity types, a two-word entity (I- tag) and a sentence without one.
+        sentences = [
+            [("alice", "B-PER"), ("lives", "O"), ("in", "O"), ("paris", "B-LOC"), (".", "O")],
+            [("bob", "B-PER"), ("visited", "O"), ("new", "B-LOC"), ("york", "I-LOC"), ("today", "O")],
+            [("carol", "B-PER"), ("works", "O"), ("at", "O"), ("rome", "B-LOC"), ("with", "O"), ("dave", "B-PER")],
+            [("nobody", "O"), ("knows", "O"), ("anything", "O"), (".", "O")],
+            [("erin", "B-PER"), ("went", "O"), ("to", "O"), ("london", "B-LOC")],
+        ]
+        paths = {}
+        for split, rows in (("train", sentences), ("dev", sentences[::-1])):
+            path = Path(directory) / f"{split}.conll"
+            path.write_text("\n".join("".join(f"{token} {tag}\n" for token, tag in sentence) for sentence in rows), encoding="utf-8")
+            paths[split] = path
+        return paths
+
 
 def continuation(tag: str) -> str:
     """The tag of a word's later sub-tokens: inside the same entity (B-X -> I-X, S-X -> I-X)."""

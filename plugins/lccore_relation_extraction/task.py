@@ -165,3 +165,34 @@ class RelationExtractionTask(lccore.Task):
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         accuracy = sum(g == p for g, p in zip(gold, guessed)) / len(gold)
         return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}
+
+    def example_data(self, directory):
+        # JSONL rows with typed character spans; one pair in no relation (task.no_relation).
+        import json
+        from pathlib import Path
+
+        def row(text, head, head_type, tail, tail_type, relation):
+            spans = {}
+            for key, word, kind in (("head", head, head_type), ("tail", tail, tail_type)):
+                start = text.index(word)
+                spans[key] = {"start": start, "end": start + len(word), "type": kind}
+            return {"text": text, **spans, "relation": relation}
+
+        none = self.options.no_relation
+        train = [
+            row("alice lives in paris .", "alice", "per", "paris", "loc", "lives_in"),
+            row("bob was born in rome .", "bob", "per", "rome", "loc", "born_in"),
+            row("carol met dave in london today .", "carol", "per", "dave", "per", none),
+            row("in new york erin lives with bob .", "erin", "per", "new york", "loc", "lives_in"),
+            row("dave was born in paris .", "dave", "per", "paris", "loc", "born_in"),
+        ]
+        dev = [
+            row("erin lives in london .", "erin", "per", "london", "loc", "lives_in"),
+            row("alice met bob in rome .", "alice", "per", "bob", "per", none),
+        ]
+        paths = {}
+        for split, rows in (("train", train), ("dev", dev)):
+            path = Path(directory) / f"{split}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            paths[split] = path
+        return paths

@@ -351,3 +351,15 @@ def test_dialogue_refuses_an_encoder_decoder(t5_model):
     head = lccore.Engine().create("head", "generative_lm")
     with pytest.raises(lccore.ConfigError, match="is an encoder-decoder; this task fine-tunes a decoder-only"):
         head.build(t5_model, dialogue_task().head_spec())
+    with pytest.raises(lccore.ConfigError, match="seq2seq_lm builds an encoder-decoder model; this task needs a decoder-only one"):
+        lccore.Engine().create("head", "seq2seq_lm").build(t5_model, dialogue_task().head_spec())
+
+
+def test_decoder_only_targets_need_an_end_of_text_token(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)  # a BERT vocabulary: padding, but no end-of-text token
+    task = lccore.Engine().create("task", "summarization", {})
+    example = task.parse_input({"source": "the cat sat on the mat", "target": "a cat"}, "row 1")
+    with pytest.raises(lccore.ConfigError, match="has none"):
+        task.encode([example], tokenizer, 32)

@@ -49,6 +49,8 @@ class Seq2SeqLMHead(GenerativeLMHead):
     """An encoder-decoder's LM head only (T5, BART, ...)."""
 
     def _load(self, source, spec):
+        if spec.get("decoder_only"):
+            raise lccore.ConfigError("head.name: seq2seq_lm builds an encoder-decoder model; this task needs a decoder-only one (use generative_lm)")
         if not model_is_encoder_decoder(source):
             raise lccore.ConfigError(f"head.name: seq2seq_lm needs an encoder-decoder model; '{source}' is decoder-only (use generative_lm)")
         self.encoder_decoder = True

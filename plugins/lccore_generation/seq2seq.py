@@ -97,6 +97,8 @@ class Seq2SeqTask(lccore.Task):
     def encode(self, examples, tokenizer, max_length):
         ensure_pad_token(tokenizer)
         self._tokenizer = tokenizer
+        if tokenizer.eos_token_id is None and not self.is_encoder_decoder(tokenizer) and any(e.target is not None for e in examples):
+            raise lccore.ConfigError("model: a decoder-only model learns to end each target with the end-of-text token, and this tokenizer has none (set its eos_token)")
         features = []
         for example in examples:
             if example.target is None or self.is_encoder_decoder(tokenizer):

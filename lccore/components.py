@@ -183,11 +183,8 @@ class KGBackend:
         """A :meth:`query` result as JSON data: SPARQL 1.1 Query Results JSON for ``select`` and
         ``ask``, expanded JSON-LD (a list of node objects) for ``graph``. What ``lccore serve``
         answers at ``/v1/kg/query``; a store may override it with its own serialiser."""
-        if result["type"] == "ask":
-            return {"head": {}, "boolean": result["value"]}
-        if result["type"] == "select":
-            bindings = [{name: _sparql_term(term) for name, term in row.items()} for row in result["rows"]]
-            return {"head": {"vars": result["vars"]}, "results": {"bindings": bindings}}
+        if result["type"] != "graph":
+            return sparql_results_json(result)
         import json
 
         from rdflib import Graph
@@ -202,6 +199,14 @@ class KGBackend:
 
     def close(self) -> None:
         """Flush and release the store."""
+
+
+def sparql_results_json(result: dict) -> dict:
+    """SPARQL 1.1 Query Results JSON for a ``select`` or ``ask`` result of :meth:`KGBackend.query`."""
+    if result["type"] == "ask":
+        return {"head": {}, "boolean": result["value"]}
+    bindings = [{name: _sparql_term(term) for name, term in row.items()} for row in result["rows"]]
+    return {"head": {"vars": result["vars"]}, "results": {"bindings": bindings}}
 
 
 def _sparql_term(term) -> dict:

@@ -167,9 +167,9 @@ class StoreBase(lccore.KGBackend):
         """As the kernel's, with Oxigraph's JSON-LD serialiser: what `lccore kg query --json` prints."""
         import json
 
-        from .results import jsonld, sparql_json
+        from .results import jsonld
 
-        return json.loads(jsonld(result["triples"])) if result["type"] == "graph" else sparql_json(result)
+        return json.loads(jsonld(result["triples"])) if result["type"] == "graph" else super().results_json(result)
 
     def __enter__(self):
         return self

@@ -59,7 +59,9 @@ def run_import(args) -> int:
 
 def run_query(args) -> int:
     from . import infer_rdfs, open_store
-    from .results import jsonld, query_prefixes, sparql_json, table
+    from lccore.components import sparql_results_json
+
+    from .results import jsonld, query_prefixes, table
     from .safety import check_query, check_update
 
     sparql = sys.stdin.read() if args.sparql == "-" else args.sparql
@@ -82,7 +84,7 @@ def run_query(args) -> int:
     elif result["type"] == "graph":
         print(jsonld(result["triples"]))
     else:
-        print(json.dumps(sparql_json(result), indent=2, ensure_ascii=False))
+        print(json.dumps(sparql_results_json(result), indent=2, ensure_ascii=False))
     return 0
 
 

@@ -1,11 +1,11 @@
-"""Query results as text: aligned tables, SPARQL 1.1 results JSON, JSON-LD."""
+"""Query results as text: aligned tables and JSON-LD (SPARQL results JSON is the kernel's:
+:func:`lccore.components.sparql_results_json`)."""
 
 from __future__ import annotations
 
 import re
 
 import pyoxigraph as ox
-from rdflib import BNode, URIRef
 
 from .terms import PREFIXES, ox_triple, short
 
@@ -28,27 +28,6 @@ def table(result: dict, prefixes: dict[str, str] | None = None) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *rows]]
     return "\n".join(lines)
-
-
-def _binding(term) -> dict:
-    if isinstance(term, URIRef):
-        return {"type": "uri", "value": str(term)}
-    if isinstance(term, BNode):
-        return {"type": "bnode", "value": str(term)}
-    out = {"type": "literal", "value": str(term)}
-    if term.language:
-        out["xml:lang"] = term.language
-    elif term.datatype is not None:
-        out["datatype"] = str(term.datatype)
-    return out
-
-
-def sparql_json(result: dict) -> dict:
-    """SPARQL 1.1 Query Results JSON for a SELECT or ASK result."""
-    if result["type"] == "ask":
-        return {"head": {}, "boolean": result["value"]}
-    bindings = [{name: _binding(term) for name, term in row.items()} for row in result["rows"]]
-    return {"head": {"vars": result["vars"]}, "results": {"bindings": bindings}}
 
 
 def jsonld(triples) -> str:

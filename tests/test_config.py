@@ -32,7 +32,7 @@ def test_model_and_task_are_enough_and_defaults_are_filled_in():
         ({"model": "m", "task": "text_classification", "train": {"epoch": 2}}, "train.epoch: unknown key (did you mean 'epochs'?)"),
         ({"model": "m", "task": "text_classification", "train": {"epochs": "three"}}, "train.epochs: expected an integer, got 'three'"),
         ({"model": "m", "task": "text_classification", "train": {"epochs": 0}}, "train.epochs: must be at least 1, got 0"),
-        ({"model": "m", "task": "text_classification", "train": {"mixed_precision": "bf61"}}, "train.mixed_precision: expected one of no, bf16, fp16, got 'bf61' (did you mean 'bf16'?)"),
+        ({"model": "m", "task": "text_classification", "train": {"mixed_precision": "bf61"}}, "train.mixed_precision: expected one of no, bf16, fp16, auto, got 'bf61' (did you mean 'bf16'?)"),
         ({"model": "m", "task": "text_classification", "optimizr": {}}, "optimizr: unknown key (did you mean 'optimizer'?)"),
         ({"model": "m", "task": "text_classification", "train": {"early_stopping": {"patience": 1.5}}}, "train.early_stopping.patience: expected an integer, got 1.5"),
         ({"model": "m", "task": "text_classification", "train": [1]}, "train: expected a mapping, got a list"),

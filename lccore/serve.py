@@ -566,7 +566,8 @@ def _version() -> str:
 
 class GuardMiddleware:
     """Pure ASGI, in front of everything: the bearer key (401) and the body-size limit (413), so
-    that neither an unauthenticated nor an oversized request reaches a route or the JSON parser."""
+    that neither an unauthenticated nor an oversized request reaches a route or the JSON parser.
+    A body sent without a content type, or as a form (what ``curl -d`` does), is read as JSON."""
 
     def __init__(self, app, *, api_key: str | None, max_body_bytes: int):
         self.app = app
@@ -600,6 +601,10 @@ class GuardMiddleware:
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
                 return await _reply(send, 413, too_big)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("", "application/x-www-form-urlencoded"):
+            # Every endpoint takes JSON: `curl -d '{...}'` sends it labelled as a form; read it as JSON.
+            scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"] + [(b"content-type", b"application/json")]}
         replayed = False
 
         async def replay():

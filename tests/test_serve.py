@@ -253,6 +253,11 @@ def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run, kg
         assert status == 200 and len(body["outputs"]) == 2 and "label" in body["outputs"][0]
         status, body = http("POST", f"{base}/v1/kg/query", {"query": f"SELECT ?n WHERE {{ <{EX}ada> <{EX}name> ?n }}"}, key="k3y")
         assert status == 200 and body["results"]["bindings"] == [{"n": {"type": "literal", "value": "Ada"}}]
+        # As the README's `curl -d '{...}'` sends it: JSON labelled as a form.
+        as_curl = urllib.request.Request(f"{base}/v1/predict", data=b'{"inputs": ["a great film"]}', method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Authorization": "Bearer k3y"})
+        with urllib.request.urlopen(as_curl, timeout=30) as response:
+            assert response.status == 200 and len(json.loads(response.read())["outputs"]) == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
     finally:

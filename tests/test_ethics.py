@@ -197,7 +197,7 @@ def test_unredactable_examples_are_dropped_not_trained_on(engine):
 
 def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp_path, capsys):
     data = tmp_path / "texts.jsonl"
-    data.write_text("".join(json.dumps(t) + "\n" for t in ["he said it was great", {"text": "James found it dull"}, "the German film was superb", "plain text"]))
+    data.write_text("".join(json.dumps(t) + "\n" for t in ["he said it was great", {"text": "James found it dull"}, "the German film was superb", "plain <i>text</i>"]))
     terms = tmp_path / "terms.yaml"
     terms.write_text(yaml.safe_dump({"pets": {"cats": ["cat"], "dogs": ["dog"]}}))
     assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--terms", str(terms), "--json"]) == 0
@@ -212,6 +212,14 @@ def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp
         assert group["flip_rate"] is None or 0.0 <= group["flip_rate"] <= 1.0
         assert all(abs(row["score_shift"]) <= 1.0 for row in group["worst"])
     assert report["invariance"]["tests"] == 1 + 1 + 11
+    page = tmp_path / "audit.html"
+    assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--terms", str(terms), "--html", str(page)]) == 0
+    html = page.read_text()
+    assert "report written to" in capsys.readouterr().out
+    assert all(f"<td>{group}</td>" in html for group in report["groups"])
+    assert "<mark>he</mark> said it was great" in html and "<mark>she</mark> said it was great" in html
+    assert "plain <i>" not in html  # the data's text never becomes markup
+    assert f"{report['invariance']['tests'] - report['invariance']['failures']} of {report['invariance']['tests']} counterfactuals" in html
     assert main(["audit", str(trained_run.output_dir), "--data", str(data)]) == 0
     assert "invariance:" in capsys.readouterr().out
 

@@ -132,3 +132,61 @@ def render(report: dict) -> str:
         for row in group["worst"][:3]:
             lines.append(f"  {name}: {row['label']} -> {row['counterfactual_label']} ({row['score_shift']:+.4f}): {json.dumps(row['counterfactual'], ensure_ascii=False)}")
     return "\n".join(lines)
+
+
+def render_html(report: dict) -> str:
+    """The report as one self-contained HTML page: per group the flip rate (as a bar), the mean
+    score shift and the shift per target class, then the worst counterfactuals with the swapped
+    words marked. Every text from the data is escaped."""
+    from html import escape
+
+    def number(value, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    def marked(text: str, other: str) -> str:
+        """``text`` escaped, with the words that differ from ``other`` (the swapped terms) marked."""
+        import difflib
+
+        words, others = re.split(r"(\s+)", text), re.split(r"(\s+)", other)
+        out = []
+        for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, words, others, autojunk=False).get_opcodes():
+            chunk = escape("".join(words[i1:i2]))
+            out.append(chunk if tag == "equal" or not chunk.strip() else f"<mark>{chunk}</mark>")
+        return "".join(out)
+
+    invariance = report["invariance"]
+    rows = []
+    for name, group in report["groups"].items():
+        rate = group["flip_rate"]
+        bar = f'<span class="bar" style="width:{100 * rate:.0f}px"></span>' if rate is not None else ""
+        classes = ", ".join(f"{escape(t)}: {number(c['flip_rate'], 2)} flips, {c['mean_signed_shift']:+.3f}" for t, c in group["by_class"].items())
+        rows.append(f"<tr><td>{escape(name)}</td><td>{group['texts_with_terms']}</td><td>{group['counterfactuals']}</td>"
+                    f"<td>{bar} {number(rate)}</td><td>{number(group['mean_score_shift'])}</td><td>{classes}</td></tr>")
+    examples = []
+    for name, group in report["groups"].items():
+        for row in group["worst"]:
+            flipped = ' class="flip"' if row["label"] != row["counterfactual_label"] else ""
+            examples.append(f"<tr{flipped}><td>{escape(name)}</td><td>{marked(row['text'], row['counterfactual'])}</td><td>{escape(row['label'])}</td>"
+                            f"<td>{marked(row['counterfactual'], row['text'])}</td><td>{escape(row['counterfactual_label'])}</td><td>{row['score_shift']:+.4f}</td></tr>")
+    passed = invariance["tests"] - invariance["failures"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lccore bias audit</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+.bar {{ display: inline-block; height: 10px; background: #c0392b; }} tr.flip td {{ background: #fdecea; }} mark {{ background: #fff3b0; }}
+</style></head><body>
+<h1>Bias audit</h1>
+<p>{report['examples']} texts; {passed} of {invariance['tests']} counterfactuals keep their label (invariance pass rate {number(invariance['pass_rate'])}).
+Labels: {escape(", ".join(report['labels']))}.</p>
+<h2>Per group</h2>
+<table><tr><th>group</th><th>texts with terms</th><th>counterfactuals</th><th>flip rate</th><th>mean |score shift|</th><th>per target class: flip rate, mean signed shift</th></tr>
+{chr(10).join(rows)}
+</table>
+<h2>Worst counterfactuals</h2>
+<p>The identity term swapped is <mark>marked</mark>; rows whose label flipped are red. The score shift is the change of the original label's probability.</p>
+<table><tr><th>group</th><th>text</th><th>label</th><th>counterfactual</th><th>label</th><th>score shift</th></tr>
+{chr(10).join(examples)}
+</table>
+</body></html>
+"""

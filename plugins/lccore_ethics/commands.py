@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lccore
 
@@ -14,6 +15,7 @@ def add_commands(commands) -> None:
     audit.add_argument("--terms", metavar="FILE", help="YAML/JSON identity-term groups {group: {class: [terms]}} added to the bundled ones")
     audit.add_argument("--top", type=int, default=5, metavar="N", help="worst examples kept per group (default 5)")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
+    audit.add_argument("--html", metavar="FILE", help="also write the report as an HTML page (groups, flip-rate bars, the worst counterfactuals)")
     audit.set_defaults(command=run_audit)
 
 
@@ -22,7 +24,7 @@ def run_audit(args) -> int:
 
     from lccore.predictor import read_prediction_inputs
 
-    from .audit import audit, load_terms, render
+    from .audit import audit, load_terms, render, render_html
 
     groups = load_terms(args.terms)  # a bad term file fails before the model loads
     transformers.logging.set_verbosity_error()
@@ -35,4 +37,8 @@ def run_audit(args) -> int:
             raise lccore.DataError(f"{where}: expected a string or an object with a text")
     report = audit(predictor, texts, groups, top=args.top)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
+    if args.html:
+        Path(args.html).write_text(render_html(report), encoding="utf-8")
+        if not args.json:
+            print(f"report written to {args.html}")
     return 0

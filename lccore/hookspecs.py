@@ -20,8 +20,10 @@ attrs class: the config keys of that component's section (beyond the kernel's ow
 against it and the instance is passed to the factory. A name registered by two plugins is an
 error naming both, raised when the name is used (disable one of the plugins to resolve it).
 
-**Lifecycle hooks** — notifications during training. Every plugin's implementation is called, in
-registration order; return values are ignored. An observer that raises is reported as a warning
+**Lifecycle hooks** — notifications during training. Every plugin's implementation is called,
+in pluggy's order: those marked ``@lccore.hookimpl(tryfirst=True)`` first, ``trylast=True``
+last, the others the most recently registered first (plugins register in the order of their
+entry-point names, then those given to ``Engine(plugins=[...])``); return values are ignored. An observer that raises is reported as a warning
 naming its plugin and the run continues: an observer can watch a run but cannot break it. In a
 multi-process (data-parallel) run they are called in the main process only, so an observer sees
 one run, not one per process.

@@ -208,7 +208,7 @@ class Engine:
         """Tell every plugin observing ``event``; an observer that raises is reported, not fatal."""
         if event not in hookspecs.LIFECYCLE_EVENTS:
             raise ValueError(f"unknown lifecycle event {event!r}")
-        for impl in getattr(self._pm.hook, event).get_hookimpls():
+        for impl in reversed(getattr(self._pm.hook, event).get_hookimpls()):  # pluggy's call order
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as exc:
@@ -231,7 +231,9 @@ class Engine:
 
 def _lccore_entry_points() -> list:
     seen, unique = set(), []
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    # Sorted: the order plugins load in (and so the order of their commands and observers) must
+    # not depend on where each distribution happens to be installed.
+    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
         if (entry_point.name, entry_point.value) not in seen:  # an editable and a normal install
             seen.add((entry_point.name, entry_point.value))
             unique.append(entry_point)

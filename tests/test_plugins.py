@@ -214,6 +214,29 @@ def test_plugins_add_commands_and_groups_and_cannot_take_a_used_name(site, capsy
     assert "invalid choice: 'kg'" in capsys.readouterr().err
 
 
+def test_lifecycle_observers_are_called_in_pluggy_order():
+    calls = []
+
+    def observer(name, **marks):
+        module = types.ModuleType(name)
+
+        @lccore.hookimpl(**marks)
+        def on_train_end(run, metrics):
+            calls.append(name)
+
+        module.on_train_end = on_train_end
+        return module
+
+    plugins = [observer("last", trylast=True), observer("early"), observer("late"), observer("first", tryfirst=True)]
+    lccore.Engine(entry_points=False, plugins=plugins).notify("on_train_end", run=None, metrics={})
+    assert calls == ["first", "late", "early", "last"]
+
+
+def test_plugins_load_in_entry_point_name_order():
+    names = [name for name, info in lccore.Engine().plugins.items() if info.distribution == "lccore"]
+    assert names == sorted(names)
+
+
 def test_help_and_plugins_do_not_import_torch():
     code = (
         "import sys, io, contextlib\n"

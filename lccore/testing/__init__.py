@@ -496,7 +496,7 @@ def _head_subject(context: _Context, head_name: str) -> dict:
                 seen.add(task_name)
                 try:
                     task = context.create("task", task_name, engine)
-                except Exception:
+                except Exception:  # only a probe for a task to pair the head with: that task's own check reports it
                     continue
                 if task.default_head == head_name:
                     candidates.append((task_name, engine, True))

@@ -105,7 +105,7 @@ def _parses_as(sparql: str, mode: str) -> bool:
     try:
         parser.parseQuery(sparql) if mode == "query" else parser.parseUpdate(sparql)
         return True
-    except Exception:
+    except Exception:  # pyparsing's errors and rdflib's own: any of them means "not this kind"
         return False
 
 

@@ -366,7 +366,7 @@ class Guard:
         answered: a refusal record comes back) and output policies on the result's strings."""
         return self.answer_batch([query], lambda queries, wheres: [answer(q) for q in queries], [where] if where else None)[0]
 
-    def answer_batch(self, queries: list, answer_batch: Callable[[list], list[dict]], wheres: list[str] | None = None) -> list[dict]:
+    def answer_batch(self, queries: list, answer_batch: Callable[[list, list[str]], list[dict]], wheres: list[str] | None = None) -> list[dict]:
         """Like :meth:`answer` for many queries, answered by one ``answer_batch(admitted, wheres)``
         call (``wheres``: where each query came from, for error messages)."""
         wheres = wheres or [f"input {i + 1}" for i in range(len(queries))]

@@ -147,7 +147,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout in seconds (default 30; then 504)")
     serve.add_argument("--max-queue", type=int, default=256, metavar="N", help="most inputs waiting for one run's model (default 256; more: 503 with Retry-After)")
     serve.add_argument("--kg", metavar="STORE", help="a knowledge-graph store directory (lccore kg import/build) for read-only SPARQL at POST /v1/kg/query")
-    serve.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
+    serve.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="autocast precision for the forward pass; auto: bf16 when a measurement at start, on the run's own data, finds it faster and in agreement with fp32")
     serve.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after each run config's 'ethics' list (repeatable)")
     serve.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
     serve.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")

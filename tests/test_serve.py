@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import signal
 import socket
@@ -233,7 +234,7 @@ def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run, kg
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TEST_SERVE_KEY": "k3y"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "lccore", "serve", str(trained_run.output_dir), "--port", str(port), "--api-key-env", "TEST_SERVE_KEY", "--kg", str(kg_store)],
+        [sys.executable, "-m", "lccore", "serve", str(trained_run.output_dir), "--port", str(port), "--api-key-env", "TEST_SERVE_KEY", "--kg", str(kg_store), "--precision", "auto"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -266,6 +267,7 @@ def test_lccore_serve_process_serves_guards_and_stops_on_sigterm(trained_run, kg
             process.wait()
     output = process.stdout.read()
     assert "Application shutdown complete" in output and "Traceback" not in output, output
+    assert re.search(r"precision auto: (fp32|bf16) \(bf16 [0-9.]+x the speed of fp32, [0-9.]+% of \d+ predictions agree, on .*test", output), output
 
 
 # --- queue cap ------------------------------------------------------------------------------------
@@ -523,3 +525,13 @@ def test_serve_command_refuses_bad_arguments_in_one_line(argv, message, capsys):
     assert main(["serve", *argv]) != 0
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_auto_precision_without_the_runs_data_serves_fp32(trained_run):
+    from lccore.serve import measure_precision
+
+    predictor = lccore.load(trained_run.output_dir, precision="auto")
+    for split in ("train", "dev", "test"):
+        setattr(predictor.config.task, split, "/nonexistent/data.jsonl")
+    assert measure_precision(predictor) == "precision auto: fp32 (none of the run's data files is here to measure on)"
+    assert predictor.autocast_dtype is None and predictor.predict(["a fine film"])[0]["label"]

@@ -82,8 +82,14 @@ def train_tokenizer(spec: ScratchModelConfig, texts: list[str]):
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=specials, show_progress=False)
+        # tokenizers numbers the "##x" continuation pieces in hash order, a different order in every
+        # process, and breaks ties between merges by those numbers: the same corpus gave different
+        # vocabularies (huggingface/tokenizers#1794). Given up front as special tokens they are
+        # numbered in our order; they are then made ordinary vocabulary again.
+        pieces = sorted({f"##{char}" for text in texts for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)) for char in word[1:]})
+        trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, special_tokens=specials + pieces, show_progress=False)
         tokenizer.train_from_iterator(texts, trainer=trainer)
+        tokenizer = without_added_pieces(tokenizer, specials)
         cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -105,3 +111,15 @@ def train_tokenizer(spec: ScratchModelConfig, texts: list[str]):
         tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end,
         model_input_names=["input_ids", "attention_mask"],
     )
+
+
+def without_added_pieces(tokenizer, specials: list[str]):
+    """The tokenizer with only ``specials`` as special tokens: the "##x" pieces given to the trainer
+    as special tokens (to fix their ids) stay in the vocabulary as ordinary pieces."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.to_str())
+    state["added_tokens"] = [added for added in state["added_tokens"] if added["content"] in specials]
+    return Tokenizer.from_str(json.dumps(state))

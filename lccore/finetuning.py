@@ -326,21 +326,24 @@ def export_merged(run_dir, output_dir, *, overwrite: bool = False) -> Path:
     adapter merged into the base weights (``lccore.load`` and ``AutoModel...`` both load it)."""
     from .config import dump_yaml, read_yaml
     from .predictor import load
-    from .runner import CONFIG_FILE, CURVE_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, check_run_dir, prepare_output_dir, save_model_atomically
+    from .rundir import RunDir
+    from .runner import CONFIG_FILE, CURVE_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, check_run_dir, save_model_atomically
 
     run_dir = check_run_dir(run_dir)
     if not is_lora_model_dir(run_dir / MODEL_DIR):
         raise RunDirError(f"{run_dir}: not a LoRA run (no {MODEL_DIR}/{ADAPTER_CONFIG}); its model already loads on its own")
     if Path(output_dir).resolve() == run_dir.resolve():
         raise RunDirError(f"{output_dir}: the export must go to another directory than the run")
-    output_dir = prepare_output_dir(output_dir, overwrite)
-    predictor = load(run_dir, device="cpu")
-    merged = predictor.model.merge_and_unload()
-    save_model_atomically(merged, predictor.tokenizer, output_dir)
-    config = read_yaml(run_dir / CONFIG_FILE)
-    config["train"]["lora"] = None
-    dump_yaml(config, output_dir / CONFIG_FILE)
-    for name in (MANIFEST_FILE, METRICS_FILE, CURVE_FILE):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, output_dir / name)
+    with RunDir(output_dir, overwrite=overwrite) as target:  # replaces only a run lccore wrote
+        target.clear()
+        output_dir = target.path
+        predictor = load(run_dir, device="cpu")
+        merged = predictor.model.merge_and_unload()
+        save_model_atomically(merged, predictor.tokenizer, output_dir)
+        config = read_yaml(run_dir / CONFIG_FILE)
+        config["train"]["lora"] = None
+        dump_yaml(config, output_dir / CONFIG_FILE)
+        for name in (MANIFEST_FILE, METRICS_FILE, CURVE_FILE):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, output_dir / name)
     return output_dir

@@ -128,18 +128,6 @@ def run_model(
 # --- run directory ------------------------------------------------------------------------------
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path}: exists and is not a directory")
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunDirError(f"{path}: directory is not empty; choose another --output or pass --overwrite")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def save_model_atomically(model, tokenizer, run_dir: Path) -> Path:
     """Write ``model/`` through a temporary folder and a rename, so a crash never leaves half a model."""
     final = run_dir / MODEL_DIR

@@ -24,6 +24,7 @@ from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstr
 from .data import file_sha256
 from .errors import ConfigError, LccoreError, RunDirError
 from .plugins import Engine
+from .rundir import MARKER_FILE, RunDir, user_entries
 from .runner import (
     CONFIG_FILE,
     CURVE_FILE,
@@ -33,7 +34,6 @@ from .runner import (
     optimizer_config_with_options,
     plot_training_curve,
     progress_bar,
-    prepare_output_dir,
     resolve,
     run_model,
     save_model_atomically,
@@ -90,7 +90,26 @@ def train(
     """Fine-tune ``config.model`` on ``config.task`` and write a run directory to ``output_dir``.
 
     With ``resume=True`` an interrupted run in ``output_dir`` continues from its newest intact
-    checkpoint and ends with the same weights as a run that was never interrupted."""
+    checkpoint and ends with the same weights as a run that was never interrupted. ``overwrite``
+    (and a resume with no checkpoint yet) replaces only a run lccore wrote, and removes only its
+    own files (:mod:`lccore.rundir`); the folder is locked while the run writes."""
+    if not isinstance(config, RunConfig):
+        config = load_config(config, overrides)
+    # The main process (rank 0 of a torchrun launch) checks, marks and locks the folder; the
+    # others only write into it after the main process has prepared it.
+    run_dir = RunDir(output_dir, overwrite=overwrite, resume=resume) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        run = _train(config, Path(output_dir), run_dir, engine=engine, progress=progress, resume=resume)
+    except BaseException:
+        if run_dir is not None:
+            run_dir.release(failed=True)
+        raise
+    if run_dir is not None:
+        run_dir.release()
+    return run
+
+
+def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engine: Engine | None, progress: bool, resume: bool) -> Run:
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -100,16 +119,17 @@ def train(
 
     from .batching import LengthGroupedBatchSampler
 
-    if not isinstance(config, RunConfig):
-        config = load_config(config, overrides)
     engine = engine or Engine(disable=config.plugins.disable)
     config, task, head = resolve(config, engine)
     finetuning.check_head(head, config)
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
-    output_dir = Path(output_dir)
+    if run_dir is not None and not run_dir.owned and not checkpoints.checkpoint_dirs(output_dir):
+        raise RunDirError(f"{output_dir}: no checkpoint to resume from, and lccore cannot show it wrote this folder (no {MARKER_FILE}), so it will not clear it: choose an empty or new --output")
     checkpoint = find_checkpoint(output_dir, config) if resume else None
+    if checkpoint is None and run_dir is not None and not run_dir.owned:
+        raise RunDirError(f"{output_dir}: no intact checkpoint to resume from, and lccore cannot show it wrote this folder (no {MARKER_FILE}), so it will not clear it")
 
     previous = PreviousRun.open(settings.init_from, config.task.name) if settings.init_from else None
     if settings.replay and previous is None:
@@ -171,7 +191,9 @@ def train(
         model = add_lm_objective(model, model_source, tokenizer)
     head.label_smoothing = settings.label_smoothing
     if main_process and checkpoint is None:
-        output_dir = prepare_output_dir(output_dir, overwrite or resume)
+        kept = run_dir.clear()  # a run started again: lccore's own files go, nothing else
+        if kept and progress:
+            print(f"lccore: {output_dir}: left {len(kept)} entries lccore did not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", flush=True)
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)  # resume compares against it
     accelerator.wait_for_everyone()
 
@@ -459,7 +481,7 @@ def find_checkpoint(output_dir: Path, config: RunConfig) -> Path | None:
     if (output_dir / MANIFEST_FILE).exists():
         raise RunDirError(f"{output_dir}: this run already finished; nothing to resume")
     saved = output_dir / CONFIG_FILE
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not saved.is_file():
+    if output_dir.is_dir() and user_entries(output_dir) and not saved.is_file():
         raise RunDirError(f"{output_dir}: not an lccore run directory (no {CONFIG_FILE}); nothing to resume")
     if saved.is_file():
         differences = config_differences(load_config(saved).to_dict(), config.to_dict())

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 
-def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "lccore.cli", *args], capture_output=True, text=True, input=stdin, timeout=300)
+def run_cli(*args, stdin=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lccore.cli", *args], capture_output=True, text=True, input=stdin, timeout=300, cwd=cwd)
 
 
 def assert_one_line_error(result, *fragments):

@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from .errors import RunDirError
+
 CHECKPOINTS_DIR = "checkpoints"
 INDEX_FILE = "checkpoint.json"
 MODEL_FILE = "model.safetensors"
@@ -93,16 +95,20 @@ def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, r
     from safetensors.torch import save_model
 
     folder = partial_dir(run_dir, step)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
-    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
-    torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
-    (folder / LOOP_FILE).write_text(json.dumps({**loop, "processes": rank_count}), encoding="utf-8")
-    missing = [rng_file(r) for r in range(rank_count) if not (folder / rng_file(r)).is_file()]
-    if missing:
-        raise RuntimeError(f"{folder}: random states missing from processes: {', '.join(missing)}")
-    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
-    (folder / INDEX_FILE).write_text(json.dumps({"step": step, "files": files}, indent=2), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
+        torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
+        (folder / LOOP_FILE).write_text(json.dumps({**loop, "processes": rank_count}), encoding="utf-8")
+        missing = [rng_file(r) for r in range(rank_count) if not (folder / rng_file(r)).is_file()]
+        if missing:
+            raise RuntimeError(f"{folder}: random states missing from processes: {', '.join(missing)}")
+        files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+        (folder / INDEX_FILE).write_text(json.dumps({"step": step, "files": files}, indent=2), encoding="utf-8")
+    except OSError as exc:  # a full disk, most often: the half-written folder is ours to remove
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RunDirError(f"{folder.parent}: cannot write the checkpoint of step {step}: {exc.strerror or exc}; its partial folder was removed") from None
     final = folder.parent / f"step-{step:08d}"
     if final.exists():  # the epoch-end checkpoint replaces the step checkpoint of the same step
         shutil.rmtree(final)
@@ -116,21 +122,53 @@ def partial_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / f"step-{step:08d}.partial"
 
 
+#: The files every checkpoint has, and the keys of its loop state.
+REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, LOOP_FILE)
+LOOP_KEYS = ("step", "epoch", "batches_done", "best_value", "evaluations_without_improvement", "metrics", "data", "processes")
+
+
 def problem(folder: Path) -> str | None:
-    """Why ``folder`` is not an intact checkpoint, or None when every file matches its hash."""
+    """Why ``folder`` is not an intact checkpoint, or None when every file matches its hash and
+    can be read back safely (safetensors, ``torch.load(weights_only=True)``, JSON of the right shape)."""
     index = folder / INDEX_FILE
     if not index.is_file():
         return f"{INDEX_FILE} missing"
     try:
-        files = json.loads(index.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError, TypeError):
+        index_data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return f"{INDEX_FILE} unreadable"
+    files = index_data.get("files") if isinstance(index_data, dict) else None
+    if (not isinstance(files, dict) or not set(REQUIRED_FILES) <= files.keys()
+            or not all(isinstance(v, str) and isinstance(k, str) and k == Path(k).name for k, v in files.items())):
+        return f"{INDEX_FILE} has the wrong shape (expected {{\"files\": {{name: sha256}}}} naming {', '.join(REQUIRED_FILES)})"
     for name, expected in files.items():
         path = folder / name
         if not path.is_file():
             return f"{name} missing"
         if _sha256(path) != expected:
             return f"{name} does not match its SHA-256 (truncated or altered)"
+    return _unreadable(folder, files)
+
+
+def _unreadable(folder: Path, files: dict) -> str | None:
+    """Why a checkpoint whose hashes match still cannot be loaded (a file crafted to match, or
+    written by something else), or None. Reads headers and pickled states safely, tensors lazily."""
+    import torch
+    from safetensors import safe_open
+
+    name = MODEL_FILE
+    try:
+        with safe_open(str(folder / MODEL_FILE), framework="pt") as handle:
+            handle.keys()
+        for name in (OPTIMIZER_FILE, SCHEDULER_FILE):
+            torch.load(folder / name, weights_only=True, map_location="cpu", mmap=True)
+        for name in [LOOP_FILE, *(n for n in files if n.startswith("rng-"))]:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or (name == LOOP_FILE and not set(LOOP_KEYS) <= data.keys()):
+                return f"{name} has the wrong shape"
+    except Exception as exc:  # noqa: BLE001 - unpickling, safetensors and JSON each raise their own kinds; all mean "damaged"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return f"{name} cannot be read safely ({reason})"
     return None
 
 

@@ -7,6 +7,7 @@ Only ``model`` and ``task`` are required; every other key has a default, and the
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -72,7 +73,7 @@ class FreezeConfig:
 
 @attrs.define
 class LoraConfig:
-    r: int = attrs.field(default=8, metadata=doc("Rank of the low-rank update.", min=1))
+    r: int = attrs.field(default=8, metadata=doc("Rank of the low-rank update.", min=1, max=1 << 14))
     alpha: float = attrs.field(default=16.0, metadata=doc("Scaling numerator: the update is scaled by alpha / r.", min=0.0))
     dropout: float = attrs.field(default=0.05, metadata=doc("Dropout on the LoRA branch's input.", min=0.0, max=1.0))
     target_modules: Optional[list[str]] = attrs.field(
@@ -88,12 +89,12 @@ class DropoutConfig:
 
 @attrs.define
 class TrainConfig:
-    epochs: int = attrs.field(default=3, metadata=doc("Passes over the training data.", min=1))
-    batch_size: int = attrs.field(default=16, metadata=doc("Examples per optimiser step (before gradient accumulation).", min=1))
-    eval_batch_size: int = attrs.field(default=64, metadata=doc("Examples per batch at evaluation and prediction.", min=1))
-    max_length: int = attrs.field(default=128, metadata=doc("Longer inputs are truncated to this many tokens.", min=8))
-    seed: int = attrs.field(default=42, metadata=doc("Seed for initialisation, shuffling and dropout."))
-    grad_accum: int = attrs.field(default=1, metadata=doc("Micro-batches accumulated per optimiser step.", min=1))
+    epochs: int = attrs.field(default=3, metadata=doc("Passes over the training data.", min=1, max=100_000))
+    batch_size: int = attrs.field(default=16, metadata=doc("Examples per optimiser step (before gradient accumulation).", min=1, max=1 << 20))
+    eval_batch_size: int = attrs.field(default=64, metadata=doc("Examples per batch at evaluation and prediction.", min=1, max=1 << 20))
+    max_length: int = attrs.field(default=128, metadata=doc("Longer inputs are truncated to this many tokens; at most the model's own limit (its position embeddings).", min=8, max=1 << 20))
+    seed: int = attrs.field(default=42, metadata=doc("Seed for initialisation, shuffling and dropout.", min=0, max=2**32 - 1))
+    grad_accum: int = attrs.field(default=1, metadata=doc("Micro-batches accumulated per optimiser step.", min=1, max=1 << 20))
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = attrs.field(default="no", metadata=doc(
         "Autocast precision under Accelerate (`bf16` also works on recent CPUs). `auto`: bf16 when a measurement on the first "
         "batches finds it faster and its loss and gradient agree with fp32's (the choice is in `metrics.json` → `precision`)."
@@ -116,7 +117,7 @@ class TrainConfig:
         default=0.0, metadata=doc("With init_from: add this fraction of the earlier run's training examples (sampled with the seed) to limit forgetting.", min=0.0, max=1.0)
     )
     checkpoint_every: Optional[int] = attrs.field(default=None, metadata=doc("Also write a resumable checkpoint every this many optimiser steps (one is written at each epoch's end).", min=1))
-    keep_checkpoints: int = attrs.field(default=2, metadata=doc("Resumable checkpoints kept in `checkpoints/` (the newest); the best model is always in `model/`.", min=1))
+    keep_checkpoints: int = attrs.field(default=2, metadata=doc("Resumable checkpoints kept in `checkpoints/` (the newest); the best model is always in `model/`.", min=1, max=1000))
 
 
 @attrs.define
@@ -134,19 +135,19 @@ class ExplainConfig:
         ),
     )
     explainers: list[str] = attrs.field(factory=lambda: ["integrated_gradients"], metadata=doc("Registered explainers run on the probe texts."))
-    every: int = attrs.field(default=1, metadata=doc("Explain at the first dev evaluation and then every this many.", min=1))
+    every: int = attrs.field(default=1, metadata=doc("Explain at the first dev evaluation and then every this many.", min=1, max=1 << 20))
     explainer_options: dict = attrs.field(factory=dict, metadata=doc("Options per explainer name, e.g. `{integrated_gradients: {n_steps: 32}}`."))
 
 
 @attrs.define
 class ScratchModelConfig:
     architecture: Literal["bert", "gpt2"] = attrs.field(metadata=doc("`bert` (encoder, masked LM) or `gpt2` (decoder, causal LM)."))
-    hidden_size: int = attrs.field(default=256, metadata=doc("Width of the hidden states.", min=8))
-    num_layers: int = attrs.field(default=4, metadata=doc("Transformer layers.", min=1))
-    num_heads: int = attrs.field(default=4, metadata=doc("Attention heads (must divide hidden_size).", min=1))
-    vocab_size: int = attrs.field(default=8000, metadata=doc("Size of the tokenizer trained on the training texts.", min=100))
-    intermediate_size: Optional[int] = attrs.field(default=None, metadata=doc("Feed-forward width; null: 4 x hidden_size.", min=8))
-    max_positions: Optional[int] = attrs.field(default=None, metadata=doc("Longest input the model takes; null: max(512, train.max_length).", min=8))
+    hidden_size: int = attrs.field(default=256, metadata=doc("Width of the hidden states.", min=8, max=1 << 16))
+    num_layers: int = attrs.field(default=4, metadata=doc("Transformer layers.", min=1, max=1024))
+    num_heads: int = attrs.field(default=4, metadata=doc("Attention heads (must divide hidden_size).", min=1, max=1024))
+    vocab_size: int = attrs.field(default=8000, metadata=doc("Size of the tokenizer trained on the training texts.", min=100, max=1 << 21))
+    intermediate_size: Optional[int] = attrs.field(default=None, metadata=doc("Feed-forward width; null: 4 x hidden_size.", min=8, max=1 << 18))
+    max_positions: Optional[int] = attrs.field(default=None, metadata=doc("Longest input the model takes; null: max(512, train.max_length).", min=8, max=1 << 20))
     tokenizer: Optional[str] = attrs.field(default=None, metadata=doc("An existing tokenizer (folder or hub id) instead of training one, e.g. a pretraining run's `model/`."))
 
 
@@ -260,6 +261,8 @@ def _convert(tp, value, key: str, metadata=None):
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        if abs(value) >= 1 << 63:  # past what torch, numpy and the tokenizers take
+            raise ConfigError(f"{key}: {value} is out of range (at most 2**63 - 1 in size)")
     elif tp is float:
         if isinstance(value, str):  # YAML reads 5e-5 (no dot) as a string
             try:
@@ -269,6 +272,8 @@ def _convert(tp, value, key: str, metadata=None):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value}")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
@@ -295,22 +300,78 @@ def _join(key: str, name: str) -> str:
 # --- files and overrides ------------------------------------------------------------------------
 
 
+#: Most nodes a YAML document may expand to once its aliases are followed: far more than any
+#: config holds, far less than an alias bomb ("billion laughs") asks for.
+MAX_YAML_NODES = 100_000
+
+
+def safe_load_yaml(text: str, origin: str = "YAML", *, max_nodes: int = MAX_YAML_NODES):
+    """``yaml.safe_load`` that refuses, in one line naming ``origin``, a document whose aliases
+    expand to more than ``max_nodes`` nodes anywhere in it, or that refer to themselves; the
+    check runs on the composed node graph, before anything is built from it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, origin, max_nodes)
+            return loader.construct_document(node)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
+        except RecursionError:  # PyYAML composes and builds recursively
+            raise ConfigError(f"{origin}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root, origin: str, max_nodes: int) -> None:
+    """Count the nodes of ``root`` with every alias expanded (each shared node counted once per
+    use), without building them; a node that contains itself is refused."""
+    def children(node):
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return node.value if isinstance(node, yaml.SequenceNode) else []
+
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:  # depth first, without recursion: a deeply nested document cannot overflow the stack
+        node, finished = stack.pop()
+        if finished:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children(node))
+            if sizes[id(node)] > max_nodes:
+                raise ConfigError(f"{origin}:{node.start_mark.line + 1}: YAML aliases expand to more than {max_nodes} values (an alias bomb?)")
+            continue
+        if id(node) in sizes:
+            continue
+        on_path.add(id(node))
+        stack.append((node, True))
+        for child in children(node):
+            if id(child) in on_path:
+                raise ConfigError(f"{origin}:{child.start_mark.line + 1}: a YAML alias refers to a value that contains it (recursive)")
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
 def read_yaml(path: str | Path) -> dict:
     """Safe-load a YAML mapping; errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    data = safe_load_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {_describe(data)}")
     return data
@@ -323,8 +384,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not dotted:
             raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.epochs=1")
         try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
+            value = safe_load_yaml(raw, f"--set {dotted}") if raw else ""
+        except ConfigError as exc:
+            if "invalid YAML" not in str(exc):
+                raise
             value = raw
         node = data
         parts = dotted.split(".")
@@ -374,14 +437,22 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
     if isinstance(config.model, str):
         config.model = _local_or_hub(base, config.model)
     elif config.model.tokenizer:
-        config.model.tokenizer = _local_or_hub(base, config.model.tokenizer)
+        config.model.tokenizer = _local_or_hub(base, config.model.tokenizer, "model.tokenizer")
     return config
 
 
-def _local_or_hub(base: Path, name: str) -> str:
-    """A path relative to the config file when such a folder exists, else the name (a hub id)."""
+def _local_or_hub(base: Path, name: str, key: str = "model") -> str:
+    """A path relative to the config file when such a folder exists, else the name (a hub id).
+    A name only a path can be (``./x``, ``/x``, ``~/x``, ``a/b/c``) must exist."""
     local = base / name
-    return str(local.resolve()) if not Path(name).is_absolute() and local.exists() else name
+    if not Path(name).is_absolute() and local.exists():
+        return str(local.resolve())
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    looks_like_path = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
+    if looks_like_path:
+        raise ConfigError(f"{key}: {name}: no such folder (a local model is a folder with config.json; a hub id looks like org/name)")
+    return name
 
 
 def dump_yaml(data: dict, path: Path) -> None:

@@ -41,16 +41,50 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
+#: Deepest nesting of lists and objects a data row may have: rows are records, not trees, and
+#: deeper values would exhaust the recursion of the code that walks them.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json_line(line: str, where: str):
+    """One JSON value from one line of a data file, or a one-line :class:`DataError` naming
+    ``where``: malformed JSON, nesting deeper than :data:`MAX_JSON_DEPTH`, or a lone surrogate
+    escape (``"\\ud800"``, which is not a character and breaks every encoder downstream)."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if "\\u" in line and ("\\ud" in line or "\\uD" in line):  # only then can a surrogate be there
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{where}: a lone surrogate (\\u{ord(exc.object[exc.start]):04x}) is not a character; expected valid Unicode text") from None
+    return value
+
+
+def _depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed value) for each non-blank line of a JSON Lines file."""
     found = False
     for number, line in read_lines(path):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        value = parse_json_line(line, f"{path}:{number}")
         found = True
         yield number, value
     if not found:
@@ -60,6 +94,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
 def read_csv(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
     """(line number, row dict) for each row of a CSV file with a header line."""
     text = "".join(line for _, line in read_lines(path))
+    last_line = text.count("\n") + (not text.endswith("\n"))
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -71,18 +106,23 @@ def read_csv(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple
         raise DataError(f"{path}:1: header must have columns {', '.join(required)}; missing {', '.join(missing)} (found {', '.join(header)})")
     found = False
     while True:
+        start = reader.line_num + 1  # a quoted field may run over lines: a row is named by its first
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+            if "unexpected end of data" in str(exc):
+                raise DataError(f"{path}:{start}: malformed CSV: a quoted field that starts on this line is never closed") from None
+            raise DataError(f"{path}:{start}: malformed CSV: {exc}") from None
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise DataError(f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
+            if reader.line_num > start and reader.line_num >= last_line:  # a quote opened here ran to the end of the file
+                raise DataError(f"{path}:{start}: malformed CSV: a quoted field that starts on this line is never closed")
+            raise DataError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}")
         found = True
-        yield reader.line_num, dict(zip(header, row))
+        yield start, dict(zip(header, row))
     if not found:
         raise DataError(f"{path}: file has no rows")
 

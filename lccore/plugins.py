@@ -7,10 +7,12 @@ the engine for components by kind and name and never calls pluggy directly.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import logging
 import os
+import sys
 from typing import Any, Callable, Iterable
 
 import attrs
@@ -111,9 +113,11 @@ class Engine:
             info.status, info.reason = "disabled", "disabled by configuration"
             return
         try:
-            plugin = load()
-        except Exception as exc:  # a broken plugin must not take the others down
-            info.status, info.reason = "failed", f"import failed: {type(exc).__name__}: {exc}"
+            # A plugin that prints at import must not corrupt what lccore writes to stdout (predict's JSONL).
+            with contextlib.redirect_stdout(sys.stderr):
+                plugin = load()
+        except PLUGIN_FAILURES as exc:  # a broken plugin must not take the others (or lccore) down
+            info.status, info.reason = "failed", f"import failed: {_describe_failure(exc)}"
             return
         try:
             _check_hook_names(plugin)
@@ -122,10 +126,11 @@ class Engine:
             info.status, info.reason = "failed", f"bad hook: {exc}"
             return
         try:
-            found = self._collect(info.name)
-        except Exception as exc:
+            with contextlib.redirect_stdout(sys.stderr):
+                found = self._collect(info.name)
+        except PLUGIN_FAILURES as exc:
             self._pm.unregister(name=info.name)
-            info.status, info.reason = "failed", f"registration raised {type(exc).__name__}: {exc}"
+            info.status, info.reason = "failed", f"registration raised {_describe_failure(exc)}"
             return
         for component in found:
             self._components[component.kind].setdefault(component.name, []).append(component)
@@ -222,8 +227,8 @@ class Engine:
         for impl in self._pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(commands=commands)
-            except Exception as exc:
-                log.warning("plugin '%s' could not add its commands: %s: %s", impl.plugin_name, type(exc).__name__, exc)
+            except PLUGIN_FAILURES as exc:
+                log.warning("plugin '%s' could not add its commands: %s", impl.plugin_name, _describe_failure(exc))
 
     def report(self) -> list[dict]:
         return [info.to_dict() for info in self.plugins.values()]
@@ -238,6 +243,21 @@ def _lccore_entry_points() -> list:
             seen.add((entry_point.name, entry_point.value))
             unique.append(entry_point)
     return unique
+
+
+#: What a plugin's import or registration may raise without ending lccore: any error, and also
+#: sys.exit() and a KeyboardInterrupt raised by the plugin's own code.
+PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for the plugin report."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(message) > 300:
+        message = message[:300] + " ..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _check_hook_names(plugin) -> None:

@@ -184,6 +184,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     set_seed(settings.seed)
     scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")  # removed when the run ends
     model, tokenizer, model_source = starting_model(config, task, head, previous, splits["train"], Path(scratch_dir.name))
+    check_max_length(model, tokenizer, settings.max_length)
     model = finetuning.prepare_model(model, config)
     if settings.aux_lm_weight:
         if settings.lora is not None:
@@ -267,7 +268,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     best_value, evaluations_without_improvement, stop = None, 0, False
     start_epoch, batches_done, resumed_rng = 0, 0, None
     if checkpoint is not None:
-        loop = checkpoints.load(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, rank=accelerator.process_index)
+        try:
+            loop = checkpoints.load(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, rank=accelerator.process_index)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:  # it passed its checks, yet does not fit this model
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise RunDirError(f"{checkpoint}: does not fit this run's model and optimiser ({reason})") from None
         check_resumable(checkpoint, loop, data_hashes, accelerator.num_processes)
         metrics.update(loop["metrics"])
         state.step, start_epoch, batches_done = loop["step"], loop["epoch"], loop["batches_done"]
@@ -453,6 +458,18 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
         source = scratch.build(config.model, texts, workdir, max_length=settings.max_length, seed=settings.seed)
     with model_load_errors("model", source):
         return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
+
+
+def check_max_length(model, tokenizer, max_length: int) -> None:
+    """``train.max_length`` must fit the model's position embeddings (and the tokenizer's own
+    limit, which knows the offsets some models, RoBERTa's family, keep back)."""
+    config = next((m.config for m in model.modules() if hasattr(m, "config")), None)
+    limits = [getattr(config, name) for name in ("max_position_embeddings", "n_positions") if isinstance(getattr(config, name, None), int)]
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 1 << 24:  # unset, it is a huge placeholder
+        limits.append(tokenizer_limit)
+    if limits and max_length > min(limits):
+        raise ConfigError(f"train.max_length: {max_length} is more than this model takes ({min(limits)} positions); set it to at most {min(limits)}")
 
 
 #: Every ethics decision on the training data, one JSON line each (no raw text).

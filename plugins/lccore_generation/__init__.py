@@ -24,8 +24,8 @@ class DialogueOptions:
         default="auto",
         metadata={"doc": "`auto`: the tokenizer's chat template when it has one, else the default plain template (`<|user|>`/`<|assistant|>` lines); `default`: always the plain one."},
     )
-    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Longest reply `lccore predict` generates, in tokens.", "min": 1})
-    num_beams: int = attrs.field(default=1, metadata={"doc": "Beams when `lccore predict` generates a reply (1: greedy).", "min": 1})
+    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Longest reply `lccore predict` generates, in tokens.", "min": 1, "max": 1 << 16})
+    num_beams: int = attrs.field(default=1, metadata={"doc": "Beams when `lccore predict` generates a reply (1: greedy).", "min": 1, "max": 64})
 
 
 @attrs.define
@@ -34,8 +34,8 @@ class Seq2SeqOptions:
     target_field: str = attrs.field(default="target", metadata={"doc": "Key holding the text to produce."})
     prefix: str = attrs.field(default="", metadata={"doc": "Text put before every source, e.g. `'translate English to German: '` or `'summarize: '` for T5."})
     separator: str = attrs.field(default="\n", metadata={"doc": "Decoder-only models: text between the source and the target (the model writes the target after it)."})
-    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Longest output generated at evaluation and prediction, in tokens.", "min": 1})
-    num_beams: int = attrs.field(default=1, metadata={"doc": "Beams at evaluation and prediction (1: greedy).", "min": 1})
+    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Longest output generated at evaluation and prediction, in tokens.", "min": 1, "max": 1 << 16})
+    num_beams: int = attrs.field(default=1, metadata={"doc": "Beams at evaluation and prediction (1: greedy).", "min": 1, "max": 64})
 
 
 @attrs.define
@@ -44,15 +44,15 @@ class GenerateOptions:
         default="greedy",
         metadata={"doc": "`greedy`; `beam` (num_beams); `sample` (temperature, top_k, top_p, seed); `prompt_lookup`: greedy, faster when the output copies the prompt (same text as greedy)."},
     )
-    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Most tokens generated.", "min": 1})
-    temperature: float = attrs.field(default=1.0, metadata={"doc": "sample: divides the logits (below 1: more conservative).", "min": 0.01})
-    top_k: Optional[int] = attrs.field(default=None, metadata={"doc": "sample: draw from the k most likely tokens only; null: no limit.", "min": 1})
+    max_new_tokens: int = attrs.field(default=64, metadata={"doc": "Most tokens generated.", "min": 1, "max": 1 << 16})
+    temperature: float = attrs.field(default=1.0, metadata={"doc": "sample: divides the logits (below 1: more conservative).", "min": 0.01, "max": 100.0})
+    top_k: Optional[int] = attrs.field(default=None, metadata={"doc": "sample: draw from the k most likely tokens only; null: no limit.", "min": 1, "max": 1 << 21})
     top_p: float = attrs.field(default=1.0, metadata={"doc": "sample: draw from the smallest set of tokens whose probability reaches p (nucleus).", "min": 0.01, "max": 1.0})
-    num_beams: int = attrs.field(default=4, metadata={"doc": "beam: beams kept.", "min": 2})
-    repetition_penalty: float = attrs.field(default=1.0, metadata={"doc": "Above 1 discourages tokens already present (CTRL's penalty).", "min": 0.01})
+    num_beams: int = attrs.field(default=4, metadata={"doc": "beam: beams kept.", "min": 2, "max": 64})
+    repetition_penalty: float = attrs.field(default=1.0, metadata={"doc": "Above 1 discourages tokens already present (CTRL's penalty).", "min": 0.01, "max": 100.0})
     stop: list[str] = attrs.field(factory=list, metadata={"doc": "Strings that end the generation; the text is cut before the first one."})
-    seed: Optional[int] = attrs.field(default=None, metadata={"doc": "sample: seed for reproducible draws; null: different each time."})
-    prompt_lookup_tokens: int = attrs.field(default=10, metadata={"doc": "prompt_lookup: tokens copied from the prompt per guess.", "min": 1})
+    seed: Optional[int] = attrs.field(default=None, metadata={"doc": "sample: seed for reproducible draws; null: different each time.", "min": 0, "max": 2**32 - 1})
+    prompt_lookup_tokens: int = attrs.field(default=10, metadata={"doc": "prompt_lookup: tokens copied from the prompt per guess.", "min": 1, "max": 1024})
 
 
 def _seq2seq_factory(kind: str):

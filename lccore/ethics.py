@@ -11,11 +11,13 @@ that falls inside an earlier policy's placeholder covers the whole redacted regi
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import difflib
 import hashlib
 import inspect
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -108,7 +110,8 @@ def apply(policies: list[tuple[str, Any]], text: str, stage: str) -> dict:
         results.append({"policy": name, "decision": decision, "reasons": list(result.get("reasons", ())), "spans": spans})
         redacted = result.get("redacted", current)
         if decision == "redact" and redacted != current:
-            layers.append(difflib.SequenceMatcher(None, current, redacted, autojunk=False).get_opcodes())
+            opcodes = _opcodes(current, redacted, result.get("edits") or _edits_from_spans(current, redacted, result.get("spans", ())))
+            layers.append((opcodes, [op[4] for op in opcodes]))
             current = redacted
     return {
         "decision": strictest(r["decision"] for r in results),
@@ -119,42 +122,175 @@ def apply(policies: list[tuple[str, Any]], text: str, stage: str) -> dict:
     }
 
 
+#: Longest stretch the kernel diffs character by character when a redacting policy's edits cannot
+#: be known; a longer one is mapped as one replaced block (difflib is quadratic at worst).
+MAX_DIFF_CHARS = 20_000
+
+
+def _edits_from_spans(before: str, after: str, spans) -> list | None:
+    """The edits of a policy that returned none, when ``after`` is ``before`` with each of its
+    ``spans`` replaced: the text between the spans is found in ``after`` in order (linear)."""
+    try:
+        spans = sorted((int(span["start"]), int(span["end"])) for span in spans)
+    except (KeyError, TypeError, ValueError):
+        return None
+    edits, position, last = [], 0, 0
+    for index, (start, end) in enumerate(spans):
+        if start < last or end < start:
+            return None
+        kept = before[last:start]
+        if index == 0:
+            if not after.startswith(kept):
+                return None
+            found = 0
+        else:
+            found = after.find(kept, position)
+            if found < 0:
+                return None
+            edits[-1][2] = after[position:found]
+        edits.append([start, end, None])
+        position, last = found + len(kept), end
+    tail = before[last:]
+    if not edits or not after.endswith(tail) or len(after) - len(tail) < position:
+        return None
+    edits[-1][2] = after[position : len(after) - len(tail)]
+    return edits
+
+
+def _opcodes(before: str, after: str, edits=None) -> list[tuple]:
+    """difflib-style opcodes from ``before`` to ``after``. From the policy's ``edits`` (``[start,
+    end, replacement]`` in ``before``, sorted, not overlapping) when they rebuild ``after``: linear
+    in the text. Else a diff of what lies between the common prefix and suffix, character by
+    character up to :data:`MAX_DIFF_CHARS` and as one replaced block beyond (bounded time)."""
+    if edits:
+        opcodes, i, j = [], 0, 0
+        for start, end, replacement in edits:
+            if start < i or end < start or before[i:start] != after[j : j + start - i]:
+                break
+            if start > i:
+                opcodes.append(("equal", i, start, j, j + start - i))
+            j += start - i
+            opcodes.append(("replace", start, end, j, j + len(replacement)))
+            i, j = end, j + len(replacement)
+        else:
+            if before[i:] == after[j:]:
+                if i < len(before):
+                    opcodes.append(("equal", i, len(before), j, len(after)))
+                return opcodes
+    prefix = len(os.path.commonprefix([before, after]))
+    suffix = len(os.path.commonprefix([before[prefix:][::-1], after[prefix:][::-1]]))
+    old_middle, new_middle = before[prefix : len(before) - suffix], after[prefix : len(after) - suffix]
+    if max(len(old_middle), len(new_middle)) <= MAX_DIFF_CHARS:
+        middle = difflib.SequenceMatcher(None, old_middle, new_middle, autojunk=False).get_opcodes()
+    else:
+        middle = [("replace", 0, len(old_middle), 0, len(new_middle))]
+    opcodes = [("equal", 0, prefix, 0, prefix)] if prefix else []
+    opcodes += [(tag, i1 + prefix, i2 + prefix, j1 + prefix, j2 + prefix) for tag, i1, i2, j1, j2 in middle]
+    if suffix:
+        opcodes.append(("equal", len(before) - suffix, len(before), len(after) - suffix, len(after)))
+    return opcodes
+
+
 def _to_original(layers: list, start: int, end: int) -> dict:
     """Offsets in the text after ``layers`` of redaction, mapped back to the original text."""
-    for opcodes in reversed(layers):
-        start, end = _map(opcodes, start, False), _map(opcodes, end, True)
+    for opcodes, ends in reversed(layers):
+        start, end = _map(opcodes, ends, start, False), _map(opcodes, ends, end, True)
     return {"start": start, "end": end}
 
 
-def _map(opcodes, position: int, is_end: bool) -> int:
-    for tag, i1, i2, j1, j2 in opcodes:
+def _map(opcodes, ends: list[int], position: int, is_end: bool) -> int:
+    """``position`` in an opcode list's target text, in its source text. The blocks before the
+    first one that reaches ``position`` (``ends``: each block's target end) are skipped by binary
+    search, so a text with thousands of redactions maps each span in log time."""
+    if not opcodes:
+        return position
+    for index in range(bisect.bisect_left(ends, position), len(opcodes)):
+        tag, i1, i2, j1, j2 = opcodes[index]
+        if j1 > position:
+            break
         inside = j1 <= position < j2 if not is_end else j1 < position <= j2
         if inside or (tag == "equal" and position == j2):
             if tag == "equal":
                 return i1 + position - j1
             return i2 if is_end else i1
-    return opcodes[-1][2] if opcodes else position
+    return opcodes[-1][2]
+
+
+AUDIT_KEY_ENV = "LCCORE_AUDIT_KEY"
+AUDIT_HASH_FIELD = "text_hmac_sha256"
+
+
+def audit_key(log_path: str | Path) -> bytes:
+    """The key of the audit log at ``log_path``: the UTF-8 bytes of ``$LCCORE_AUDIT_KEY`` (one
+    secret for the whole deployment, 16 characters or more) or else of the key file
+    ``<log>.key`` beside the log, made on first use with 64 random hex digits and readable by its
+    owner only. The key never goes into the log: whoever reads the log without it cannot test
+    candidate texts against the hashes."""
+    import os
+
+    secret = os.environ.get(AUDIT_KEY_ENV)
+    source = AUDIT_KEY_ENV
+    if secret is None:
+        key_path = Path(f"{log_path}.key")
+        source = str(key_path)
+        try:
+            if not key_path.exists():
+                _create_key(key_path)
+            secret = key_path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{key_path}: cannot read or create the audit log's key: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{source}: expected the audit log's secret key, 16 characters or more; got {len(secret)}")
+    return secret.encode("utf-8")
+
+
+def _create_key(key_path: Path) -> None:
+    import os
+    import secrets
+    import tempfile
+
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=key_path.parent, prefix=f".{key_path.name}.")  # mode 0600
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(temporary, key_path)  # whole or not at all, and never over a key another process made
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temporary)
+
+
+def audit_hmac(key: bytes, text: str) -> str:
+    """``text_hmac_sha256`` of ``text`` under ``key``: HMAC-SHA256 of its UTF-8 bytes, in hex."""
+    import hmac
+
+    return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 class AuditLog:
     """An append-only JSONL record of every decision: time, stage, policy, decision, reasons, span
-    types and the SHA-256 of the text. Never the text itself, nor what a policy matched in it."""
+    types and ``text_hmac_sha256``, a keyed hash of the text (:func:`audit_key`). Never the text
+    itself, nor what a policy matched in it, nor an unkeyed hash of it (a short value such as a
+    card number would be found again by hashing every candidate)."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
         self.entries: list[dict] = []
+        self._texts: list[str] = []  # hashed at flush, once the log (and so its key) is known
 
     def record(self, text: str, stage: str, result: dict, where: str | None = None) -> None:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         for acted in result["policies"]:
             entry = {
                 "time": now, "stage": stage, "policy": acted["policy"], "decision": acted["decision"],
-                "reasons": acted["reasons"], "span_types": sorted({s.get("type", "") for s in acted["spans"]}), "text_sha256": digest,
+                "reasons": acted["reasons"], "span_types": sorted({s.get("type", "") for s in acted["spans"]}), AUDIT_HASH_FIELD: None,
             }
             if where:
                 entry["where"] = where
             self.entries.append(entry)
+            self._texts.append(text)
 
     def flush(self, path: str | Path | None = None) -> None:
         """Append the buffered entries to the log file (one write per flush, so threads that
@@ -162,12 +298,22 @@ class AuditLog:
         path = Path(path) if path else self.path
         if path is None or not self.entries:
             return
-        lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
         with _FLUSH_LOCK:
+            key = audit_key(path)
+            for entry, text in zip(self.entries, self._texts):
+                entry[AUDIT_HASH_FIELD] = audit_hmac(key, text)
+            lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(lines)
-        self.entries = []
+        self.entries, self._texts = [], []
+
+    @staticmethod
+    def verify(text: str, entry: dict, path: str | Path) -> bool:
+        """Whether ``entry``, a line of the audit log at ``path``, was written for ``text``."""
+        import hmac
+
+        return hmac.compare_digest(str(entry.get(AUDIT_HASH_FIELD)), audit_hmac(audit_key(path), text))
 
 
 _FLUSH_LOCK = threading.Lock()
@@ -272,9 +418,7 @@ def _guard_output(policies, record: dict, audit: AuditLog | None, where: str | N
 def items_from_cli(names: list[str], config_path: str | None = None, options: list[str] = ()) -> list:
     """An ``ethics:`` list from a YAML file's ``ethics:`` key, then ``--policy`` names, with
     ``--option POLICY.KEY=VALUE`` settings (values read as YAML) applied to the policy named."""
-    import yaml
-
-    from .config import read_yaml
+    from .config import read_yaml, safe_load_yaml
 
     items = []
     if config_path:
@@ -290,7 +434,7 @@ def items_from_cli(names: list[str], config_path: str | None = None, options: li
         if not sep or not field or not targets:
             raise ConfigError(f"--option {setting!r}: expected POLICY.KEY=VALUE with POLICY one of {', '.join(i['name'] for i in items) or '(none given)'}")
         for item in targets:
-            item[field] = yaml.safe_load(raw) if raw else ""
+            item[field] = safe_load_yaml(raw, f"--option {key}") if raw else ""
     return items
 
 

@@ -139,7 +139,10 @@ def register_ethics_policies(register):
 
     ``factory(options)`` returns an object with ``inspect(text, stage) -> dict``: a decision
     (``allow``, ``flag``, ``redact`` with the redacted text, or ``block``), the reasons and the
-    spans involved. An options field with ``metadata={"path": True}`` (a model's run directory)
+    spans involved. A redacting policy should also return ``"edits": [[start, end, replacement],
+    ...]`` (sorted, not overlapping), so the spans of the policies after it map back to the
+    original text in linear time; without them the kernel diffs the two texts, which is quadratic
+    at worst. An options field with ``metadata={"path": True}`` (a model's run directory)
     is read relative to the config file that sets it. :class:`lccore.ethics.Guard` applies the
     policies to predictions and reasoners.
     """

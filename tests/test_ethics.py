@@ -123,7 +123,7 @@ def test_cli_check_writes_one_row_per_input_and_an_audit_log_without_raw_pii(tmp
     audit = log.read_text()
     entries = [json.loads(line) for line in audit.splitlines()]
     assert len(entries) == 3 * 3 and {e["policy"] for e in entries} == {"blocklist", "pii", "toxicity"}
-    assert {"time", "stage", "policy", "decision", "reasons", "span_types", "text_sha256"} <= set(entries[0])
+    assert {"time", "stage", "policy", "decision", "reasons", "span_types", "text_hmac_sha256"} <= set(entries[0])
     for secret in (*PII_SAMPLES.values(), "4111111111111111", "jane.doe", "example.co.uk", "lovely class", "f*ck"):
         assert secret not in audit
     assert main(["ethics", "check", "--policy", "pii", "--option", "pii.acton=block", "--input", str(source)]) == 2

@@ -92,15 +92,19 @@ def decision(text: str, found: list[dict], action: str, placeholder) -> dict:
     if not found:
         return {"decision": "allow", "redacted": text, "reasons": [], "spans": []}
     found = sorted(found, key=lambda m: m["start"])
-    redacted = text
+    redacted, edits = text, []
     if action == "redact":
         pieces, last = [], 0
         for match in found:
-            pieces += [text[last : match["start"]], placeholder(match)]
+            edits.append([match["start"], match["end"], placeholder(match)])
+            pieces += [text[last : match["start"]], edits[-1][2]]
             last = match["end"]
         redacted = "".join(pieces) + text[last:]
     reasons = list(dict.fromkeys(m["reason"] for m in found))
-    return {"decision": action, "redacted": redacted, "reasons": reasons, "spans": [{k: m[k] for k in ("start", "end", "type")} for m in found]}
+    record = {"decision": action, "redacted": redacted, "reasons": reasons, "spans": [{k: m[k] for k in ("start", "end", "type")} for m in found]}
+    if edits:  # lets the kernel map later policies' offsets back in linear time
+        record["edits"] = edits
+    return record
 
 
 def without_overlaps(found: list[dict]) -> list[dict]:

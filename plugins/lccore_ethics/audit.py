@@ -18,16 +18,21 @@ def load_terms(extra: str | Path | None = None) -> dict[str, dict[str, list[str]
     """The bundled identity-term groups, with the groups of ``extra`` (YAML or JSON) added or replacing them."""
     import yaml
 
-    groups = yaml.safe_load(TERMS_FILE.read_text(encoding="utf-8"))
+    from lccore.config import safe_load_yaml
+
+    groups = yaml.safe_load(TERMS_FILE.read_text(encoding="utf-8"))  # the plugin's own file
     if extra:
         path = Path(extra)
         if not path.is_file():
             raise lccore.ConfigError(f"--terms {path}: no such file")
         text = path.read_text(encoding="utf-8")
-        try:
-            added = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as exc:
-            raise lccore.ConfigError(f"--terms {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        if path.suffix != ".json":  # YAML through lccore's loader: aliases bounded, cycles refused
+            added = safe_load_yaml(text, f"--terms {path}")
+        else:
+            try:
+                added = json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                raise lccore.ConfigError(f"--terms {path}: not valid JSON: {exc}") from None
         if not isinstance(added, dict):
             raise lccore.ConfigError(f"--terms {path}: expected a mapping of groups to {{class: [terms]}}")
         groups.update(added)

@@ -13,7 +13,7 @@ def add_commands(commands) -> None:
     audit.add_argument("run_dir")
     audit.add_argument("--data", required=True, help="JSONL of texts (strings or objects the task reads), or '-' for stdin")
     audit.add_argument("--terms", metavar="FILE", help="YAML/JSON identity-term groups {group: {class: [terms]}} added to the bundled ones")
-    audit.add_argument("--top", type=int, default=5, metavar="N", help="worst examples kept per group (default 5)")
+    audit.add_argument("--top", type=commands.bounded(int, 1, 1000), default=5, metavar="N", help="worst examples kept per group (default 5, at most 1000)")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.add_argument("--html", metavar="FILE", help="also write the report as an HTML page (groups, flip-rate bars, the worst counterfactuals)")
     audit.set_defaults(command=run_audit)

@@ -1,6 +1,8 @@
 """The `toxicity` policy: better-profanity's word list (read as a data file: importing the package
 is not needed) with obfuscation handling, matched by whole words so that "class", "assess" and
-"Scunthorpe" pass; optionally an lccore text-classification run as a second judge."""
+"Scunthorpe" pass; optionally an lccore text-classification run as a second judge. Words are
+looked for in the normalised text (:mod:`.textnorm`: no zero-width characters, fullwidth letters
+made plain), each token once: the work is linear in the length of the text."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ from pathlib import Path
 import lccore
 
 from . import decision
+from .textnorm import Normalised
 
 LEET = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s", "5": "s", "7": "t", "+": "t"})
 # A token: letters, digits and the characters people put inside a word to hide it (f*ck, f.u.c.k, sh!t).
 TOKEN = re.compile(r"[A-Za-z0-9@$!*#+](?:[A-Za-z0-9@$!*#+._'-]*[A-Za-z0-9@$!*#+])?")
 MASK = "*#"
+# Verdicts remembered for up to 65,536 tokens of up to 64 characters (a text repeats its words).
+CACHE_SIZE, CACHED_LENGTH = 65536, 64
 SEPARATORS = "._'-"
 
 
@@ -47,22 +52,32 @@ class WordList:
         for word in self.single:
             self.by_length.setdefault(len(word), []).append(word)
         phrases = sorted((w for w in words if " " in w), key=len, reverse=True)
+        self._seen: dict[str, str | None] = {}
         self.phrases = re.compile(r"(?<!\w)(?:" + "|".join(r"\s+".join(map(re.escape, p.split())) for p in phrases) + r")(?!\w)", re.I) if phrases else None
 
     def match(self, token: str) -> str | None:
         """The listed word ``token`` spells, seen through masking, separators, leetspeak and repeats."""
         lowered = token.lower()
+        if len(lowered) > CACHED_LENGTH:
+            return self._match(lowered)
+        if lowered not in self._seen:
+            if len(self._seen) >= CACHE_SIZE:
+                self._seen.clear()
+            self._seen[lowered] = self._match(lowered)
+        return self._seen[lowered]
+
+    def _match(self, lowered: str) -> str | None:
         if lowered in self.single:
             return lowered
         joined = "".join(c for c in lowered if c not in SEPARATORS)
         if any(c in MASK for c in joined):  # f*ck, f**k, sh#t: each mask character stands for one letter
-            pattern = re.compile("".join("[a-z]" if c in MASK else re.escape(c) for c in joined.translate(LEET)))
-            if re.search("[a-z]", joined.translate(LEET)):
-                for word in self.by_length.get(len(joined), ()):
-                    if pattern.fullmatch(word):
-                        return word
+            candidates = self.by_length.get(len(joined), ())
+            if candidates and re.search("[a-z]", joined.translate(LEET)):
+                pattern = re.compile("".join("[a-z]" if c in MASK else re.escape(c) for c in joined.translate(LEET)))
+                return next((word for word in candidates if pattern.fullmatch(word)), None)
             return None
-        for candidate in dict.fromkeys((joined, joined.translate(LEET))):
+        # A plain number is a number (a price, a year, "455"), not leetspeak.
+        for candidate in dict.fromkeys((joined,) if joined.isdigit() else (joined, joined.translate(LEET))):
             if candidate in self.single:
                 return candidate
             if re.search(r"([a-z])\1\1", candidate) and collapse(candidate) in self.collapsed:
@@ -71,16 +86,19 @@ class WordList:
         # words (hello.fuck) leaves each part to be a word of its own.
         if any(c in SEPARATORS for c in lowered):
             for part in re.split(r"[._'-]+", lowered):
-                if part and part != lowered and self.match(part):
-                    return self.match(part)
+                if part and part != lowered and (word := self.match(part)):
+                    return word
         return None
 
     def find(self, text: str) -> list[dict]:
-        found = []
-        if self.phrases is not None:
-            found += [{"start": m.start(), "end": m.end(), "word": m.group().lower()} for m in self.phrases.finditer(text)]
+        """The listed words and phrases in ``text`` (``{"start", "end", "word"}``), in one pass over
+        its tokens: a token inside a phrase already found is skipped."""
+        phrases = [] if self.phrases is None else [{"start": m.start(), "end": m.end(), "word": m.group().lower()} for m in self.phrases.finditer(text)]
+        found, next_phrase = list(phrases), 0
         for token in TOKEN.finditer(text):
-            if any(f["start"] <= token.start() < f["end"] for f in found):
+            while next_phrase < len(phrases) and phrases[next_phrase]["end"] <= token.start():
+                next_phrase += 1
+            if next_phrase < len(phrases) and phrases[next_phrase]["start"] <= token.start():
                 continue
             word = self.match(token.group())
             if word:
@@ -109,7 +127,10 @@ class ToxicityPolicy:
         return None
 
     def inspect(self, text: str, stage: str) -> dict:
-        found = [{**m, "type": "PROFANITY", "reason": "toxicity: word list"} for m in self.words.find(text)]
+        # Matched on the normalised text (zero-width characters out, fullwidth letters plain),
+        # reported and redacted at the original offsets.
+        normal = Normalised(text)
+        found = normal.map_spans([{**m, "type": "PROFANITY", "reason": "toxicity: word list"} for m in self.words.find(normal.text)])
         result = decision(text, found, self.options.action, lambda m: "<PROFANITY>")
         judged = self._judge(text)
         if judged is not None:

@@ -150,11 +150,16 @@ class KGBackend:
         derived from both, so that re-adding the same extraction adds nothing."""
         raise NotImplementedError
 
-    def query(self, sparql: str, *, allow_network: bool = False) -> dict:
+    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None) -> dict:
         """Run a SPARQL 1.1 query: ``{"type": "select", "vars": [...], "rows": [{var: term}]}``,
         ``{"type": "ask", "value": bool}`` or ``{"type": "graph", "triples": [...]}``. Queries
         that reach the network (``SERVICE``, ``LOAD``, remote ``FROM``) raise
-        :class:`lccore.ConfigError` unless ``allow_network``."""
+        :class:`lccore.ConfigError` unless ``allow_network``.
+
+        ``timeout`` (seconds, a positive finite number; None: no limit) bounds the call: past it
+        the query is really stopped, not left running (it runs where it can be killed), and
+        :class:`lccore.TimeLimitError` is raised; the store stays usable. A refused or malformed
+        query is refused at once, before any time is spent. A bad ``timeout`` is a ConfigError."""
         raise NotImplementedError
 
     def update(self, sparql: str, *, allow_network: bool = False) -> None:

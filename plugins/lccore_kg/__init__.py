@@ -42,7 +42,7 @@ class SparqlEndpointOptions:
     update_url: Optional[str] = attrs.field(default=None, metadata={"doc": "SPARQL 1.1 update endpoint; default: query_url."})
     user_env: Optional[str] = attrs.field(default=None, metadata={"doc": "Name of the environment variable holding the basic-auth user."})
     password_env: Optional[str] = attrs.field(default=None, metadata={"doc": "Name of the environment variable holding the basic-auth password."})
-    timeout: float = attrs.field(default=30.0, metadata={"doc": "Seconds to wait for an answer.", "min": 0.1})
+    timeout: float = attrs.field(default=30.0, metadata={"doc": "Seconds to wait for an answer (at most a day).", "min": 0.1, "max": 86_400.0})
 
 
 @lccore.hookimpl

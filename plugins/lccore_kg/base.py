@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from typing import Iterable
 
 from rdflib import BNode, Literal, Namespace, URIRef
 from rdflib.namespace import RDF, RDFS
 
 import lccore
-from lccore import DataError
+from lccore import ConfigError, DataError
 
-from . import safety
-from .terms import PREFIXES, checked_triples, normalise, nt
+from . import safety, timed
+from .terms import PREFIXES, checked_triples, normalise, nt, one_line  # noqa: F401 (one_line: for the backends)
 
 #: The lccore vocabulary: provenance properties (lc:source, lc:sentence, lc:start, lc:end,
 #: lc:model, lc:confidence, ...) and whatever else lccore writes into a graph.
 VOCAB = Namespace(PREFIXES["lc"])
 STATEMENT_PREFIX = "urn:lccore:statement:"
+#: Upper bounds of the calls whose cost grows with an argument.
+MAX_HOPS = 10
+MAX_NEIGHBOURS = 1_000_000
+MAX_LOOKUP = 10_000
+_WORKERS_LOCK = threading.Lock()
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
@@ -62,10 +68,9 @@ def is_statement(term) -> bool:
     return isinstance(term, URIRef) and term.startswith(STATEMENT_PREFIX)
 
 
-def one_line(message, limit: int = 300) -> str:
-    """A store's error message as one line (Oxigraph's span several), cut to ``limit``."""
-    text = " ".join(str(message).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _check_count(value, key: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key}: expected an integer from {low} to {high:,}, got {value!r}")
 
 
 def _iri_ref(iri) -> str:
@@ -79,6 +84,9 @@ class StoreBase(lccore.KGBackend):
     #: Keep an in-memory label index for :meth:`lookup` (stores no other process writes to).
     label_index = False
     _label_index: dict | None = None
+    #: Counts writes through this object: timed queries' workers made before one are retired.
+    _version = 0
+    _workers: "timed.QueryWorkers | None" = None
 
     # --- the public interface ---------------------------------------------------------------------
 
@@ -97,22 +105,31 @@ class StoreBase(lccore.KGBackend):
             if record:
                 extra += reify(triple, record, f"triple {index}")
         unique = list(dict.fromkeys(data))
-        self._label_index = None
+        self._changed()
         return self._add_all(unique, list(dict.fromkeys(extra)))
 
-    def query(self, sparql: str, *, allow_network: bool = False) -> dict:
+    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None) -> dict:
+        """As :meth:`lccore.KGBackend.query`. With ``timeout`` (seconds) the query runs in a
+        worker process (:mod:`lccore_kg.timed`), killed at the deadline."""
         kind = safety.check_query(sparql, allow_network=allow_network)
-        return self._query(sparql, kind, allow_network)
+        if timeout is None:
+            return self._query(sparql, kind, allow_network)
+        timeout = timed.check_timeout(timeout)
+        with _WORKERS_LOCK:  # two threads' first timed queries share one pool
+            if self._workers is None:
+                self._workers = timed.QueryWorkers()
+        return self._workers.run(self._worker_store, self._version, (sparql, kind, allow_network), timeout)
 
     def update(self, sparql: str, *, allow_network: bool = False) -> None:
         safety.check_update(sparql, allow_network=allow_network)
-        self._label_index = None
+        self._changed()
         self._update(sparql, allow_network)
 
     def lookup(self, label: str, *, limit: int = 10) -> list[dict]:
         """Entities whose ``rdfs:label`` equals ``label`` ignoring case and language tag. A store
         that only this process writes (``label_index``) scans its labels once and answers from
         an in-memory index until it is written again; others ask SPARQL each time."""
+        _check_count(limit, "lookup: limit", 1, MAX_LOOKUP)
         wanted = label.strip().lower()
         if self.label_index:
             if self._label_index is None:
@@ -136,12 +153,14 @@ class StoreBase(lccore.KGBackend):
         """Triples within ``hops`` of ``iri`` in either direction, nearest first. Provenance
         statements are left out, and a class reached through ``rdf:type`` is not expanded (it
         would bring in every member of the class)."""
+        _check_count(hops, "neighbours: hops", 0, MAX_HOPS)
+        _check_count(limit, "neighbours: limit", 1, MAX_NEIGHBOURS)
         start = iri if isinstance(iri, (URIRef, BNode)) else URIRef(str(iri))
         seen_nodes = {start}
         frontier = [start]
         out: list[tuple] = []
         seen_triples: set[tuple] = set()
-        for _ in range(max(0, hops)):
+        for _ in range(hops):
             next_frontier = []
             for triple in self._edges(frontier):
                 s, p, o = triple
@@ -161,7 +180,16 @@ class StoreBase(lccore.KGBackend):
         return out
 
     def close(self) -> None:
-        pass
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def _changed(self) -> None:
+        self._label_index = None
+        self._version += 1
 
     def results_json(self, result: dict):
         """As the kernel's, with Oxigraph's JSON-LD serialiser: what `lccore kg query --json` prints."""
@@ -209,10 +237,16 @@ class StoreBase(lccore.KGBackend):
         """``(iri, label text)`` for every ``rdfs:label`` of an IRI (with ``label_index``)."""
         raise NotImplementedError
 
+    def _worker_store(self):
+        """A picklable callable that builds, in a worker process, a store answering ``_query``
+        as this one does now (for timed queries)."""
+        raise NotImplementedError
+
 
 def stats(store, *, top: int = 10) -> dict:
     """Counts for ``lccore kg stats``: triples, distinct subjects, predicates and classes, the most
-    used predicates, and provenance statements."""
+    used predicates (``top``, at most :data:`MAX_LOOKUP`), and provenance statements."""
+    _check_count(top, "stats: top", 1, MAX_LOOKUP)
 
     def count(what: str, where: str) -> int:
         rows = store.query(f"SELECT (COUNT({what}) AS ?n) WHERE {{ {where} }}")["rows"]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import os
+import shutil
 import sys
+import threading
+from pathlib import Path
 
 import lccore
+
+#: ``kg query --timeout``: the default and the most allowed, in seconds.
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 86_400.0
 
 GROUP_HELP = "knowledge graphs: import RDF files, SPARQL, statistics, export (and what other plugins add: build, ask)"
 
@@ -29,6 +39,7 @@ def add_commands(commands) -> None:
     kg_query.add_argument("--allow-network", action="store_true", help="allow SERVICE, LOAD and remote FROM/USING (refused by default)")
     kg_query.add_argument("--infer", choices=["rdfs"], help="query an in-memory copy with its RDFS closure (copies the whole store: small graphs)")
     kg_query.add_argument("--update", action="store_true", help="the text is a SPARQL update: run it (in one transaction on Oxigraph)")
+    kg_query.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"stop after this long, --infer and --update included: exit 124 (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     kg_query.set_defaults(command=run_query)
 
     kg_stats = commands.add("stats", group="kg", help="triples, distinct subjects/predicates/classes, top predicates, provenance statements")
@@ -43,17 +54,73 @@ def add_commands(commands) -> None:
     kg_export.set_defaults(command=run_export)
 
 
-def run_import(args) -> int:
-    from . import open_store
-
-    store = open_store(args.store)
+def seconds(text: str) -> float:
+    """``--timeout``: a positive, finite number of seconds, at most MAX_TIMEOUT."""
     try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {text}")
+    return value
+
+
+def run_to_deadline(work, timeout: float, what: str):
+    """``work()``, run in a thread while the main thread waits, so that Ctrl-C and the time limit
+    are seen at once even while pyoxigraph is deep in a query (it releases the GIL). Either ends
+    the process on the spot, with status 130 or 124 and one line: the work cannot outlive it, and
+    an interrupted update leaves the store as it was (one transaction, never committed)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"lccore {what}", daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout)
+    except KeyboardInterrupt:
+        _leave("lccore: interrupted", 130)
+    if thread.is_alive():
+        error = lccore.TimeLimitError(f"{what}: stopped after {timeout:g} s (the time limit; raise it with --timeout)")
+        _leave(f"lccore: error: {error}", error.exit_status)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _leave(message: str, status: int):
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(status)
+
+
+def run_import(args) -> int:
+    from . import open_store, store_spec
+
+    backend, options = store_spec(args.store)
+    new_directory = Path(options["path"]) if backend == "oxigraph" and not os.path.lexists(options["path"]) else None
+    store, read = None, 0
+    try:
+        store = open_store(args.store)
         for path in args.files:
             count = store.load(path, args.format, **({"base": args.base} if args.base else {}))
+            read += 1
             print(f"{path}: {count} triples read")
         print(f"{args.store}: {len(store)} triples")
-    finally:
-        store.close()
+    except BaseException:
+        try:
+            if store is not None:
+                store.close()
+        except (lccore.LccoreError, OSError):
+            pass  # the first error says more
+        if new_directory is not None and read == 0:
+            shutil.rmtree(new_directory, ignore_errors=True)  # made by this command, and holds nothing
+        raise
+    store.close()
     return 0
 
 
@@ -69,16 +136,22 @@ def run_query(args) -> int:
         raise lccore.ConfigError("kg query: --infer applies to queries, not to --update")
     # Refused or malformed SPARQL fails here, before a store is opened or copied.
     (check_update if args.update else check_query)(sparql, allow_network=args.allow_network)
-    store = open_store(args.store, write=args.update)
-    try:
-        if args.update:
-            store.update(sparql, allow_network=args.allow_network)
-            print(f"{args.store}: {len(store)} triples")
-            return 0
-        target = infer_rdfs(store) if args.infer else store
-        result = target.query(sparql, allow_network=args.allow_network)
-    finally:
-        store.close()
+
+    def work():
+        store = open_store(args.store, write=args.update)
+        try:
+            if args.update:
+                store.update(sparql, allow_network=args.allow_network)
+                return len(store)
+            target = infer_rdfs(store) if args.infer else store
+            return target.query(sparql, allow_network=args.allow_network)
+        finally:
+            store.close()
+
+    result = run_to_deadline(work, args.timeout, "kg query")
+    if args.update:
+        print(f"{args.store}: {result} triples")
+        return 0
     if not args.json:
         print(table(result, query_prefixes(sparql)))
     elif result["type"] == "graph":

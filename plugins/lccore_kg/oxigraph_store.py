@@ -6,6 +6,8 @@ read-only meanwhile and sees everything committed before it opened it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -14,7 +16,7 @@ from rdflib.namespace import RDFS
 from lccore import ConfigError, DataError
 
 from .base import StoreBase, one_line
-from .terms import PREFIXES, ox_triple, parse_file, rdf_format, to_oxigraph, to_rdflib
+from .terms import PREFIXES, export_prefixes, output, ox_triple, parse_file, rdf_format, to_oxigraph, to_rdflib
 
 
 #: Files with at least this many triples are written with RocksDB's bulk loader, not one transaction.
@@ -44,8 +46,8 @@ class OxigraphStore(StoreBase):
             return
         try:
             self._store = self._open(ox.Store)
-        except StoreLocked:
-            if options.access != "auto":
+        except ConfigError:  # locked by a writer, or a disk too full to open for writing
+            if options.access != "auto" or not (path / "CURRENT").exists():
                 raise
             self._store = self._open(ox.Store.read_only)
             self.read_only = True
@@ -56,7 +58,7 @@ class OxigraphStore(StoreBase):
         except OSError as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(f"{self.path}: the store is open read-write in another process; writes must wait until it is closed") from None
-            raise ConfigError(f"{self.path}: cannot open the Oxigraph store: {exc}") from None
+            raise ConfigError(f"{self.path}: cannot open the Oxigraph store: {one_line(exc)}") from None
 
     @property
     def store(self) -> ox.Store:
@@ -72,7 +74,8 @@ class OxigraphStore(StoreBase):
     def _add_all(self, triples, extra) -> int:
         store = self._writable()
         new = [q for q in map(ox_triple, triples) if q not in store]
-        store.extend(new + [ox_triple(t) for t in extra])  # one transaction: all or nothing
+        with _disk_errors(self.path):
+            store.extend(new + [ox_triple(t) for t in extra])  # one transaction: all or nothing
         return len(new)
 
     def _query(self, sparql: str, kind: str, allow_network: bool) -> dict:
@@ -119,26 +122,46 @@ class OxigraphStore(StoreBase):
     def load(self, path, format: str | None = None, *, base: str | None = None) -> int:
         store = self._writable()
         quads = parse_file(path, format, base)  # the whole file first: a malformed one writes nothing
-        self._label_index = None
-        if len(quads) < BULK_LOAD_FROM:
-            store.extend(quads)  # one transaction
-        else:
-            store.bulk_extend(quads)  # 2-3x faster; only an I/O error midway could leave part of it
+        self._changed()
+        with _disk_errors(self.path):
+            if len(quads) < BULK_LOAD_FROM:
+                store.extend(quads)  # one transaction
+            else:
+                store.bulk_extend(quads)  # 2-3x faster; only an I/O error midway could leave part of it
         return len(quads)
 
     def dump(self, path, format: str | None = None) -> None:
         fmt = rdf_format(path, format)
-        if not Path(path).parent.is_dir():
-            raise ConfigError(f"{path}: folder {Path(path).parent} does not exist")
-        try:
-            self.store.dump(str(path), fmt, from_graph=ox.DefaultGraph(), prefixes=PREFIXES if fmt in (ox.RdfFormat.TURTLE, ox.RdfFormat.TRIG, ox.RdfFormat.RDF_XML) else None)
-        except (ValueError, SyntaxError) as exc:
-            raise DataError(f"{path}: cannot write {fmt.name}: {exc}") from None
+        store = self.store
+        with output(path, fmt) as handle:
+            store.dump(handle, fmt, from_graph=ox.DefaultGraph(), prefixes=export_prefixes(fmt))
 
     def __len__(self) -> int:
         return len(self.store)
 
     def close(self) -> None:
-        if self._store is not None and not self.read_only:
-            self._store.flush()
-        self._store = None
+        self._stop_workers()
+        store, self._store = self._store, None
+        if store is not None and not self.read_only:
+            with _disk_errors(self.path):
+                store.flush()
+
+    def _worker_store(self):
+        self.store  # noqa: B018 - ConfigError if closed
+        return functools.partial(_read_only, str(self.path))
+
+
+def _read_only(path: str) -> OxigraphStore:
+    from . import OxigraphOptions
+
+    return OxigraphStore(OxigraphOptions(path=path, access="read-only"))
+
+
+@contextlib.contextmanager
+def _disk_errors(path):
+    """A write that fails for the disk (full, read-only, over a size limit) as a one-line
+    DataError naming the store; RocksDB keeps what was committed before."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write the store: {exc.strerror or one_line(exc)}") from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
+import pyoxigraph as ox
 from rdflib import Graph, URIRef
 from rdflib.namespace import RDF, RDFS
 
@@ -36,7 +38,7 @@ class RdflibMemoryStore(StoreBase):
         """Add triples none of which is in the graph yet; on any failure take them all back
         (rdflib's memory store has no transactions)."""
         graph = self.graph
-        self._label_index = None
+        self._changed()
         try:
             graph.addN((s, p, o, graph) for s, p, o in pending)
         except BaseException:
@@ -97,3 +99,15 @@ class RdflibMemoryStore(StoreBase):
 
     def __len__(self) -> int:
         return len(self.graph)
+
+    def _worker_store(self):
+        # The graph goes to the worker as N-Triples (pyoxigraph's writer and parser: fast, and
+        # blank node ids kept).
+        data = ox.serialize((ox_triple(t) for t in self.graph), format=ox.RdfFormat.N_TRIPLES)
+        return functools.partial(_copy, data)
+
+
+def _copy(data: bytes) -> RdflibMemoryStore:
+    store = RdflibMemoryStore()
+    store.graph.addN((to_rdflib(q.subject), to_rdflib(q.predicate), to_rdflib(q.object), store.graph) for q in ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+    return store

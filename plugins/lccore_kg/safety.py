@@ -147,76 +147,155 @@ def _refusal(keyword: str, term, prologue) -> str:
 
 # --- RDF files ----------------------------------------------------------------------------------
 
-_XML_EXTERNAL_DTD = re.compile(r"<!DOCTYPE\s+[^\s\[>]+\s+(SYSTEM|PUBLIC)\s+(\"[^\"]*\"|'[^']*')", re.S)
-_XML_EXTERNAL_ENTITY = re.compile(r"<!ENTITY\s+(%\s+)?([^\s>]+)\s+(SYSTEM|PUBLIC)\s+(\"[^\"]*\"|'[^']*')", re.S)
-_XML_ENTITY = re.compile(r"<!ENTITY\s+(%\s+)?([^\s>]+)\s+(?:\"([^\"]*)\"|'([^']*)')", re.S)
-_XML_REFERENCE = re.compile(r"&([A-Za-z_][\w.\-]*);")
+_XML_REFERENCE = re.compile(r"&([\w:][\w.:\-]*);")
+#: The same, over the raw UTF-8 bytes of a document (an XML name may hold any non-ASCII letter).
+_XML_REFERENCE_BYTES = re.compile(rb"&([\w:\x80-\xff][\w.:\-\x80-\xff]*);")
 #: Entity expansion allowed in an RDF/XML file: this much beyond ten times the file's own size.
 XML_EXPANSION_SLACK = 16 << 20
+#: Deepest element nesting read from RDF/XML (pyoxigraph's RDF/XML parser takes time quadratic
+#: in the depth: 20,000 levels take seconds, 200,000 minutes).
+MAX_XML_DEPTH = 1000
+_CHUNK = 1 << 20
+
+
+class _Refused(Exception):
+    """Stops expat from inside a handler; carries the DataError to raise."""
 
 
 def check_rdf_file(path, kind: str) -> None:
     """Refuse, before parsing, what would make a parser reach outside the file or blow up: for
-    ``kind`` "rdf-xml" an external DTD, external or parameter entities, and internal entities
-    that expand to far more than the file (pyoxigraph expands entities without a limit: a
-    "billion laughs" file would exhaust memory); for "json-ld" a context given by reference."""
+    ``kind`` "rdf-xml" an external DTD, external or parameter entities, internal entities that
+    expand to far more than the file (pyoxigraph expands entities without a limit: a "billion
+    laughs" file would exhaust memory), nesting deeper than :data:`MAX_XML_DEPTH`, and anything
+    that is not well-formed XML; for "json-ld" a context given by reference."""
     path = Path(path)
     if kind == "rdf-xml":
-        _check_xml(path)
+        with open(path, "rb") as handle:
+            check_xml(handle, str(path))
     elif kind == "json-ld":
         try:
             with open(path, encoding="utf-8") as handle:
                 document = json.load(handle)
+            references = list(_context_references(document))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
         except UnicodeDecodeError:
             raise DataError(f"{path}: not valid UTF-8") from None
-        for key, reference in _context_references(document):
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply (at most about {sys.getrecursionlimit()} levels)") from None
+        for key, reference in references:
             reason = HINT if is_remote(reference) else "only inline contexts are read"
             raise DataError(f"{path}: JSON-LD {key} '{reference}' refused: {reason}; put the context inline")
 
 
-def _check_xml(path: Path) -> None:
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 20).decode("utf-8", errors="replace")
-    root = re.search(r"<(?![?!])", head)  # the first element: the DOCTYPE comes before it
-    prolog = head[: root.start()] if root else head
+def check_xml(stream, name: str) -> None:
+    """Read a whole XML document (a binary stream, from its current position) with expat and
+    refuse it, as DataError "NAME:LINE: reason", unless it is well-formed UTF-8 XML (what
+    pyoxigraph reads) with no external DTD, no external or parameter entity, no nesting deeper
+    than :data:`MAX_XML_DEPTH`, and internal entities that expand to at most ten times the
+    document plus :data:`XML_EXPANSION_SLACK`.
 
-    def line_of(match) -> int:
-        return prolog.count("\n", 0, match.start()) + 1
+    The document is streamed: padding, a DOCTYPE after the first element, or a second DOCTYPE
+    (which pyoxigraph would read) cannot hide anything. Entity references are counted on the raw
+    bytes after the DOCTYPE before expat expands any of them."""
+    from xml.parsers import expat
 
-    for pattern, what in ((_XML_EXTERNAL_DTD, "external DTD"), (_XML_EXTERNAL_ENTITY, "external XML entity")):
-        match = pattern.search(prolog)
-        if match:
-            name = f" '{match.group(2)}'" if what == "external XML entity" else ""
-            raise DataError(f"{path}:{line_of(match)}: {what}{name} ({match.group(pattern.groups - 1)} {match.group(pattern.groups)}) refused: an RDF file may not reach outside itself")
-    entities = {}
-    for match in _XML_ENTITY.finditer(prolog):
-        if match.group(1):
-            raise DataError(f"{path}:{line_of(match)}: XML parameter entity '{match.group(2)}' refused")
-        entities.setdefault(match.group(2), match.group(3) if match.group(3) is not None else match.group(4))
-    if not entities:
-        return
+    start = stream.tell()
+    size = stream.seek(0, 2) - start
+    stream.seek(start)
+    parser = expat.ParserCreate(encoding="UTF-8")  # pyoxigraph reads UTF-8 whatever the prolog says
+    entities: dict[str, str] = {}
+    depth = 0
+
+    def refuse(message: str):
+        raise _Refused(DataError(f"{name}:{parser.CurrentLineNumber}: {message}"))
+
+    def doctype(_name, system_id, public_id, _internal):
+        if system_id or public_id:
+            keyword, literal = ("PUBLIC", public_id) if public_id else ("SYSTEM", system_id)
+            refuse(f'external DTD ({keyword} "{literal}") refused: an RDF file may not reach outside itself')
+
+    def entity(entity_name, is_parameter, value, _base, system_id, public_id, notation):
+        if is_parameter:
+            refuse(f"XML parameter entity '{entity_name}' refused")
+        if value is None:
+            keyword, literal = ("PUBLIC", public_id) if public_id else ("SYSTEM", system_id)
+            refuse(f'external XML entity \'{entity_name}\' ({keyword} "{literal}") refused: an RDF file may not reach outside itself')
+        entities.setdefault(entity_name, value)
+
+    def end_doctype():
+        if entities:
+            position = stream.tell()
+            _check_expansion(stream, start + parser.CurrentByteIndex, size, entities, name)
+            stream.seek(position)
+
+    def open_element(_name, _attributes):
+        nonlocal depth
+        depth += 1
+        if depth > MAX_XML_DEPTH:
+            refuse(f"elements nested more than {MAX_XML_DEPTH} deep")
+
+    def close_element(_name):
+        nonlocal depth
+        depth -= 1
+
+    parser.StartDoctypeDeclHandler = doctype
+    parser.EntityDeclHandler = entity
+    parser.EndDoctypeDeclHandler = end_doctype
+    parser.StartElementHandler = open_element
+    parser.EndElementHandler = close_element
+    try:
+        while chunk := stream.read(_CHUNK):
+            parser.Parse(chunk, False)
+        parser.Parse(b"", True)
+    except _Refused as refused:
+        raise refused.args[0] from None
+    except expat.ExpatError as exc:
+        reason = expat.ErrorString(exc.code)
+        if exc.code == expat.errors.codes[expat.errors.XML_ERROR_UNDEFINED_ENTITY] and not entities:
+            reason += " (only &amp; &lt; &gt; &quot; &apos; and numeric references are predefined)"
+        raise DataError(f"{name}:{exc.lineno}: not well-formed XML: {reason} (column {exc.offset + 1})") from None
+
+
+def _check_expansion(stream, body_start: int, size: int, entities: dict[str, str], name: str) -> None:
+    """Refuse the document when its entity references (counted on the raw bytes from
+    ``body_start``: in comments and CDATA too, which only errs on the safe side) would expand
+    beyond the limit."""
     sizes: dict[str, int] = {}
 
-    def expanded(name: str, trail: tuple = ()) -> int:
-        if name in trail:
-            raise DataError(f"{path}: XML entity '{name}' refers to itself")
-        if name not in sizes:
-            value = entities[name]
-            sizes[name] = len(value) + sum(expanded(ref, trail + (name,)) - len(ref) - 2 for ref in _XML_REFERENCE.findall(value) if ref in entities)
-        return sizes[name]
+    def expanded(entity: str, trail: tuple = ()) -> int:
+        if entity in trail:
+            raise DataError(f"{name}: XML entity '{entity}' refers to itself")
+        if entity not in sizes:
+            value = entities[entity]
+            sizes[entity] = len(value) + sum(expanded(ref, trail + (entity,)) - len(ref) - 2 for ref in _XML_REFERENCE.findall(value) if ref in entities)
+        return sizes[entity]
 
-    text = path.read_text(encoding="utf-8", errors="replace")
-    body = text[len(prolog):]
+    counts: dict[str, int] = {}
+    keep = 2 + max(len(entity.encode("utf-8")) for entity in entities)  # the longest reference
+    stream.seek(body_start)
+    tail = b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        text = tail + chunk
+        end = len(text) - keep if chunk else len(text)  # a reference starting later may be cut off: next time
+        for match in _XML_REFERENCE_BYTES.finditer(text):
+            if match.start() >= end:
+                break
+            reference = match.group(1).decode("utf-8", errors="replace")
+            if reference in entities:
+                counts[reference] = counts.get(reference, 0) + 1
+        if not chunk:
+            break
+        tail = text[max(end, 0):]
     try:
-        total = sum(expanded(ref) for ref in _XML_REFERENCE.findall(body) if ref in entities)
+        total = sum(expanded(reference) * count for reference, count in counts.items())
     except RecursionError:
-        raise DataError(f"{path}: XML entities nested too deeply") from None
-    limit = 10 * len(text) + XML_EXPANSION_SLACK
+        raise DataError(f"{name}: XML entities nested too deeply") from None
+    limit = 10 * size + XML_EXPANSION_SLACK
     if total > limit:
-        biggest = max(entities, key=expanded)
-        raise DataError(f"{path}: XML entities would expand to {total:,} characters (entity '{biggest}' alone to {expanded(biggest):,}); refused above {limit:,}")
+        biggest = max(counts, key=expanded)
+        raise DataError(f"{name}: XML entities would expand to {total:,} characters (entity '{biggest}' alone to {expanded(biggest):,}); refused above {limit:,}")
 
 
 def _context_references(node):

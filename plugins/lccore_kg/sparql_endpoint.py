@@ -6,6 +6,8 @@ idempotent, and a neighbourhood does not cross blank nodes."""
 from __future__ import annotations
 
 import base64
+import functools
+import io
 import json
 import os
 import urllib.error
@@ -17,6 +19,7 @@ from rdflib import BNode, Literal, URIRef
 
 from lccore import ConfigError
 
+from . import safety
 from .base import StoreBase, one_line
 from .terms import PREFIXES, nt, ox_triple, parse_file, to_rdflib, write_file
 
@@ -45,6 +48,7 @@ class SparqlEndpointStore(StoreBase):
     name = "sparql-endpoint"
 
     def __init__(self, options):
+        self.options = options
         self.query_url = options.query_url
         self.update_url = options.update_url or options.query_url
         self.timeout = options.timeout
@@ -80,14 +84,19 @@ class SparqlEndpointStore(StoreBase):
         if kind in ("select", "ask"):
             try:
                 document = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
                 raise ConfigError(f"SPARQL endpoint {self.query_url} answered {content_type}, not SPARQL results JSON") from None
-            if "boolean" in document:
-                return {"type": "ask", "value": bool(document["boolean"])}
-            names = document["head"]["vars"]
-            rows = [{k: _json_term(v) for k, v in binding.items()} for binding in document["results"]["bindings"]]
+            try:
+                if "boolean" in document:
+                    return {"type": "ask", "value": bool(document["boolean"])}
+                names = document["head"]["vars"]
+                rows = [{k: _json_term(v) for k, v in binding.items()} for binding in document["results"]["bindings"]]
+            except (KeyError, TypeError, AttributeError, ValueError, SyntaxError):
+                raise ConfigError(f"SPARQL endpoint {self.query_url} answered JSON that is not SPARQL 1.1 results JSON") from None
             return {"type": "select", "vars": names, "rows": rows}
         fmt = ox.RdfFormat.from_media_type(content_type) or ox.RdfFormat.N_TRIPLES
+        if fmt == ox.RdfFormat.RDF_XML:  # an endpoint's answer gets the same guard as a file
+            safety.check_xml(io.BytesIO(body), f"SPARQL endpoint {self.query_url} answer")
         try:
             quads = list(ox.parse(body, format=fmt))
         except SyntaxError as exc:
@@ -133,6 +142,9 @@ class SparqlEndpointStore(StoreBase):
     def dump(self, path, format: str | None = None) -> None:
         triples = self._query("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", "construct", False)["triples"]
         write_file((ox_triple(t) for t in sorted(triples)), path, format)
+
+    def _worker_store(self):
+        return functools.partial(SparqlEndpointStore, self.options)
 
     def __len__(self) -> int:
         rows = self._query("SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }", "select", False)["rows"]

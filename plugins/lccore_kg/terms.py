@@ -4,7 +4,11 @@ no XML entities, positions in its errors)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import secrets
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -32,6 +36,12 @@ EXTENSIONS = ".ttl .nt .jsonld .json .rdf .xml .owl .nq .trig"
 #: Predeclared in SPARQL on every backend, written into Turtle/TriG/RDF-XML exports, and used for
 #: short terms in tables.
 PREFIXES = safety.PREFIXES
+
+
+def one_line(message, limit: int = 300) -> str:
+    """A parser's or store's error message as one line (Oxigraph's span several), cut to ``limit``."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def rdf_format(path, format: str | None = None) -> ox.RdfFormat:
@@ -161,17 +171,52 @@ def parse_file(path, format: str | None = None, base: str | None = None) -> list
                 for q in ox.parse(path=str(path), format=fmt, base_iri=base, rename_blank_nodes=True)
             ]
     except SyntaxError as exc:
+        if not exc.lineno:  # the RDF/XML parser gives no position: find the line it stops at
+            exc.lineno = _failing_line(path, fmt, base)
         raise DataError(syntax_error_message(path, exc)) from None
+    except MemoryError as exc:  # pyoxigraph's parsers hold one token in a buffer of at most 16 MiB
+        raise DataError(f"{path}:{_failing_line(path, fmt, base)}: a term or line is too long to read ({one_line(exc)})") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid UTF-8") from None
     except OSError as exc:
         raise DataError(f"{path}: {exc.strerror or exc}") from None
 
 
+class _LineReader(io.RawIOBase):
+    """A file handed to a parser one line per read; ``line``: the line of the last byte handed out."""
+
+    def __init__(self, handle):
+        self.handle, self.line, self._after_newline = handle, 1, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.handle.readline(len(buffer))
+        if data:
+            self.line += data.count(b"\n") - data.endswith(b"\n") + self._after_newline
+            self._after_newline = data.endswith(b"\n")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _failing_line(path: Path, fmt, base: str | None) -> int | None:
+    """The line at which pyoxigraph's parser fails on ``path``, read again a line at a time
+    (it has read up to the token it refused); only called once a parse has failed."""
+    with open(path, "rb") as handle:
+        reader = _LineReader(handle)
+        try:
+            for _ in ox.parse(reader, format=fmt, base_iri=base):
+                pass
+        except (SyntaxError, MemoryError):
+            return reader.line
+    return None
+
+
 def syntax_error_message(path, exc: SyntaxError) -> str:
     """pyoxigraph's "Parser error at line 4 between columns 1 and 4: reason" as "FILE:4: reason
     (column 1)"."""
-    reason = re.sub(r"^Parser error (at|between) line \d+.*?: ", "", str(exc.msg or exc))
+    reason = re.sub(r"^Parser error (at|between) line \d+.*?: ", "", one_line(exc.msg or exc))
     if "No scheme found" in reason or "base IRI" in reason.lower():
         reason += " (a relative IRI: pass --base IRI)"
     if "LoadDocumentCallback" in reason:
@@ -183,16 +228,52 @@ def syntax_error_message(path, exc: SyntaxError) -> str:
 
 
 def write_file(quads, path, format: str | None = None) -> None:
-    """Write triples (pyoxigraph quads of the default graph) to an RDF file."""
-    path = Path(path)
+    """Write triples (pyoxigraph quads of the default graph) to an RDF file (see :func:`output`)."""
     fmt = rdf_format(path, format)
-    if not path.parent.is_dir():
-        raise ConfigError(f"{path}: folder {path.parent} does not exist")
     if fmt in (ox.RdfFormat.N_QUADS, ox.RdfFormat.TRIG):
         items = quads
     else:
         items = (ox.Triple(q.subject, q.predicate, q.object) for q in quads)
+    with output(path, fmt) as handle:
+        ox.serialize(items, handle, fmt, prefixes=export_prefixes(fmt))
+
+
+def export_prefixes(fmt) -> dict | None:
+    return PREFIXES if fmt in (ox.RdfFormat.TURTLE, ox.RdfFormat.TRIG, ox.RdfFormat.RDF_XML) else None
+
+
+@contextlib.contextmanager
+def output(path, fmt):
+    """A binary handle to write the RDF file ``path`` through: a new file beside it (created by
+    lccore, named ``.NAME.XXXXXXXX.part``), moved onto ``path`` once complete. On any failure (a
+    full disk, Ctrl-C) that file is removed and ``path`` is as it was. A ``path`` that exists and
+    is not a regular file (``/dev/stdout``, a FIFO, ``/dev/full``) is written in place. Errors
+    are DataError naming ``path``."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist")
+    target = path.resolve() if path.is_symlink() else path  # replace the file, not the link
+    partial = None
     try:
-        ox.serialize(items, str(path), fmt, prefixes=PREFIXES if fmt in (ox.RdfFormat.TURTLE, ox.RdfFormat.TRIG, ox.RdfFormat.RDF_XML) else None)
-    except (ValueError, SyntaxError) as exc:  # e.g. an IRI RDF/XML cannot write as a property
-        raise DataError(f"{path}: cannot write {fmt.name}: {exc}") from None
+        if target.exists() and not target.is_file():
+            handle = open(target, "wb")
+        else:
+            name = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+            # O_EXCL: never a file lccore did not make
+            handle = open(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+            partial = name
+        with handle:
+            yield handle
+            if partial is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+        if partial is not None:
+            os.replace(partial, target)
+    except BaseException as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        if isinstance(exc, (ValueError, SyntaxError)):  # e.g. an IRI RDF/XML cannot write as a property
+            raise DataError(f"{path}: cannot write {fmt.name}: {one_line(exc)}") from None
+        if isinstance(exc, OSError):
+            raise DataError(f"{path}: cannot write: {exc.strerror or one_line(exc)}") from None
+        raise

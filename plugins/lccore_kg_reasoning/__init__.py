@@ -18,10 +18,10 @@ import lccore
 @attrs.define
 class KGQAOptions:
     hops: int = attrs.field(default=1, metadata={"doc": "Neighbourhood radius around each entity the question mentions.", "min": 1, "max": 3})
-    max_triples: int = attrs.field(default=50, metadata={"doc": "Most triples retrieved as evidence.", "min": 1})
+    max_triples: int = attrs.field(default=50, metadata={"doc": "Most triples retrieved as evidence.", "min": 1, "max": 10_000})
     ner: Optional[str] = attrs.field(default=None, metadata={"doc": "An NER run that finds the question's entities; null: match entity labels in the question."})
     generator: Optional[str] = attrs.field(default=None, metadata={"doc": "A generative run (dialogue, clm, seq2seq) that answers from the retrieved triples; null: answer from the best-matching triple."})
-    max_new_tokens: int = attrs.field(default=48, metadata={"doc": "With a generator: most tokens generated.", "min": 1})
+    max_new_tokens: int = attrs.field(default=48, metadata={"doc": "With a generator: most tokens generated.", "min": 1, "max": 1 << 16})
 
 
 @lccore.hookimpl

@@ -24,6 +24,26 @@ from lccore.data import read_jsonl
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 DEFAULT_BASE = "urn:lccore:"
+#: ``batch_size`` (sentences per transaction, and per NER batch): at most this many.
+MAX_BATCH_SIZE = 4096
+#: An absolute IRI: a scheme, then no character an IRI may not hold.
+_IRI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]*")
+
+
+def check_build_options(*, base: str, min_confidence: float, batch_size: int, flags: bool = False) -> None:
+    """ConfigError naming the option (as a command-line flag with ``flags``), for values
+    :func:`build_graph` cannot use."""
+
+    def refuse(name: str, expected: str, value):
+        key = f"--{name.replace('_', '-')}" if flags else name
+        raise lccore.ConfigError(f"kg build: {key}: expected {expected}, got {value!r}")
+
+    if not isinstance(base, str) or not _IRI.fullmatch(base):
+        refuse("base", "an absolute IRI prefix such as urn:lccore: or http://example.org/kg/", base)
+    if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) or not 0 <= min_confidence <= 1:
+        refuse("min_confidence", "a number from 0 to 1", min_confidence)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        refuse("batch_size", f"an integer from 1 to {MAX_BATCH_SIZE}", batch_size)
 
 
 def normalise(label: str) -> str:
@@ -79,6 +99,7 @@ def build_graph(
     :func:`lccore.load` (an ``ner`` run and a ``relation_extraction`` run)."""
     from lccore_relation_extraction.pairs import entity_pairs
 
+    check_build_options(base=base, min_confidence=min_confidence, batch_size=batch_size)
     ner_model, re_model = Path(ner.run_dir).name, Path(relations.run_dir).name
     no_relation = relations.task.options.no_relation
     counts = {"documents": 0, "sentences": 0, "entities": 0, "relations": 0, "new_triples": 0}

@@ -15,8 +15,8 @@ def add_commands(commands) -> None:
     kg_build.add_argument("--input", required=True, help="JSONL: one document per line, a string or {\"id\", \"text\"}")
     kg_build.add_argument("--store", required=True, help="a directory (persistent store), 'memory', or a SPARQL endpoint URL")
     kg_build.add_argument("--base", default="urn:lccore:", help="prefix of entity, type and relation IRIs (default: urn:lccore:)")
-    kg_build.add_argument("--min-confidence", type=float, default=0.5, help="relations scored lower are left out (default 0.5)")
-    kg_build.add_argument("--batch-size", type=int, default=64, help="sentences per transaction, whole documents (default 64)")
+    kg_build.add_argument("--min-confidence", type=float, default=0.5, help="relations scored lower are left out (0 to 1, default 0.5)")
+    kg_build.add_argument("--batch-size", type=int, default=64, help="sentences per transaction, whole documents (1 to 4096, default 64)")
     kg_build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     kg_build.set_defaults(command=run_build)
 
@@ -25,7 +25,7 @@ def add_commands(commands) -> None:
     kg_ask.add_argument("question")
     kg_ask.add_argument("--ner", metavar="RUN_DIR", help="an ner run to find the question's entities (default: label match)")
     kg_ask.add_argument("--generator", metavar="RUN_DIR", help="a generative run that answers from the retrieved triples")
-    kg_ask.add_argument("--hops", type=int, default=1, help="neighbourhood radius (default 1)")
+    kg_ask.add_argument("--hops", type=commands.bounded(int, 1, 3), default=1, help="neighbourhood radius (1 to 3, default 1)")
     kg_ask.add_argument("--json", action="store_true", help="the whole answer record as JSON")
     kg_ask.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the question (input) and the answer (output) (repeatable)")
     kg_ask.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
@@ -47,8 +47,10 @@ def run_build(args) -> int:
 
     from lccore.data import check_file
 
-    from .build import build_graph, read_documents
+    from .build import build_graph, check_build_options, read_documents
 
+    # Before the runs load: a bad value costs nothing.
+    check_build_options(base=args.base, min_confidence=args.min_confidence, batch_size=args.batch_size, flags=True)
     check_file(args.input)
     ner, relations = lccore.load(args.ner), lccore.load(args.re)
     store = open_store(args.store)

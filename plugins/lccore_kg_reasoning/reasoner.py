@@ -23,6 +23,8 @@ ANSWER_TYPES = {
     "where": {"loc", "location", "gpe", "place", "city", "country"},
     "when": {"date", "time", "year"},
 }
+#: Longest question answered: without an NER run every word n-gram of it is looked up.
+MAX_QUESTION_CHARS = 4096
 STOPWORDS = set("a an the of in on at to is are was were be been does do did what which who whom where when how why and or".split())
 
 
@@ -53,10 +55,13 @@ class KGQuestionAnswering:
     # --- the reasoner contract -------------------------------------------------------------------
 
     def answer(self, query: str, *, predictor=None, graph=None) -> dict:
-        if graph is None:
-            import lccore
+        import lccore
 
+        if graph is None:
             raise lccore.ConfigError("kg_qa: needs a knowledge graph (graph=...)")
+        if not isinstance(query, str) or len(query) > MAX_QUESTION_CHARS:
+            got = f"{len(query):,} characters" if isinstance(query, str) else type(query).__name__
+            raise lccore.ConfigError(f"kg_qa: question: expected a string of at most {MAX_QUESTION_CHARS:,} characters, got {got}")
         entities = self.find_entities(query, graph, predictor)
         evidence = self.retrieve(entities, graph)
         if self.options.generator:
@@ -83,6 +88,8 @@ class KGQuestionAnswering:
     def retrieve(self, entities: list[dict], graph) -> list[tuple]:
         evidence, seen = [], set()
         for entity in entities:
+            if len(evidence) >= self.options.max_triples:
+                break
             for triple in graph.neighbours(str(entity["iri"]), hops=self.options.hops):
                 if triple not in seen and triple[1] not in (RDFS.label,):
                     seen.add(triple)

@@ -12,6 +12,7 @@ from typing import Callable
 
 import attrs
 
+from . import deadline
 from .batching import sorted_batches
 from .config import RunConfig, unstructure
 from .errors import ConfigError, RunDirError
@@ -64,11 +65,16 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
 
 @contextlib.contextmanager
 def model_load_errors(key: str, source):
-    """Turn transformers' errors for a missing or malformed model into a one-line config error."""
+    """Turn transformers' errors for a missing or malformed model (a truncated or damaged
+    ``model.safetensors`` among them) into a one-line config error."""
+    from safetensors import SafetensorError
+
     try:
         yield
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, SafetensorError):
+            reason = f"a weights file is damaged or truncated ({reason})"
         raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None
 
 
@@ -109,6 +115,7 @@ def run_model(
     bar = progress_bar(total=len(features), desc=desc, unit="ex", enabled=progress, leave=False)
     with torch.inference_mode():
         for indices in sorted_batches(lengths, batch_size):
+            deadline.check()  # a time limit (lccore.deadline.limit) stops the work between batches
             batch_features = [features[i] for i in indices]
             batch = task.collate(batch_features, tokenizer)
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}

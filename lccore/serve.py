@@ -6,10 +6,13 @@ the first request waits at most ``max_wait_ms`` for company, a batch holds at mo
 so do explanations and ``/v1/generate`` (streamed as server-sent events). Each predictor's guard
 (``predictor.guard``: its ethics policies and audit log) screens inputs and outputs.
 ``/v1/kg/query`` runs read-only SPARQL on a knowledge-graph store opened through its kg_backend.
-Guards: an optional bearer key, body-size and input-count limits (413), a cap on the inputs
-waiting per run (503 with ``Retry-After``), a per-request timeout (504), malformed or
-wrong-shaped bodies and unreadable inputs answered 422 with the field named, an unknown run 404,
-and no traceback ever sent to a client (it goes to the server's log).
+Guards: the ``Host`` header checked against the names the server was started for (421: DNS
+rebinding), cross-origin form posts refused (403), an optional bearer key, body-size,
+input-count and input-length limits (413), a cap on the inputs waiting per run (503 with
+``Retry-After``), a per-request time limit (504) that also stops the work (a deadline from
+:mod:`lccore.deadline`, checked between model batches and evaluations, frees the thread),
+malformed or wrong-shaped bodies and unreadable inputs answered 422 with the field named, an
+unknown run 404, and no traceback ever sent to a client (it goes to the server's log).
 
 fastapi, pydantic and uvicorn are imported here only, never by ``lccore --help``.
 """
@@ -19,17 +22,26 @@ fastapi, pydantic and uvicorn are imported here only, never by ``lccore --help``
 import asyncio
 import contextlib
 import copy
+import fnmatch
+import functools
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import os
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 import attrs
 
-from .errors import ConfigError, LccoreError, close_matches
+from . import deadline
+from .errors import ConfigError, LccoreError, TimeLimitError, close_matches
 
 log = logging.getLogger("lccore.serve")
 
@@ -37,19 +49,51 @@ log = logging.getLogger("lccore.serve")
 #: data; the page sends the key the user types with each API call).
 OPEN_PATHS = ("/healthz", "/")
 
+#: Host names a server bound to ``--host`` always answers to: the loopback names (and --host).
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Bind addresses meaning "every interface": any IP address is then one of the server's own.
+ANY_ADDRESS = ("0.0.0.0", "::", "")
+#: In an allowed-host list: any IP address (not a name, so no page can rebind it to this machine).
+ANY_IP = "<any ip>"
+
+
+def _bounded(default, flag: str, low, high, *, above: bool = False):
+    """A limit range-checked when :class:`ServeLimits` is made; the error names the CLI flag."""
+    integer = isinstance(default, int)
+
+    def check(instance, attribute, value):
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise ConfigError(f"{flag} must be {'an integer' if integer else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
+        if value < low or (above and value == low):
+            raise ConfigError(f"{flag} must be {'above' if above else 'at least'} {low:g}, got {value:g}")
+        if value > high:
+            raise ConfigError(f"{flag} must be at most {high:g}, got {value:g}")
+
+    return attrs.field(default=default, validator=check, metadata={"flag": flag, "min": low, "max": high})
+
 
 @attrs.frozen
 class ServeLimits:
-    """What one request may ask for, and how requests are batched."""
+    """What one request may ask for, and how requests are batched. Every limit has a range
+    (``metadata["min"]``, ``["max"]``), checked here: a value outside it is a ConfigError naming
+    the ``lccore serve`` flag."""
 
-    max_body_bytes: int = 1 << 20
-    max_inputs: int = 64
-    timeout_s: float = 30.0
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_body_bytes: int = _bounded(1 << 20, "--max-body-bytes", 1, 1 << 30)
+    max_inputs: int = _bounded(64, "--max-inputs", 1, 10_000)
+    #: Characters in one input (all its strings together), a prompt, or a SPARQL query: the
+    #: ethics policies and the tokenizer read the whole text, whatever the model keeps of it.
+    max_input_chars: int = _bounded(100_000, "--max-input-chars", 1, 1 << 30)
+    timeout_s: float = _bounded(30.0, "--timeout", 0, 86_400, above=True)
+    max_batch_size: int = _bounded(32, "--max-batch-size", 1, 4096)
+    max_wait_ms: float = _bounded(5.0, "--max-wait-ms", 0, 10_000)
     #: Inputs one run may hold waiting or in its running batch; a request that would go past it
     #: is answered 503 with ``Retry-After`` (an idle run always takes one request).
-    max_queue: int = 256
+    max_queue: int = _bounded(256, "--max-queue", 1, 1_000_000)
+    #: Upper bounds on the costly ``/v1/generate`` options (the reasoner's own defaults are lower).
+    max_new_tokens: int = _bounded(1024, "--max-new-tokens", 1, 100_000)
+    max_num_beams: int = _bounded(8, "--max-num-beams", 1, 64)
 
 
 class QueueFull(Exception):
@@ -57,6 +101,46 @@ class QueueFull(Exception):
 
     def __init__(self, pending: int, max_queue: int):
         super().__init__(f"the model is busy: {pending} inputs are waiting (at most {max_queue}); retry shortly")
+
+
+class Pool:
+    """Worker threads that run each job under its request's deadline (:mod:`lccore.deadline`:
+    the job stops itself at its next check) and know which jobs have overrun it (``/healthz``)."""
+
+    def __init__(self, workers: int, name: str):
+        self.workers = workers
+        self.name = name
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self._running: dict[int, float] = {}  # job id -> its deadline (time.monotonic())
+        self._ids = iter(range(1 << 62))
+
+    async def run(self, function, until: float | None = None):
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
+        job = next(self._ids)
+
+        def call():
+            self._running[job] = math.inf if until is None else until
+            try:
+                with deadline.limit(at=until):
+                    return function()
+            finally:
+                self._running.pop(job, None)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    def overdue(self) -> int:
+        """Jobs still running past their deadline: each holds a worker that cannot take new work."""
+        now = time.monotonic()
+        return sum(until < now for until in list(self._running.values()))
+
+    def saturated(self) -> bool:
+        return self.overdue() >= self.workers
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
 
 
 class Batcher:
@@ -68,7 +152,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
-        self.executor: Optional[ThreadPoolExecutor] = None
+        # One thread per run: the model is never called from two threads at once.
+        self.pool = Pool(1, "lccore-serve")
         self.batches = 0
         self.examples = 0
         #: Inputs submitted and not answered yet (queued, or in the batch the model is running).
@@ -79,8 +164,6 @@ class Batcher:
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.executor is None:  # one thread per run: the model is never called from two threads at once
-            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lccore-serve")
         if self._loop is not loop:  # first use, or a new event loop (a test client per test)
             self._loop, self._queue = loop, asyncio.Queue()
             self._task = loop.create_task(self._serve())
@@ -90,31 +173,42 @@ class Batcher:
         if self.max_queue is not None and self.pending and self.pending + count > self.max_queue:
             raise QueueFull(self.pending, self.max_queue)
 
-    async def submit(self, examples: list) -> list[dict]:
+    def busy(self) -> str | None:
+        """Why this run cannot take work now (its queue is full, or its model thread is still
+        busy past a deadline), or None."""
+        if self.max_queue is not None and self.pending >= self.max_queue:
+            return f"the queue is full ({self.pending} inputs waiting, at most {self.max_queue})"
+        if self.pool.saturated():
+            return "the model thread is still busy with work past its time limit"
+        return None
+
+    async def submit(self, examples: list, until: float | None = None) -> list[dict]:
+        """The records of ``examples``; their batch stops at ``until`` (``time.monotonic()``) when
+        every request in it has passed its own."""
         self._start()
         self.check_room(len(examples))
         self.pending += len(examples)
         try:
             future = asyncio.get_running_loop().create_future()
-            await self._queue.put((examples, future))
+            await self._queue.put((examples, future, until))
             return await future
         finally:
             self.pending -= len(examples)
 
-    async def run(self, function, *args, **kwargs):
-        """Run ``function`` in this run's model thread (explanations share the model with predict)."""
+    async def run(self, function, *args, until: float | None = None, **kwargs):
+        """Run ``function`` in this run's model thread (explanations share the model with predict),
+        stopped at ``until`` (``time.monotonic()``) at its next deadline check."""
         self._start()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: function(*args, **kwargs))
+        return await self.pool.run(functools.partial(function, *args, **kwargs), until)
 
     async def _serve(self) -> None:
         queue = self._queue
         while True:
             pending = [await queue.get()]
             size = len(pending[0][0])
-            deadline = asyncio.get_running_loop().time() + self.max_wait_s
+            wait_until = asyncio.get_running_loop().time() + self.max_wait_s
             while size < self.max_batch_size:
-                left = deadline - asyncio.get_running_loop().time()
+                left = wait_until - asyncio.get_running_loop().time()
                 if left <= 0:
                     break
                 try:
@@ -123,21 +217,23 @@ class Batcher:
                     break
                 pending.append(item)
                 size += len(item[0])
-            pending = [(examples, future) for examples, future in pending if not future.done()]  # timed out
+            pending = [item for item in pending if not item[1].done()]  # timed out
             if not pending:
                 continue
-            examples = [example for chunk, _ in pending for example in chunk]
+            examples = [example for chunk, _, _ in pending for example in chunk]
+            untils = [until for _, _, until in pending]
             self.batches += 1
             self.examples += len(examples)
             try:
-                records = await self.run(self.predictor.predict_examples, examples, batch_size=max(len(examples), 1))
+                records = await self.run(self.predictor.predict_examples, examples, batch_size=max(len(examples), 1),
+                                         until=None if None in untils else max(untils))
             except Exception as exc:  # every waiting request learns; the loop keeps serving
-                for _, future in pending:
+                for _, future, _ in pending:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             start = 0
-            for chunk, future in pending:
+            for chunk, future, _ in pending:
                 if not future.done():
                     future.set_result(records[start:start + len(chunk)])
                 start += len(chunk)
@@ -146,9 +242,7 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
         self._task = self._loop = self._queue = None
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
-            self.executor = None
+        self.pool.close()
 
 
 def model_names(run_dirs) -> dict[str, Path]:
@@ -163,21 +257,29 @@ def model_names(run_dirs) -> dict[str, Path]:
 
 
 def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
-               ethics_items: list = (), audit_log: str | Path | None = None, kg=None):
+               ethics_items: list = (), audit_log: str | Path | None = None, kg=None, allowed_hosts=None):
     """The ASGI app serving ``predictors`` ({name: Predictor}) and, with ``kg`` (a
     ``kg_backend``, see :func:`open_kg`), read-only SPARQL; ``api_key``: the bearer key every
     path but :data:`OPEN_PATHS` needs. Each predictor's guard (its run's ``ethics:`` policies and
     those given to :func:`lccore.load`) guards its inputs and outputs (a blocked input gets a
     refusal record) and keeps its audit log. ``ethics_items`` adds policies after those, and
-    ``audit_log`` replaces the audit log, without changing the predictors given."""
+    ``audit_log`` replaces the audit log, without changing the predictors given.
+
+    ``allowed_hosts``: the ``Host`` names answered (see :func:`allowed_hosts_for`; ``"*"`` in it:
+    any); None answers any Host, for a caller that puts the app behind its own check (``serve``
+    always gives the list). Cross-origin form posts are refused either way."""
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, Field
 
     predictors = {name: _with_guard(p, ethics_items, audit_log) for name, p in predictors.items()}
+    for predictor in predictors.values():  # generate() and library loops check the time limit too
+        deadline.watch(predictor.model)
     batchers = {name: Batcher(p, max_batch_size=limits.max_batch_size, max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue)
                 for name, p in predictors.items()}
+    # The ethics policies, the queries and the explain checks run here, off the event loop.
+    helpers = Pool(min(32, (os.cpu_count() or 1) + 4), "lccore-serve-helper")
     producers: set = set()  # the streamed generations running
 
     class PredictRequest(BaseModel):
@@ -215,9 +317,11 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         yield
         for batcher in batchers.values():  # uvicorn has already let the requests in flight finish
             batcher.close()
+        helpers.close()
 
     app = FastAPI(lifespan=lifespan, title="lccore serve", version=_version(), description="Predictions, explanations and generated text from finished lccore runs.")
     app.state.batchers = batchers
+    app.state.helpers = helpers
     app.state.limits = limits
     app.state.predictors = predictors
     app.state.kg = kg
@@ -248,9 +352,16 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             raise HTTPException(404, detail=f"unknown model '{name}'{close_matches(name, batchers)}; served: {', '.join(batchers)}")
         return name
 
+    def check_size(value, field: str) -> None:
+        size = _characters(value)
+        if size > limits.max_input_chars:
+            raise HTTPException(413, detail=f"{field}: {size} characters, at most {limits.max_input_chars} per input (--max-input-chars)")
+
     def parse(name: str, inputs: list) -> list:
         if len(inputs) > limits.max_inputs:
             raise HTTPException(413, detail=f"inputs: {len(inputs)} inputs, at most {limits.max_inputs} per request")
+        for i, value in enumerate(inputs):
+            check_size(value, f"inputs[{i}]")
         task = predictors[name].task
         examples = []
         for i, value in enumerate(inputs):
@@ -260,10 +371,16 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
                 return _unreadable(exc, i)
         return examples
 
-    async def timed(awaitable):
+    def start() -> float:
+        """The deadline (``time.monotonic()``) of a request that starts now."""
+        return time.monotonic() + limits.timeout_s
+
+    async def timed(awaitable, until: float):
+        """``awaitable``'s result, or 504 at ``until``: the work it started stops itself at its
+        next deadline check (the same ``until``), which frees its thread."""
         try:
-            return await asyncio.wait_for(awaitable, limits.timeout_s)
-        except asyncio.TimeoutError:
+            return await asyncio.wait_for(awaitable, max(until - time.monotonic(), 0.0))
+        except (asyncio.TimeoutError, TimeLimitError):
             raise HTTPException(504, detail=f"the request took longer than {limits.timeout_s:g} s") from None
         except (LccoreError, QueueFull):
             raise
@@ -271,19 +388,28 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             log.exception("model call failed")
             raise HTTPException(500, detail="internal error (see the server log)") from None
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={503: {"description": "saturated: a run's queue is full, or its model thread (or every helper thread) is still busy past a time limit"}})
     async def healthz():
-        """200 once the runs are loaded (they are before the server listens)."""
-        return {"status": "ok", "models": list(batchers), "kg": kg is not None}
+        """200 once the runs are loaded (they are before the server listens) and while every run
+        can take work; 503 ``{"status": "saturated", "saturated": {name: why}}`` when one cannot."""
+        saturated = {name: why for name, batcher in batchers.items() if (why := batcher.busy())}
+        if helpers.saturated():
+            saturated["helpers"] = f"all {helpers.workers} helper threads are still busy past their time limits"
+        body = {"status": "ok", "models": list(batchers), "kg": kg is not None}
+        if saturated:
+            return JSONResponse({**body, "status": "saturated", "saturated": saturated}, status_code=503, headers={"Retry-After": "1"})
+        return body
 
     @app.get("/v1/models")
     async def models():
-        """The runs served: name, task, base model, run directory, whether it generates text."""
+        """The runs served: name, task, base model (a local folder by its name only: no paths are
+        shown), whether it generates text."""
         return {"models": [_describe(name, p) for name, p in predictors.items()]}
 
     @app.post("/v1/predict", response_model=PredictResponse, responses={503: {"description": "the run's queue is full; retry after Retry-After seconds"}})
     async def predict(body: PredictRequest):
         """One prediction record per input, in order (the same records as `lccore predict`)."""
+        until = start()
         name = pick(body.model)
         examples = parse(name, body.inputs)
         if isinstance(examples, JSONResponse):
@@ -293,19 +419,25 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         batcher, predictor = batchers[name], predictors[name]
         batcher.check_room(len(examples))
         if not predictor.guard:
-            return {"model": name, "outputs": await timed(batcher.submit(examples))}
+            return {"model": name, "outputs": await timed(batcher.submit(examples, until), until)}
         loop = asyncio.get_running_loop()
 
         def submit(admitted: list) -> list[dict]:  # from the guard's thread into the shared batches
-            return asyncio.run_coroutine_threadsafe(batcher.submit(admitted), loop).result()
+            waiting = asyncio.run_coroutine_threadsafe(batcher.submit(admitted, until), loop)
+            try:
+                return waiting.result(timeout=deadline.remaining())
+            except TimeoutError:
+                waiting.cancel()
+                raise TimeLimitError(f"stopped at the time limit of {limits.timeout_s:g} s") from None
 
-        # A worker thread: the policies may run models of their own.
-        guarded = asyncio.to_thread(predictor.guard.predict, predictor.task, examples, submit)
-        return {"model": name, "outputs": await timed(guarded)}
+        # A helper thread: the policies may run models of their own.
+        guarded = helpers.run(functools.partial(predictor.guard.predict, predictor.task, examples, submit), until)
+        return {"model": name, "outputs": await timed(guarded, until)}
 
     @app.post("/v1/explain", response_model=ExplainResponse)
     async def explain(body: ExplainRequest):
         """Attribution records from a registered explainer (the `explain` plugin's)."""
+        until = start()
         name = pick(body.model)
         predictor = predictors[name]
         explainers = predictor.engine.names("explainer") if predictor.engine is not None else []
@@ -324,14 +456,17 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
                             return f"inputs[{i}]: refused by the ethics policies: {'; '.join(verdict['reasons'])}"
                 return None
 
-            refused = await timed(asyncio.to_thread(blocked))
+            refused = await timed(helpers.run(blocked, until), until)
             if refused:
                 raise HTTPException(403, detail=refused)
         options = dict(body.options)
         if body.target is not None:
+            check_size(body.target, "target")
             options["target"] = body.target
-        try:
-            outputs = await timed(batchers[name].run(predictor.explain, list(body.inputs), body.explainer, **options))
+        try:  # options are checked here, on the event loop: a bad one never waits for the model thread
+            predictor.engine.create("explainer", body.explainer, options, key=f"explainer.{body.explainer}")
+            explaining = batchers[name].run(predictor.explain, list(body.inputs), body.explainer, until=until, **options)
+            outputs = await timed(explaining, until)
         except LccoreError as exc:  # a bad option or target: the user's to fix
             raise HTTPException(422, detail=str(exc)) from None
         return {"model": name, "outputs": outputs}
@@ -341,25 +476,32 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     async def generate(body: GenerateRequest):
         """Text from a generative run (dialogue, summarization, translation, clm) through the
         `generate` reasoner, behind the run's ethics policies; streamed as server-sent events."""
+        until = start()
         name = pick(body.model)
         predictor = predictors[name]
         if not can_generate(predictor):
             raise HTTPException(422, detail=f"model: run '{name}' ({predictor.config.task.name}) has no model that generates text; serve a dialogue, summarization, translation or clm run")
         if isinstance(body.prompt, str) and not body.prompt.strip():
             raise HTTPException(422, detail="prompt: empty")
+        check_size(body.prompt, "prompt")
+        check_size(body.options, "options")
+        for key, most, flag in (("max_new_tokens", limits.max_new_tokens, "--max-new-tokens"), ("num_beams", limits.max_num_beams, "--max-num-beams")):
+            value = body.options.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > most:
+                raise HTTPException(422, detail=f"options.{key}: at most {most} on this server ({flag}), got {value}")
         try:
             reasoner = predictor.reasoner("generate", **body.options)
         except LccoreError as exc:  # e.g. "generate.max_new_token: unknown key ..."
             raise HTTPException(422, detail=_option_error(exc)) from None
         if body.stream:
-            return await stream_generation(name, reasoner, body.prompt)
+            return await stream_generation(name, reasoner, body.prompt, until)
         try:
-            output = await timed(batchers[name].run(reasoner.answer, body.prompt))
+            output = await timed(batchers[name].run(reasoner.answer, body.prompt, until=until), until)
         except LccoreError as exc:  # a prompt the task cannot read, an option the strategy refuses
             raise HTTPException(422, detail=_prompt_error(exc)) from None
         return {"model": name, "output": output}
 
-    async def stream_generation(name: str, reasoner, prompt):
+    async def stream_generation(name: str, reasoner, prompt, until: float):
         """Server-sent events from ``reasoner.stream(prompt)``, run in the run's model thread and
         fed to the event loop through a queue. The first item is awaited before answering, so a
         prompt or option the model refuses is still a plain 422; a client that goes away closes
@@ -387,13 +529,12 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
                     pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
                 put(("end", None))
 
-        deadline = loop.time() + limits.timeout_s
-        producer = asyncio.ensure_future(batchers[name].run(produce))
+        producer = asyncio.ensure_future(batchers[name].run(produce, until=until))
         producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
         producer.add_done_callback(producers.discard)
 
         async def next_item():
-            return await asyncio.wait_for(queue.get(), max(deadline - loop.time(), 0.001))
+            return await asyncio.wait_for(queue.get(), max(until - time.monotonic(), 0.001))
 
         try:
             first = await next_item()
@@ -438,12 +579,20 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     async def kg_query(body: KGQueryRequest):
         """Read-only SPARQL on the served knowledge graph (`--kg STORE`): SPARQL 1.1 results JSON
         for SELECT and ASK, JSON-LD for CONSTRUCT and DESCRIBE, as `lccore kg query --json`."""
+        until = start()
         if kg is None:
             raise HTTPException(404, detail="no knowledge graph is served: start lccore serve with --kg STORE")
+        check_size(body.query, "query")
+
+        def query():
+            # The store stops a query at its timeout (pyoxigraph cannot be interrupted from a
+            # thread; the backend runs it where it can be killed).
+            return kg.query(body.query, timeout=max(deadline.remaining(), 0.001))
+
         try:
             # The store's query() parses first: an update, SERVICE, or a remote FROM is refused
             # before the store sees it (and the store is open read-only besides).
-            result = await timed(asyncio.to_thread(kg.query, body.query))
+            result = await timed(helpers.run(query, until), until)
         except LccoreError as exc:
             raise HTTPException(400, detail=_sparql_error(exc)) from None
         return _kg_response(kg, result)
@@ -452,7 +601,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     async def page():
         return PAGE
 
-    return GuardMiddleware(app, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    return GuardMiddleware(app, api_key=api_key, max_body_bytes=limits.max_body_bytes, allowed_hosts=allowed_hosts)
 
 
 def _with_guard(predictor, ethics_items: list, audit_log):
@@ -555,7 +704,32 @@ def _field(loc) -> str:
 
 def _describe(name: str, predictor) -> dict:
     config = predictor.config
-    return {"id": name, "task": config.task.name, "base_model": str(config.model), "run_dir": str(predictor.run_dir), "generates": can_generate(predictor)}
+    return {"id": name, "task": config.task.name, "base_model": _public_model_name(config.model), "generates": can_generate(predictor)}
+
+
+def _public_model_name(model) -> str:
+    """A hub id as it is; a local folder by its last name only (where it lies is not the
+    client's business, and a page that reads it learns the user's name and layout)."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_absolute() or text.startswith((".", "~")) or os.sep in text.rstrip(os.sep) and path.exists():
+        return path.resolve().name
+    return text
+
+
+def _characters(value) -> int:
+    """Characters in all the strings of a JSON value (keys too), walked without recursion."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 def _version() -> str:
@@ -565,14 +739,16 @@ def _version() -> str:
 
 
 class GuardMiddleware:
-    """Pure ASGI, in front of everything: the bearer key (401) and the body-size limit (413), so
-    that neither an unauthenticated nor an oversized request reaches a route or the JSON parser.
-    A body sent without a content type, or as a form (what ``curl -d`` does), is read as JSON."""
+    """Pure ASGI, in front of everything: the ``Host`` check (421), the bearer key (401), the
+    cross-origin form check (403) and the body-size limit (413), so that none of those requests
+    reaches a route or the JSON parser. A body sent without a content type, or as a form (what
+    ``curl -d`` does), is read as JSON when no other site's page sent it."""
 
-    def __init__(self, app, *, api_key: str | None, max_body_bytes: int):
+    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, allowed_hosts=None):
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.allowed_hosts = None if allowed_hosts is None or "*" in allowed_hosts else [h.lower() for h in allowed_hosts]
 
     @property
     def state(self):
@@ -582,10 +758,19 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refused = self.foreign_host(headers.get("host"))
+        if refused:
+            return await _reply(send, 421, refused)
         if self.api_key is not None and scope["path"] not in OPEN_PATHS:
             scheme, _, given = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
                 return await _reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'", [(b"www-authenticate", b"Bearer")])
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and content_type in SIMPLE_CONTENT_TYPES and _cross_site(headers):
+            # What a page on another site can make a browser send without asking first (no CORS
+            # preflight): a form, or text. Without this check any page could drive the server.
+            return await _reply(send, 403, f"cross-origin request refused: a page at {headers.get('origin') or 'another site'} may not post "
+                                           f"{content_type or 'a body without a content type'} here; send JSON with 'Content-Type: application/json'")
         too_big = f"request body over {self.max_body_bytes} bytes"
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
@@ -601,7 +786,6 @@ class GuardMiddleware:
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
                 return await _reply(send, 413, too_big)
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in ("", "application/x-www-form-urlencoded"):
             # Every endpoint takes JSON: `curl -d '{...}'` sends it labelled as a form; read it as JSON.
             scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"] + [(b"content-type", b"application/json")]}
@@ -615,6 +799,73 @@ class GuardMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    def foreign_host(self, host: str | None) -> str | None:
+        """Why a ``Host`` header is refused, or None. A page whose site name has been made to
+        resolve to this machine (DNS rebinding) sends its own name here; only the names the
+        server was started for are answered."""
+        if self.allowed_hosts is None or host is None:  # HTTP/1.0 clients send none; browsers always do
+            return None
+        name = _host_name(host)
+        if name is not None:
+            for allowed in self.allowed_hosts:
+                if allowed == ANY_IP and _is_ip(name) or fnmatch.fnmatchcase(name, allowed):
+                    return None
+        shown = ", ".join(h for h in self.allowed_hosts if h != ANY_IP) + (", any IP address" if ANY_IP in self.allowed_hosts else "")
+        return (f"Host header {host[:100]!r} is not a name this server answers to ({shown}); "
+                f"start lccore serve with --allowed-host NAME to serve under another name")
+
+
+#: Bodies a browser sends to another site without a CORS preflight (the Fetch standard's
+#: "CORS-safelisted" request content types; none: no content type at all).
+SIMPLE_CONTENT_TYPES = ("", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
+def _cross_site(headers: dict) -> bool:
+    """Whether a browser sent the request for a page of another origin (an ``Origin`` that is
+    not this server's own, or ``Sec-Fetch-Site`` saying so). No ``Origin``: not a browser's
+    cross-origin request (curl, programs), which keeps working."""
+    if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return True
+    return not parts.netloc or parts.netloc.lower() != headers.get("host", "").lower()
+
+
+def _host_name(host: str) -> str | None:
+    """'Example.org:8000' -> 'example.org', '[::1]:8000' -> '::1'; None when malformed."""
+    try:
+        parts = urlsplit("//" + host)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return None
+    if not parts.hostname or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.hostname
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def allowed_hosts_for(host: str, extra=()) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` answers to: the loopback names, ``host``
+    itself, ``extra`` (``--allowed-host``; ``*.example.org`` patterns, ``*`` for any: unsafe
+    without an API key), and any IP address when bound to every interface (:data:`ANY_IP`): a page
+    cannot rebind an address, only a name."""
+    names = [*LOCAL_HOSTS, *([] if host in ANY_ADDRESS else [_host_name(f"[{host}]" if ":" in host else host) or host]), *extra]
+    if host in ANY_ADDRESS:
+        names.append(ANY_IP)
+    return list(dict.fromkeys(name.lower() for name in names))
 
 
 async def _reply(send, status: int, detail: str, headers=()) -> None:
@@ -641,9 +892,11 @@ def measure_precision(predictor) -> str:
 
 def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
           precision: str = "fp32", device: str | None = None, graceful_s: float = 30.0, ethics_items: list = (), audit_log: str | None = None,
-          kg: str | None = None) -> None:
+          kg: str | None = None, allowed_hosts=()) -> None:
     """Load ``run_dirs`` (and open the ``kg`` store read-only) and serve them until SIGINT/SIGTERM;
-    requests in flight are finished (for at most ``graceful_s`` seconds) before the process exits."""
+    requests in flight are finished (for at most ``graceful_s`` seconds) before the process exits.
+    The server answers the ``Host`` names of :func:`allowed_hosts_for` (``host``, the loopback
+    names and ``allowed_hosts``)."""
     import uvicorn
 
     from .predictor import load
@@ -651,21 +904,45 @@ def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     if not run_dirs and kg is None:
         raise ConfigError("serve: give at least one RUN_DIR, or a knowledge graph with --kg STORE")
     names = model_names(run_dirs)
-    store = open_kg(kg) if kg is not None else None
-    # Each run's guard: its own ethics: policies, then ethics_items, logging to audit_log.
-    predictors = {name: load(run_dir, precision=precision, device=device, ethics=list(ethics_items), audit_log=audit_log) for name, run_dir in names.items()}
-    if precision == "auto":
-        for name, predictor in predictors.items():
-            print(f"lccore serve: {name}: {measure_precision(predictor)}", flush=True)
-    app = create_app(predictors, api_key=api_key, limits=limits, kg=store)
-    served = ", ".join([*names, *([f"the knowledge graph {kg}"] if kg else [])])
-    print(f"lccore serve: {served} on http://{host}:{port} (docs at /docs)", flush=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_s, lifespan="on")
-    try:
-        uvicorn.Server(config).run()
-    finally:
+    check_port(port)
+    with contextlib.ExitStack() as stack:
+        store = open_kg(kg) if kg is not None else None
         if store is not None:
-            store.close()
+            stack.callback(store.close)
+        listener = stack.enter_context(bind(host, port))  # before the models load: a port in use is said at once
+        # Each run's guard: its own ethics: policies, then ethics_items, logging to audit_log.
+        predictors = {name: load(run_dir, precision=precision, device=device, ethics=list(ethics_items), audit_log=audit_log) for name, run_dir in names.items()}
+        if precision == "auto":
+            for name, predictor in predictors.items():
+                print(f"lccore serve: {name}: {measure_precision(predictor)}", flush=True)
+        app = create_app(predictors, api_key=api_key, limits=limits, kg=store, allowed_hosts=allowed_hosts_for(host, allowed_hosts))
+        served = ", ".join([*names, *([f"the knowledge graph {kg}"] if kg else [])])
+        print(f"lccore serve: {served} on http://{f'[{host}]' if ':' in host else host}:{port} (docs at /docs)", flush=True)
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_s, lifespan="on")
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+def check_port(port) -> None:
+    """Ports 1 to 65535. Port 0 (an ephemeral port) is refused: the address printed and given to
+    clients must be known before the server starts."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (listening starts with the server), or a one-line
+    ConfigError: a port out of range, an address this machine does not have, a port in use."""
+    check_port(port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError; an over-long name a UnicodeError
+        listener.close()
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
+    return listener
 
 
 PAGE = """<!doctype html>

@@ -24,15 +24,17 @@ TARGET_DOC = (
 @attrs.define
 class ShapOptions:
     target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
-    max_evals: int = attrs.field(default=500, metadata={"doc": "Most model evaluations the Partition explainer spends per text.", "min": 2})
-    batch_size: int = attrs.field(default=64, metadata={"doc": "Masked inputs scored per forward pass.", "min": 1})
+    max_evals: int = attrs.field(default=500, metadata={"doc": "Most model evaluations the Partition explainer spends per text (at most 20000).", "min": 2, "max": 20000})
+    batch_size: int = attrs.field(default=64, metadata={"doc": "Masked inputs scored per forward pass (at most 512: bounds memory).", "min": 1, "max": 512})
 
 
 @attrs.define
 class IntegratedGradientsOptions:
     target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
-    n_steps: int = attrs.field(default=50, metadata={"doc": "Points on the path from the baseline to the input (Gauss-Legendre quadrature).", "min": 1})
-    internal_batch_size: int = attrs.field(default=16, metadata={"doc": "Path points per forward/backward pass: bounds memory.", "min": 1})
+    # The quadrature rule costs O(n_steps³) before the first model call (6000 points: minutes),
+    # where no time limit can stop it: hence the bound.
+    n_steps: int = attrs.field(default=50, metadata={"doc": "Points on the path from the baseline to the input (Gauss-Legendre quadrature; at most 1024).", "min": 1, "max": 1024})
+    internal_batch_size: int = attrs.field(default=16, metadata={"doc": "Path points per forward/backward pass: bounds memory (at most 256).", "min": 1, "max": 256})
     baseline: Literal["pad", "mask", "zero"] = attrs.field(
         default="pad", metadata={"doc": "Embedding that replaces every non-special token at the path's start: the pad token's, the mask token's, or zeros."}
     )
@@ -46,7 +48,7 @@ class AttentionOptions:
 @attrs.define
 class RandomOptions:
     target: Optional[str] = attrs.field(default=None, metadata={"doc": TARGET_DOC})
-    seed: int = attrs.field(default=0, metadata={"doc": "Seed of the random scores (drawn per text)."})
+    seed: int = attrs.field(default=0, metadata={"doc": "Seed of the random scores (drawn per text), 0 to 2³²-1.", "min": 0, "max": 2**32 - 1})
 
 
 @lccore.hookimpl

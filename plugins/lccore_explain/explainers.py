@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import lccore
+from lccore import deadline
 
 from . import faithfulness, html, record
 from .subjects import Scorer, Subject, adapter_for, evaluation_mode, input_embeddings, token_at, trim
@@ -53,6 +54,7 @@ class Explainer:
         records = []
         with evaluation_mode(predictor.model):
             for index, (example, prediction) in enumerate(zip(examples, predictions)):
+                deadline.check()
                 subject = adapter.subject(index, example, prediction, self.options.target)
                 records += self.explain_subject(predictor, adapter, subject)
         return [r.to_dict() for r in records]

@@ -51,6 +51,19 @@ def default_of(field) -> str:
     return f"`{default!r}`" if default is not None else "`null`"
 
 
+def bounds_of(field) -> str:
+    """The range a number must lie in (the config loader checks it), as a sentence."""
+    low, high = field.metadata.get("min"), field.metadata.get("max")
+    number = lambda value: f"{value:,}".replace(",", " ") if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"  # noqa: E731
+    if low is not None and high is not None:
+        return f" Range: {number(low)} to {number(high)}."
+    if low is not None:
+        return f" At least {number(low)}."
+    if high is not None:
+        return f" At most {number(high)}."
+    return ""
+
+
 def table(cls, prefix: str) -> list[str]:
     hints = typing.get_type_hints(cls)
     rows, nested = [], []
@@ -58,7 +71,7 @@ def table(cls, prefix: str) -> list[str]:
         key = f"{prefix}{field.name}"
         if field.metadata.get("extra"):
             continue
-        rows.append(f"| `{key}` | {type_name(hints[field.name])} | {default_of(field)} | {field.metadata.get('doc', '')} |")
+        rows.append(f"| `{key}` | {type_name(hints[field.name])} | {default_of(field)} | {field.metadata.get('doc', '')}{bounds_of(field)} |")
         section = section_class(hints[field.name])
         if section is not None:
             nested.append((section, f"{key}."))

@@ -4,7 +4,9 @@ so ``lccore --help`` and ``lccore plugins`` stay fast."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,6 +31,89 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     except KeyboardInterrupt:
         print("lccore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lccore predict ... | head`): stop quietly, as Unix tools do, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a full disk, a read-only file, a folder given for a file: the user can act on it
+        print(f"lccore: error: {os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError as one line: the file, then what went wrong."""
+    where = next((str(name) for name in (exc.filename, exc.filename2) if name), None)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {reason}" if where else reason
+
+
+def write_output(path: str, text: str) -> None:
+    """``text`` to the file ``path``, or to stdout for ``-``; a failed write names the file."""
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:  # raised at close for a full disk, without the file's name
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Refuse, before any model loads, an output file that cannot be written: a folder, a path in
+    a folder that does not exist, or a read-only file or folder. ``-`` (stdout) is always fine."""
+    from .errors import ConfigError
+
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; expected a file path")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {path}: the folder {folder} does not exist")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the file is read-only")
+    if not target.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors in lccore's one-line form (its sub-parsers inherit the class)."""
+
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]
+        hint = f"lccore {command} --help" if command else "lccore --help"
+        self.exit(2, f"lccore: error: {command + ': ' if command else ''}{message} (see '{hint}')\n")
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None, *, above: float | None = None):
+    """An argparse ``type`` for a number of ``kind`` (int or float) in [low, high] (and > ``above``):
+    every numeric flag that costs time or memory has a bound, and a value past it is one line."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be above {above:g}, got {text}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: Bounds shared by several commands.
+BATCH_SIZE = bounded(int, 1, 1 << 20)
+SEED = bounded(int, 0, 2**32 - 1)
 
 
 def build_parser(engine=None) -> argparse.ArgumentParser:
@@ -36,7 +121,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     the installed ones) add through ``register_commands``."""
     from .plugins import Engine
 
-    parser = argparse.ArgumentParser(prog="lccore", description="Fine-tune, evaluate and run transformer language models; every component is a plugin.")
+    parser = ArgumentParser(prog="lccore", description="Fine-tune, evaluate and run transformer language models; every component is a plugin.")
     parser.add_argument("--version", action="version", version=f"lccore {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -73,7 +158,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run on a labelled data file (JSON on stdout)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", required=True, help="labelled data file in the task's format")
-    evaluate.add_argument("--batch-size", type=int, help="examples per batch (default: train.eval_batch_size)")
+    evaluate.add_argument("--batch-size", type=BATCH_SIZE, help="examples per batch (default: train.eval_batch_size)")
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(command=cmd_evaluate)
@@ -82,7 +167,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("--input", required=True, help="JSONL file of strings or objects, or '-' for stdin")
     predict.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
-    predict.add_argument("--batch-size", type=int, help="examples per batch (default: train.eval_batch_size)")
+    predict.add_argument("--batch-size", type=BATCH_SIZE, help="examples per batch (default: train.eval_batch_size)")
     predict.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="autocast precision for the forward pass; auto: bf16 when a measurement on the first inputs finds it faster and in agreement with fp32")
     predict.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after the run config's 'ethics' list (repeatable)")
     predict.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
@@ -96,7 +181,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     explain.add_argument("--explainer", action="append", metavar="NAME", help="shap (default), integrated_gradients, attention, random, or a plugin's (repeatable)")
     explain.add_argument("--target", metavar="LABEL", help="the class to explain (default: the predicted one); for NER an entity's text or type")
     explain.add_argument("--option", dest="options", action="append", default=[], metavar="[EXPLAINER.]KEY=VALUE", help="an explainer option, e.g. n_steps=32 (repeatable)")
-    explain.add_argument("--top", type=int, default=5, metavar="N", help="words printed per explanation (default 5)")
+    explain.add_argument("--top", type=bounded(int, 1, 1 << 20), default=5, metavar="N", help="words printed per explanation (default 5)")
     explain.add_argument("--html", metavar="FILE", help="also write a static HTML page with the text coloured by attribution")
     explain.add_argument("--json", action="store_true", help="print the attribution records (or the faithfulness scores) as JSON")
     explain.add_argument("--evaluate", action="store_true", help="faithfulness: comprehensiveness and sufficiency of each explainer and of random, on --data")
@@ -121,14 +206,14 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     generate.add_argument("--prompt", help="the query: a user message (dialogue run), a source text (summarization, translation) or a plain prompt")
     generate.add_argument("--input", help="JSONL file of queries (strings or objects), or '-' for stdin: one JSON answer line per input line, generated in batches")
     generate.add_argument("--strategy", help="greedy (default), beam, sample or prompt_lookup")
-    generate.add_argument("--max-new-tokens", type=int, help="most tokens generated (default 64)")
-    generate.add_argument("--temperature", type=float, help="sample: divides the logits (default 1.0)")
-    generate.add_argument("--top-k", type=int, help="sample: draw from the k most likely tokens only")
-    generate.add_argument("--top-p", type=float, help="sample: nucleus probability mass (default 1.0)")
-    generate.add_argument("--num-beams", type=int, help="beam: beams kept (default 4)")
-    generate.add_argument("--repetition-penalty", type=float, help="above 1 discourages repeated tokens (default 1.0)")
+    generate.add_argument("--max-new-tokens", type=bounded(int, 1, 1 << 16), help="most tokens generated (default 64)")
+    generate.add_argument("--temperature", type=bounded(float, 0.01, 100.0), help="sample: divides the logits (default 1.0)")
+    generate.add_argument("--top-k", type=bounded(int, 1, 1 << 21), help="sample: draw from the k most likely tokens only")
+    generate.add_argument("--top-p", type=bounded(float, 0.01, 1.0), help="sample: nucleus probability mass (default 1.0)")
+    generate.add_argument("--num-beams", type=bounded(int, 2, 64), help="beam: beams kept (default 4)")
+    generate.add_argument("--repetition-penalty", type=bounded(float, 0.01, 100.0), help="above 1 discourages repeated tokens (default 1.0)")
     generate.add_argument("--stop", nargs="+", action="extend", metavar="S", help="stop strings: the text ends before the first one")
-    generate.add_argument("--seed", type=int, help="sample: seed for reproducible draws")
+    generate.add_argument("--seed", type=SEED, help="sample: seed for reproducible draws")
     generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
     generate.add_argument("--json", action="store_true", help="print the answer record {text, tokens, finish_reason} as JSON")
     generate.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the prompt (input) and the text (output), besides the run's own (repeatable)")
@@ -138,14 +223,22 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve runs over HTTP: POST /v1/predict, /v1/explain, /v1/generate, /v1/kg/query, GET /v1/models, /healthz, a page at /")
     serve.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="finished runs; each is served under its directory name")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port, 1 to 65535 (default 8000; 0 is refused)")
+    serve.add_argument("--allowed-host", dest="allowed_hosts", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header is NAME (repeatable; *.example.org patterns); by default only --host, "
+                            "127.0.0.1, localhost and ::1 (and any IP address when --host is 0.0.0.0 or ::); '*': any name, which lets "
+                            "web pages reach the server through DNS rebinding (unsafe without --api-key-env)")
     serve.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key every endpoint but /healthz and / then needs")
-    serve.add_argument("--max-batch-size", type=int, default=32, metavar="N", help="most inputs in one model batch (default 32)")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for others to batch with (default 5)")
-    serve.add_argument("--max-inputs", type=int, default=64, metavar="N", help="most inputs per request (default 64; more: 413)")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body (default 1 MiB; larger: 413)")
-    serve.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout in seconds (default 30; then 504)")
+    serve.add_argument("--max-batch-size", type=int, default=32, metavar="N", help="most inputs in one model batch (default 32; 1 to 4096)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for others to batch with (default 5; 0 to 10000)")
+    serve.add_argument("--max-inputs", type=int, default=64, metavar="N", help="most inputs per request (default 64, at most 10000; more: 413)")
+    serve.add_argument("--max-input-chars", type=int, default=100_000, metavar="N", help="most characters in one input, prompt or query (default 100000; more: 413)")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, metavar="N", help="largest request body (default 1 MiB, at most 1 GiB; larger: 413)")
+    serve.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                       help="per-request time limit in seconds (default 30, at most 86400; then 504, and the work is stopped)")
     serve.add_argument("--max-queue", type=int, default=256, metavar="N", help="most inputs waiting for one run's model (default 256; more: 503 with Retry-After)")
+    serve.add_argument("--max-new-tokens", type=int, default=1024, metavar="N", help="largest max_new_tokens a /v1/generate request may ask for (default 1024; more: 422)")
+    serve.add_argument("--max-num-beams", type=int, default=8, metavar="N", help="largest num_beams a /v1/generate request may ask for (default 8; more: 422)")
     serve.add_argument("--kg", metavar="STORE", help="a knowledge-graph store directory (lccore kg import/build) for read-only SPARQL at POST /v1/kg/query")
     serve.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="autocast precision for the forward pass; auto: bf16 when a measurement at start, on the run's own data, finds it faster and in agreement with fp32")
     serve.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after each run config's 'ethics' list (repeatable)")
@@ -175,7 +268,12 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
 
 class Commands:
     """What ``register_commands`` hooks receive: adds subcommands, alone or in groups, to the
-    ``lccore`` parser (see :func:`lccore.hookspecs.register_commands`)."""
+    ``lccore`` parser (see :func:`lccore.hookspecs.register_commands`). ``Commands.bounded(int,
+    1, 100)`` is the argparse ``type`` for a range-checked number; ``Commands.check_output_path``
+    refuses an output file that cannot be written before any work starts."""
+
+    bounded = staticmethod(bounded)
+    check_output_path = staticmethod(check_output_path)
 
     def __init__(self, subparsers):
         self._subparsers = subparsers
@@ -320,6 +418,8 @@ def cmd_predict(args) -> int:
     from . import ethics
 
     extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
+    check_output_path(args.output, "--output")
+    check_output_path(args.audit_log, "--audit-log")
     predictor = load(args.run_dir, precision=args.precision, ethics=extra, audit_log=args.audit_log)
     examples = [predictor.task.parse_input(value, where) for where, value in read_prediction_inputs(args.input)]
     predictions = predictor.predict_parsed(examples, batch_size=args.batch_size, progress=not args.quiet)
@@ -328,10 +428,7 @@ def cmd_predict(args) -> int:
         print(f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "
               f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree)", file=sys.stderr)
     lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    if args.output == "-":
-        sys.stdout.write(lines)
-    else:
-        Path(args.output).write_text(lines, encoding="utf-8")
+    write_output(args.output, lines)
     return 0
 
 
@@ -340,6 +437,7 @@ def cmd_serve(args) -> int:
     from .errors import ConfigError
 
     extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the models load
+    check_output_path(args.audit_log, "--audit-log")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env, "")
@@ -347,22 +445,21 @@ def cmd_serve(args) -> int:
             raise ConfigError(f"--api-key-env {args.api_key_env}: the environment variable is not set or empty")
     if not args.run_dirs and args.kg is None:
         raise ConfigError("serve: give at least one RUN_DIR, or a knowledge graph with --kg STORE")
-    for name in ("max_batch_size", "max_inputs", "max_body_bytes", "max_queue"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    _quiet_transformers()
-    from .serve import ServeLimits, serve
+    from .serve import ServeLimits, check_port, serve
 
-    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, timeout_s=args.timeout,
-                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    check_port(args.port)
+    # Each limit is range-checked as it is made; the error names its flag.
+    limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_input_chars=args.max_input_chars,
+                         timeout_s=args.timeout, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         max_new_tokens=args.max_new_tokens, max_num_beams=args.max_num_beams)
+    _quiet_transformers()
     serve(args.run_dirs, host=args.host, port=args.port, api_key=api_key, limits=limits, precision=args.precision,
-          ethics_items=extra, audit_log=args.audit_log, kg=args.kg)
+          ethics_items=extra, audit_log=args.audit_log, kg=args.kg, allowed_hosts=args.allowed_hosts)
     return 0
 
 
 def cmd_explain(args) -> int:
-    import yaml
-
+    from .config import safe_load_yaml
     from .errors import ConfigError
     from .plugins import Engine
 
@@ -380,10 +477,11 @@ def cmd_explain(args) -> int:
         if not sep or not field or (owner and owner not in names):
             raise ConfigError(f"--option {item!r}: expected [EXPLAINER.]KEY=VALUE with EXPLAINER one of {', '.join(names)}, e.g. n_steps=32")
         for name in [owner] if owner else asked:
-            options[name][field] = yaml.safe_load(raw) if raw else ""
+            options[name][field] = safe_load_yaml(raw, f"--option {key}") if raw else ""
     # Explainers and their options are checked before the model loads: a typo fails in a second.
     engine = Engine()
     explainers = {name: engine.create("explainer", name, options[name], key=f"explainer.{name}") for name in names}
+    check_output_path(args.html, "--html")
     _quiet_transformers()
     from .predictor import load, read_prediction_inputs
 
@@ -471,6 +569,7 @@ def cmd_generate(args) -> int:
     from . import ethics
 
     extra = ethics.items_from_cli(args.policy)
+    check_output_path(args.audit_log, "--audit-log")
     predictor = load(args.run_dir, ethics=extra, audit_log=args.audit_log)
     # Input policies on a text prompt, output policies on the generated text.
     guarded = predictor.guard.wrap(reasoner, predictor=predictor)
@@ -501,6 +600,8 @@ def cmd_ethics_check(args) -> int:
     items = ethics.items_from_cli(args.policy, args.config, args.options)
     if not items:
         raise ConfigError("ethics check: name at least one policy with --policy NAME or --config FILE")
+    check_output_path(args.output, "--output")
+    check_output_path(args.audit_log, "--audit-log")
     policies = ethics.build_policies(Engine(), items)
     audit = ethics.AuditLog(args.audit_log)
     rows = []
@@ -513,10 +614,7 @@ def cmd_ethics_check(args) -> int:
         rows.append({k: result[k] for k in ("decision", "redacted", "reasons", "spans")})
     audit.flush()
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if args.output == "-":
-        sys.stdout.write(lines)
-    else:
-        Path(args.output).write_text(lines, encoding="utf-8")
+    write_output(args.output, lines)
     counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
     print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
     return 0

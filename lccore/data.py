@@ -56,14 +56,20 @@ def parse_json_line(line: str, where: str):
         raise DataError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+    check_json_value(value, line, where)
+    return value
+
+
+def check_json_value(value, text: str, where: str) -> None:
+    """Refuse a parsed JSON ``value`` (from ``text``) nested deeper than :data:`MAX_JSON_DEPTH`
+    or holding a lone surrogate; the checks run only when ``text`` could hold either."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    if "\\u" in line and ("\\ud" in line or "\\uD" in line):  # only then can a surrogate be there
+    if "\\u" in text and ("\\ud" in text or "\\uD" in text):  # only then can a surrogate be there
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise DataError(f"{where}: a lone surrogate (\\u{ord(exc.object[exc.start]):04x}) is not a character; expected valid Unicode text") from None
-    return value
 
 
 def _depth(value) -> int:

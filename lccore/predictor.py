@@ -11,7 +11,7 @@ from . import ethics as ethics_module
 from . import finetuning
 from . import precision as auto_precision
 from .config import load_config
-from .errors import DataError
+from .errors import ConfigError
 from .plugins import Engine
 from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model
 
@@ -48,6 +48,8 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _run(self, examples, *, batch_size, progress, desc, with_loss=False):
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
+            raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
         features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
         return run_model(
             self.model, self.task, self.tokenizer, features,
@@ -166,15 +168,11 @@ def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:
     """("where", value) rows from a JSONL file or '-' (stdin): each row a JSON string or object."""
     import sys
 
-    from .data import read_jsonl
+    from .data import parse_json_line, read_jsonl
 
     if path != "-":
         yield from ((f"{path}:{n}", value) for n, value in read_jsonl(path))
         return
     for number, line in enumerate(sys.stdin, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"<stdin>:{number}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"<stdin>:{number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        if line.strip():
+            yield f"<stdin>:{number}", parse_json_line(line, f"<stdin>:{number}")

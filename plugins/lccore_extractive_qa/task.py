@@ -13,7 +13,7 @@ import attrs
 import torch
 
 import lccore
-from lccore.data import check_file
+from lccore.data import check_file, check_json_value
 
 from .squad_metric import best_over_golds, exact_match, f1
 
@@ -51,11 +51,15 @@ class ExtractiveQATask(lccore.Task):
     def read(self, path) -> list[Example]:
         path = check_file(path)
         try:
-            document = json.loads(path.read_bytes().decode("utf-8-sig"))
+            text = path.read_bytes().decode("utf-8-sig")
+            document = json.loads(text)
         except UnicodeDecodeError as exc:
             raise lccore.DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise lccore.DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise lccore.DataError(f"{path}: JSON nested too deeply") from None
+        check_json_value(document, text, str(path))  # deep nesting and lone surrogates refused
         if not isinstance(document, dict) or not isinstance(document.get("data"), list):
             raise lccore.DataError(f"{path}: expected SQuAD JSON: an object with a 'data' list")
         examples = []

@@ -19,7 +19,10 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     """The ``lccore`` command; ``engine``: the plugins whose commands it offers (default: the
     installed ones)."""
     parser = build_parser(engine)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad flag (already printed in one line)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

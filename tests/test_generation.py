@@ -230,7 +230,7 @@ def test_cli_input_file_gives_one_json_line_per_input(dialogue_run, tmp_path, ca
     "args, message",
     [
         (["--prompt", "hi", "--strategy", "beem"], "generate.strategy: expected one of greedy, beam, sample, prompt_lookup, got 'beem' (did you mean 'beam'?)"),
-        (["--prompt", "hi", "--temperature", "0"], "generate.temperature: must be at least 0.01, got 0.0"),
+        (["--prompt", "hi", "--temperature", "0"], "generate: argument --temperature: must be at least 0.01, got 0"),
         (["--prompt", "hi", "--input", "x.jsonl"], "generate: give either --prompt TEXT or --input FILE.jsonl"),
         (["--prompt", "hi", "--stream", "--strategy", "beam"], "generate.strategy: beam search cannot stream"),
         (["--input", "BAD"], "bad.jsonl:2: malformed JSON"),

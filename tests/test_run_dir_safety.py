@@ -35,7 +35,12 @@ def contents(folder):
 
 
 def test_resume_in_a_users_folder_deletes_nothing(quick_config, tmp_path):
-    before = user_folder(tmp_path / "work", quick_config)
+    # the user's config is a resolved one (copied from an earlier run), so it matches what
+    # `--resume` compares against: only the marker protects the folder
+    from lccore.runner import resolve
+
+    resolved, _, _ = resolve(lccore.load_config(quick_config), lccore.Engine())
+    before = user_folder(tmp_path / "work", resolved.to_dict())
     result = run_cli("train", "config.yaml", "--output", ".", "--resume", cwd=tmp_path / "work")
     assert_one_line_error(result, "will not clear it")
     assert contents(tmp_path / "work") == before

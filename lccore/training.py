@@ -6,6 +6,7 @@ stopping and the best checkpoint kept -> evaluate test (after) with the best mod
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -97,16 +98,9 @@ def train(
         config = load_config(config, overrides)
     # The main process (rank 0 of a torchrun launch) checks, marks and locks the folder; the
     # others only write into it after the main process has prepared it.
-    run_dir = RunDir(output_dir, overwrite=overwrite, resume=resume) if int(os.environ.get("RANK", "0")) == 0 else None
-    try:
-        run = _train(config, Path(output_dir), run_dir, engine=engine, progress=progress, resume=resume)
-    except BaseException:
-        if run_dir is not None:
-            run_dir.release(failed=True)
-        raise
-    if run_dir is not None:
-        run_dir.release()
-    return run
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunDir(output_dir, overwrite=overwrite, resume=resume) if main else contextlib.nullcontext() as run_dir:
+        return _train(config, Path(output_dir), run_dir, engine=engine, progress=progress, resume=resume)
 
 
 def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engine: Engine | None, progress: bool, resume: bool) -> Run:
@@ -125,10 +119,13 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
-    if run_dir is not None and not run_dir.owned and not checkpoints.checkpoint_dirs(output_dir):
+    # A folder lccore cannot show it wrote is only ever resumed from a checkpoint, never cleared;
+    # that is checked before anything in it is read (a config.yaml there may be the user's own).
+    unowned = run_dir is not None and not run_dir.owned
+    if unowned and not checkpoints.checkpoint_dirs(output_dir):
         raise RunDirError(f"{output_dir}: no checkpoint to resume from, and lccore cannot show it wrote this folder (no {MARKER_FILE}), so it will not clear it: choose an empty or new --output")
     checkpoint = find_checkpoint(output_dir, config) if resume else None
-    if checkpoint is None and run_dir is not None and not run_dir.owned:
+    if unowned and checkpoint is None:  # every checkpoint in it was damaged
         raise RunDirError(f"{output_dir}: no intact checkpoint to resume from, and lccore cannot show it wrote this folder (no {MARKER_FILE}), so it will not clear it")
 
     previous = PreviousRun.open(settings.init_from, config.task.name) if settings.init_from else None

@@ -88,6 +88,29 @@ def trained_run(tiny_config, tmp_path_factory):
     return lccore.train(tiny_config, tmp_path_factory.mktemp("runs") / "tiny", progress=False)
 
 
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path (and PYTHONPATH, for subprocesses) to install throw-away plugins into."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("LCCORE_DISABLE_PLUGINS", raising=False)
+    return folder
+
+
+def stop_process(process, timeout: float = 20) -> None:
+    """Terminate a server started by a test, and kill it if it does not stop in ``timeout`` s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def make_distribution(site: Path, dist_name: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "1.2.3") -> Path:
     """Install a throw-away distribution into ``site`` (a folder put on sys.path): its modules and a
     ``.dist-info`` with entry points, exactly what pip leaves behind."""

@@ -268,16 +268,6 @@ def test_a_full_disk_while_checkpointing_removes_the_partial_folder(tmp_path, mo
 # --- plugins that misbehave at import ------------------------------------------------------------
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.delenv("LCCORE_DISABLE_PLUGINS", raising=False)
-    return folder
-
-
 def test_plugins_that_exit_interrupt_or_print_at_import_are_isolated(site, trained_run):
     make_distribution(site, "lccore-rude", {
         "rude_exit": "import sys\nsys.exit(3)\n",

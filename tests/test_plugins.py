@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import types
@@ -25,17 +24,6 @@ GOOD_PLUGIN = """
     def register_explainers(register):
         register("constant_explainer", lambda: "explainer")
 """
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A folder on sys.path (and PYTHONPATH, for subprocesses) to install throw-away plugins into."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.delenv("LCCORE_DISABLE_PLUGINS", raising=False)
-    return folder
 
 
 def test_third_party_plugin_is_discovered_like_first_party(site):

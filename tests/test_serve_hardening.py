@@ -22,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 import lccore  # noqa: E402
 from lccore import serve as serving  # noqa: E402
 from lccore.serve import ServeLimits, create_app  # noqa: E402
+from conftest import stop_process  # noqa: E402
 from test_serve import EX, chat, free_port, kg_store, predictor  # noqa: E402,F401 - the fixtures of test_serve, shared
 
 BODY = b'{"inputs": ["a great film"]}'
@@ -321,9 +322,4 @@ def test_lccore_serve_checks_host_and_origin_and_hides_paths(trained_run):
             assert http.post("/v1/predict", content=BODY, headers={**form, "origin": "http://attacker.example"}).status_code == 403
             assert http.post("/v1/predict", content=BODY, headers=form).status_code == 200  # curl -d
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from conftest import stop_process
 from test_serve import free_port
 
 CHROMIUM = os.environ.get("LCCORE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -61,12 +62,7 @@ def server(chromium_ready, trained_run, dialogue_run, tmp_path_factory):
             time.sleep(0.2)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     assert "Traceback" not in log.read_text(), log.read_text()
 
 

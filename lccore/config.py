@@ -90,6 +90,11 @@ class DropoutConfig:
 @attrs.define
 class TrainConfig:
     epochs: int = attrs.field(default=3, metadata=doc("Passes over the training data.", min=1, max=100_000))
+    max_steps: Optional[int] = attrs.field(default=None, metadata=doc(
+        "A budget of optimiser steps instead of whole epochs (pretraining): the run stops after this many, in the middle of an "
+        "epoch if need be, and the learning-rate schedule decays over them; `epochs` is then ignored. Null: `epochs` passes.",
+        min=1, max=1 << 40,
+    ))
     batch_size: int = attrs.field(default=16, metadata=doc("Examples per optimiser step (before gradient accumulation).", min=1, max=1 << 20))
     eval_batch_size: int = attrs.field(default=64, metadata=doc("Examples per batch at evaluation and prediction.", min=1, max=1 << 20))
     max_length: int = attrs.field(default=128, metadata=doc("Longer inputs are truncated to this many tokens; at most the model's own limit (its position embeddings).", min=8, max=1 << 20))

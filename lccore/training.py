@@ -210,7 +210,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     precision_choice = None
     if auto_precision:
         first_batches = (task.collate([features["train"][i] for i in indices], tokenizer) for indices in sampler.batches())
-        precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=len(train_loader) * settings.epochs)
+        total_batches = settings.max_steps * settings.grad_accum if settings.max_steps else len(train_loader) * settings.epochs
+        precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=total_batches)
         if precision_choice["chosen"] == "bf16":
             accelerator = make_accelerator("bf16")
         if main_process and progress:
@@ -218,7 +219,9 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
-    total_steps = steps_per_epoch * settings.epochs
+    # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it.
+    total_steps = settings.max_steps or steps_per_epoch * settings.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = get_scheduler(
         {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optimizer_config.schedule],
         optimizer,
@@ -318,7 +321,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     model.train()
     bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
     bar.update(state.step)
-    for state.epoch in range(start_epoch, settings.epochs):
+    for state.epoch in range(start_epoch, epochs):
         # Accelerate's loader re-seeds the sampler with its own pass counter: keep both on this
         # epoch, also after a resumed epoch ran through a batch-skipping copy of the loader.
         train_loader.set_epoch(state.epoch)
@@ -330,6 +333,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             resumed_rng = None
         accumulated, accumulated_parts = [], []
         for batch in batches:
+            if state.step >= total_steps:  # resumed from a checkpoint written as the budget ran out
+                break
             batches_done += 1
             with accelerator.accumulate(model):
                 outputs = model(**batch)
@@ -366,6 +371,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                     break
             if settings.checkpoint_every and state.step % settings.checkpoint_every == 0:
                 save_checkpoint(state.epoch, batches_done)
+            if state.step >= total_steps:  # the step budget (train.max_steps) is spent, maybe mid-epoch
+                break
         if stop:
             break
         if "dev" in splits and not settings.eval_every:

@@ -178,3 +178,42 @@ def without_dropout(model: str, copy: Path) -> str:
     settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (copy / "config.json").write_text(json.dumps(settings))
     return str(copy)
+
+
+# --- a step budget (train.max_steps) -------------------------------------------------------------
+
+
+def budget_config(tiny_config, tmp_path, **train) -> Path:
+    config = json.loads(json.dumps(tiny_config))
+    config["train"].update(epochs=1, **train)  # epochs is ignored under a budget
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_a_step_budget_ends_mid_epoch_and_the_schedule_decays_over_it(tiny_config, tmp_path):
+    # 160 examples at batch 16: 10 steps an epoch; 25 steps end in the middle of the third epoch.
+    run = lccore.train(budget_config(tiny_config, tmp_path, max_steps=25, eval_every=10), tmp_path / "run", progress=False)
+    steps = run.metrics["train"]
+    assert [row["step"] for row in steps] == list(range(1, 26))
+    assert [row["epoch"] for row in steps][-1] == 3 and [row["epoch"] for row in steps].count(3) == 5
+    assert steps[-1]["lr"] == 0.0 and steps[-2]["lr"] > 0  # the linear decay reaches 0 at the budget's last step
+    assert [row["step"] for row in run.metrics["dev"]] == [10, 20, 25]  # the last steps are evaluated too
+    assert run.config.train.max_steps == 25  # recorded in the resolved config
+
+
+def test_a_killed_budgeted_run_resumes_to_the_same_weights(tiny_config, tmp_path):
+    config = budget_config(tiny_config, tmp_path, max_steps=17, checkpoint_every=3)
+    straight = tmp_path / "straight"
+    assert lccore_cli("train", str(config), "--output", str(straight), "-q").returncode == 0
+    site = make_distribution(tmp_path / "site", "lccore-killer", {"lccore_killer": KILLER}, {"killer": "lccore_killer"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "KILL_AT_STEP": "13"}
+    out = tmp_path / "run"
+    assert lccore_cli("train", str(config), "--output", str(out), "-q", env=env).returncode == -signal.SIGKILL
+    assert checkpoints.checkpoint_dirs(out)[0].name == "step-00000012"  # mid-epoch 2
+    resumed = lccore_cli("train", str(config), "--output", str(out), "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(straight / "model", out / "model")
+    ran = json.loads((out / "metrics.json").read_text())["train"]
+    assert [row["step"] for row in ran] == list(range(1, 18))
+    assert ran == json.loads((straight / "metrics.json").read_text())["train"]

@@ -26,9 +26,11 @@ def doc(text: str, **kwargs):
 @attrs.define
 class TaskConfig:
     name: str = attrs.field(metadata=doc("Registered task name, e.g. `text_classification`."))
-    train: Optional[str] = attrs.field(default=None, metadata=doc("Training data file (needed by `lccore train`)."))
-    dev: Optional[str] = attrs.field(default=None, metadata=doc("Development file: periodic evaluation, early stopping, best checkpoint."))
-    test: Optional[str] = attrs.field(default=None, metadata=doc("Test file, evaluated before and after fine-tuning."))
+    train: Union[str, list[str], None] = attrs.field(default=None, metadata=doc(
+        "Training data (needed by `lccore train`): a file, a glob (`corpus/*.txt`) or a list of files and globs, read in order."
+    ))
+    dev: Union[str, list[str], None] = attrs.field(default=None, metadata=doc("Development data (a file, glob or list): periodic evaluation, early stopping, best checkpoint."))
+    test: Union[str, list[str], None] = attrs.field(default=None, metadata=doc("Test data (a file, glob or list), evaluated before and after fine-tuning."))
     options: dict = attrs.field(factory=dict, metadata=doc("Any other key of this section: the task's own options.", extra=True))
 
 
@@ -242,6 +244,9 @@ def _convert(tp, value, key: str, metadata=None):
         sections = [a for a in inner if attrs.has(a)]
         if isinstance(value, dict) and sections:  # `model: {architecture: ...}` rather than a name
             return structure(sections[0], value, key)
+        lists = [a for a in inner if typing.get_origin(a) is list]
+        if isinstance(value, list) and lists:  # `train: [a.txt, b.txt]` rather than one file
+            return _convert(lists[0], value, key, metadata)
         return _convert(inner[0], value, key, metadata)
     if origin is Literal:
         if value not in args:
@@ -430,7 +435,7 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
     for split in ("train", "dev", "test"):
         value = getattr(config.task, split)
         if value:
-            setattr(config.task, split, str((base / value).resolve()))
+            setattr(config.task, split, _data_files(base, value, f"{origin}: task.{split}"))
     if config.train.init_from:
         config.train.init_from = str((base / config.train.init_from).resolve())
     if config.ethics:
@@ -444,6 +449,26 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
     elif config.model.tokenizer:
         config.model.tokenizer = _local_or_hub(base, config.model.tokenizer, "model.tokenizer")
     return config
+
+
+def _data_files(base: Path, value: str | list[str], key: str) -> str | list[str]:
+    """A split's data as absolute paths, relative to ``base``: one file stays a string; globs are
+    expanded (sorted) and lists flattened into a list. A glob that matches no file is an error."""
+    import glob
+
+    if isinstance(value, str) and not glob.has_magic(value):
+        return str((base / value).resolve())
+    files = []
+    for item in [value] if isinstance(value, str) else value:
+        pattern = str(base / Path(item).expanduser())
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(item) else [pattern]
+        matches = [m for m in matches if Path(m).is_file()] if glob.has_magic(item) else matches
+        if not matches:
+            raise ConfigError(f"{key}: {item} matches no file")
+        files += [str(Path(m).resolve()) for m in matches]
+    if not files:
+        raise ConfigError(f"{key}: an empty list; give a file, a glob or a list of them")
+    return files
 
 
 def _local_or_hub(base: Path, name: str, key: str = "model") -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 
 from .config import RunConfig, load_config
+from .data import data_files, read_split
 from .errors import ConfigError, RunDirError
 from .finetuning import is_lora_model_dir
 from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir
@@ -44,11 +45,12 @@ class PreviousRun:
         if not fraction:
             return []
         path = self.config.task.train
-        if not path or not Path(path).is_file():
-            raise ConfigError(f"train.replay: the earlier run's training file is gone ({path})")
-        examples = task.read(path)
+        missing = [f for f in data_files(path or [None]) if not f or not Path(f).is_file()]
+        if missing:
+            raise ConfigError(f"train.replay: the earlier run's training file is gone ({missing[0]})")
+        examples = read_split(task, path)
         return random.Random(seed).sample(examples, round(fraction * len(examples)))
 
-    def test_file(self) -> str | None:
+    def test_file(self) -> str | list[str] | None:
         path = self.config.task.test
-        return path if path and Path(path).is_file() else None
+        return path if path and all(Path(f).is_file() for f in data_files(path)) else None

@@ -153,6 +153,28 @@ def read_records(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[t
         yield f"{path}:{number}", row
 
 
+def data_files(value: str | list[str]) -> list[str]:
+    """The files of a split (``task.train`` and the like): one path, or a list of them."""
+    return [value] if isinstance(value, (str, Path)) else list(value)
+
+
+def read_split(task, value: str | list[str]) -> list:
+    """A split's examples: ``task.read`` of each of its files, in order."""
+    files = data_files(value)
+    if len(files) == 1:
+        return task.read(files[0])
+    return [example for path in files for example in task.read(path)]
+
+
+def split_sha256(value: str | list[str]) -> str:
+    """What a run records of a split's data: one file's SHA-256, or for several files the SHA-256
+    of their SHA-256s in order (so a changed, added, removed or reordered file shows)."""
+    files = data_files(value)
+    if len(files) == 1:
+        return file_sha256(files[0])
+    return hashlib.sha256("\n".join(file_sha256(path) for path in files).encode()).hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:

@@ -878,12 +878,13 @@ def measure_precision(predictor) -> str:
     """``--precision auto`` for a server: served batches are too small to measure on, so fp32 and
     bf16 are compared once, at start, on the run's own data (its test, dev or training file, as
     the run config names it); without any of them the run is served in fp32. Says what it chose."""
+    from .data import data_files
     from .predictor import AUTO_SAMPLE
 
     for split in ("test", "dev", "train"):
         path = getattr(predictor.config.task, split)
-        if path and Path(path).is_file():
-            choice = predictor.choose_precision(predictor.task.read(path)[:AUTO_SAMPLE])
+        if path and Path(data_files(path)[0]).is_file():
+            choice = predictor.choose_precision(predictor.task.read(data_files(path)[0])[:AUTO_SAMPLE])
             return (f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "
                     f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree, on {path})")
     predictor.autocast_dtype = None

@@ -22,7 +22,7 @@ from . import __version__, checkpoints, ethics, finetuning, scratch
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
-from .data import file_sha256
+from .data import read_split, split_sha256
 from .errors import ConfigError, LccoreError, RunDirError
 from .plugins import Engine
 from .rundir import MARKER_FILE, RunDir, user_entries
@@ -134,7 +134,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
 
     # Data first: a bad row should fail in a second, not after the model has loaded.
     data_files = {name: getattr(config.task, name) for name in ("train", "dev", "test") if getattr(config.task, name)}
-    splits = {name: task.read(path) for name, path in data_files.items()}
+    splits = {name: read_split(task, files) for name, files in data_files.items()}
     # Ethics policies clean the training data before anything is fitted or tokenised.
     ethics_report, ethics_audit = None, ethics.AuditLog()
     if config.ethics:
@@ -149,9 +149,9 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         splits["train"] = splits["train"] + previous.replay(task, settings.replay, settings.seed)
         previous_test = previous.test_file()
         if previous_test:  # its test set, scored before and after: forgetting shows
-            splits["previous_test"] = task.read(previous_test)
+            splits["previous_test"] = read_split(task, previous_test)
             data_files["previous_test"] = previous_test
-    data_hashes = {name: file_sha256(path) for name, path in data_files.items()}
+    data_hashes = {name: split_sha256(files) for name, files in data_files.items()}
 
     def make_accelerator(mixed_precision: str) -> Accelerator:
         # Accelerate keeps its settings in process-wide singletons; a program that trains twice with

@@ -153,3 +153,31 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
 def test_sorted_batches_go_longest_first():
     lengths = [5, 50, 7, 30, 2]
     assert sorted_batches(lengths, 2) == [[1, 3], [2, 0], [4]]
+
+
+def test_a_split_may_be_several_files_a_glob_or_a_list(tiny_config, tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import sentiment_rows, write_jsonl
+
+    rows = sentiment_rows(160, seed=1)
+    (tmp_path / "shards").mkdir()
+    for i in range(4):
+        write_jsonl(tmp_path / "shards" / f"part-{i}.jsonl", rows[i * 40 : (i + 1) * 40])
+    config = {**tiny_config, "task": {**tiny_config["task"], "train": ["shards/part-0.jsonl", "shards/part-[123].jsonl"], "dev": "shards/*-3.jsonl"},
+              "train": {**tiny_config["train"], "epochs": 1}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    run = lccore.train(tmp_path / "cfg.yaml", tmp_path / "run", progress=False)
+    manifest = json.loads((run.output_dir / "manifest.json").read_text())
+    shards = [str(tmp_path / "shards" / f"part-{i}.jsonl") for i in range(4)]
+    assert manifest["data"]["train"]["path"] == shards and manifest["data"]["train"]["examples"] == 160
+    assert manifest["data"]["dev"]["path"] == [shards[3]]  # a glob is recorded as the files it matched
+    assert lccore.load_config(run.output_dir / "config.yaml").task.train == shards
+    assert [row["step"] for row in run.metrics["train"]] == list(range(1, 11))  # 160 examples, batch 16
+
+    config["task"]["train"] = ["shards/part-0.jsonl", "corpus/*.txt"]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(lccore.ConfigError, match=r"cfg\.yaml: task\.train: corpus/\*\.txt matches no file"):
+        lccore.load_config(tmp_path / "cfg.yaml")

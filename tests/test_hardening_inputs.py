@@ -23,20 +23,36 @@ from conftest import make_distribution
 from test_bad_input import assert_one_line_error, run_cli
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``lccore ARGS`` in this process (no interpreter start-up per case), as ``run_cli`` returns it."""
+    import io
+
+    from lccore.cli import main
+
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        status = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, out, err)
+
+    return run
+
+
 # --- numbers -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 @pytest.mark.parametrize("value", ["-1", "0", "99999999999", "abc"])
-def test_batch_size_flags_are_range_checked(trained_run, command, value):
+def test_batch_size_flags_are_range_checked(cli, trained_run, command, value):
     data = ["--input", "-"] if command == "predict" else ["--data", trained_run.config.task.test]
-    result = run_cli(command, str(trained_run.output_dir), *data, "--batch-size", value, stdin='"fine"\n')
+    result = cli(command, str(trained_run.output_dir), *data, "--batch-size", value, stdin='"fine"\n')
     assert_one_line_error(result, "--batch-size", f"lccore {command} --help")
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", "-5"), ("--seed", str(2**40)), ("--top-p", "1.5"), ("--temperature", "nan"), ("--max-new-tokens", "0")])
-def test_generation_flags_are_range_checked(flag, value, tmp_path):
-    assert_one_line_error(run_cli("generate", str(tmp_path), "--prompt", "hi", flag, value), flag)
+def test_generation_flags_are_range_checked(cli, flag, value, tmp_path):
+    assert_one_line_error(cli("generate", str(tmp_path), "--prompt", "hi", flag, value), flag)
 
 
 def test_python_api_refuses_a_bad_batch_size(trained_run):
@@ -59,9 +75,9 @@ def test_config_numbers_are_range_checked(tiny_config, override, fragment):
         load_config(tiny_config, [override])
 
 
-def test_max_length_above_the_models_positions(tiny_config, tmp_path):
+def test_max_length_above_the_models_positions(cli, tiny_config, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**tiny_config, "train": {**tiny_config["train"], "max_length": 4096}}))
-    result = run_cli("train", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "run"))
+    result = cli("train", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "run"))
     assert_one_line_error(result, "train.max_length: 4096", "128 positions")
     assert not (tmp_path / "run").exists()
 
@@ -91,10 +107,10 @@ task:
     ("model: m\ntask: &t [1, *t]\n", "refers to a value that contains it"),
     ("model: " + "[" * 3000 + "]" * 3000 + "\ntask: t\n", "nested too deeply"),
 ])
-def test_yaml_bombs_and_cycles_are_refused_anywhere(tmp_path, text, fragment):
+def test_yaml_bombs_and_cycles_are_refused_anywhere(cli, tmp_path, text, fragment):
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
-    result = run_cli("train", str(path), "--output", str(tmp_path / "run"))
+    result = cli("train", str(path), "--output", str(tmp_path / "run"))
     assert_one_line_error(result, str(path), fragment)
     # the same guard on every other way YAML comes in, however deep inside it the bomb sits
     with pytest.raises(ConfigError, match=fragment):
@@ -107,14 +123,14 @@ def test_a_set_override_cannot_smuggle_a_bomb(tiny_config):
         load_config(tiny_config, [f"task.noise={value}"])
 
 
-def test_a_directory_given_as_the_config(tmp_path):
-    assert_one_line_error(run_cli("train", str(tmp_path), "--output", str(tmp_path / "run")), "is a directory; expected a YAML config file")
+def test_a_directory_given_as_the_config(cli, tmp_path):
+    assert_one_line_error(cli("train", str(tmp_path), "--output", str(tmp_path / "run")), "is a directory; expected a YAML config file")
 
 
 @pytest.mark.parametrize("model", ["./no/such/dir", "../missing-model", "/no/such/model/dir", "models/a/b"])
-def test_a_model_path_that_does_not_exist(tiny_config, tmp_path, model):
+def test_a_model_path_that_does_not_exist(cli, tiny_config, tmp_path, model):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**tiny_config, "model": model}))
-    result = run_cli("train", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "run"))
+    result = cli("train", str(tmp_path / "cfg.yaml"), "--output", str(tmp_path / "run"))
     assert_one_line_error(result, f"model: {model}: no such folder")
     assert "Repo id" not in result.stderr
 
@@ -128,13 +144,13 @@ def test_a_model_path_that_does_not_exist(tiny_config, tmp_path, model):
     ("[" * 100000 + "]" * 100000, "<stdin>:2: JSON nested deeper than"),
     ('{"text": "fine", "meta": ' + "[" * 200 + "]" * 200 + "}", "<stdin>:2: JSON nested deeper than"),
 ])
-def test_odd_json_rows_in_prediction_input(trained_run, row, fragment):
-    result = run_cli("predict", str(trained_run.output_dir), "--input", "-", stdin=f'"fine"\n{row}\n')
+def test_odd_json_rows_in_prediction_input(cli, trained_run, row, fragment):
+    result = cli("predict", str(trained_run.output_dir), "--input", "-", stdin=f'"fine"\n{row}\n')
     assert_one_line_error(result, fragment)
 
 
-def test_a_valid_surrogate_pair_is_text(trained_run):
-    result = run_cli("predict", str(trained_run.output_dir), "--input", "-", stdin='"great \\ud83d\\ude00"\n')
+def test_a_valid_surrogate_pair_is_text(cli, trained_run):
+    result = cli("predict", str(trained_run.output_dir), "--input", "-", stdin='"great \\ud83d\\ude00"\n')
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"]
 
@@ -158,7 +174,7 @@ def test_csv_unterminated_quote_is_reported_where_it_starts(tiny_config, tmp_pat
 
 
 @pytest.mark.parametrize("flag", ["--output", "--audit-log"])
-def test_unwritable_output_paths_fail_before_the_model_loads(trained_run, tmp_path, flag):
+def test_unwritable_output_paths_fail_before_the_model_loads(cli, trained_run, tmp_path, flag):
     (tmp_path / "readonly.jsonl").write_text("")
     (tmp_path / "readonly.jsonl").chmod(0o444)
     cases = {
@@ -168,7 +184,7 @@ def test_unwritable_output_paths_fail_before_the_model_loads(trained_run, tmp_pa
     if os.geteuid() != 0:  # root writes read-only files anyway
         cases[str(tmp_path / "readonly.jsonl")] = "read-only"
     for path, fragment in cases.items():
-        result = run_cli("predict", str(trained_run.output_dir), "--input", "-", flag, path, stdin='"fine"\n')
+        result = cli("predict", str(trained_run.output_dir), "--input", "-", flag, path, stdin='"fine"\n')
         assert_one_line_error(result, flag, fragment)
 
 
@@ -179,12 +195,12 @@ def test_writing_to_a_full_disk_is_one_line(trained_run):
     assert result.stderr.strip().splitlines() == ["lccore: error: /dev/full: No space left on device"]
 
 
-def test_a_truncated_model_file(trained_run, tmp_path):
+def test_a_truncated_model_file(cli, trained_run, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(trained_run.output_dir, damaged)
     weights = damaged / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    result = run_cli("predict", str(damaged), "--input", "-", stdin='"fine"\n')
+    result = cli("predict", str(damaged), "--input", "-", stdin='"fine"\n')
     assert_one_line_error(result, "model: cannot load", "damaged or truncated")
 
 

@@ -13,9 +13,9 @@ import lccore
 class ExtractiveQAOptions:
     doc_stride: Optional[int] = attrs.field(
         default=None,
-        metadata={"doc": "Tokens of overlap between the windows a long context is cut into; null: a quarter of `train.max_length`.", "min": 0},
+        metadata={"doc": "Tokens of overlap between the windows a long context is cut into; null: a quarter of `train.max_length`; less than `train.max_length`.", "min": 0, "max": 1 << 20},
     )
-    max_answer_tokens: int = attrs.field(default=30, metadata={"doc": "Longest answer span considered, in tokens.", "min": 1})
+    max_answer_tokens: int = attrs.field(default=30, metadata={"doc": "Longest answer span considered, in tokens.", "min": 1, "max": 4096})
     null_threshold: float = attrs.field(
         default=0.0,
         metadata={"doc": "SQuAD v2: answer 'no answer' when its score beats the best span's by more than this (logit units)."},

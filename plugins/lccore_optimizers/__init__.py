@@ -18,7 +18,7 @@ class AdamWOptions:
 
 @attrs.define
 class SGDOptions:
-    momentum: float = attrs.field(default=0.9, metadata={"doc": "Momentum factor.", "min": 0.0})
+    momentum: float = attrs.field(default=0.9, metadata={"doc": "Momentum factor.", "min": 0.0, "max": 1.0})
     nesterov: bool = attrs.field(default=False, metadata={"doc": "Nesterov momentum."})
 
 

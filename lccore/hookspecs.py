@@ -160,9 +160,12 @@ def register_commands(commands):
     ``lccore NAME`` or, with ``group``, ``lccore GROUP NAME`` (``commands.group(name, help="…")``
     describes a group; it is made on first use). Add the arguments and
     ``parser.set_defaults(command=run)``, where ``run(args)`` returns the exit status and raises
-    :class:`lccore.ConfigError` / :class:`lccore.DataError` for a one-line error. A name already
-    taken (by lccore or another plugin) is refused: the plugin's commands are skipped with a
-    warning. Import nothing heavy here; do it inside ``run``.
+    :class:`lccore.ConfigError` / :class:`lccore.DataError` for a one-line error. A numeric flag
+    takes ``type=commands.bounded(int, 1, 1000)`` (a range-checked number; a value outside is one
+    line before ``run`` starts), and an output file is checked with
+    ``commands.check_output_path(path, "--output")`` before any work. A name already taken (by
+    lccore or another plugin) is refused: the plugin's commands are skipped with a warning. Import
+    nothing heavy here; do it inside ``run``.
     """
 
 

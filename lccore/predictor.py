@@ -103,6 +103,15 @@ class Predictor:
         self.precision_choice = {"chosen": chosen, "bf16_speedup": round(speedup, 2), "agreement": round(agree, 4), "measured_on": len(sample)}
         return self.precision_choice
 
+    def can_generate(self) -> bool:
+        """Whether the run's model writes text (``model.generate``): a generative LM or a seq2seq
+        model, possibly wrapped (``.module`` under data parallelism, ``.task_model`` with an LM aux loss)."""
+        for candidate in (self.model, getattr(self.model, "module", None), getattr(self.model, "task_model", None)):
+            check = getattr(candidate, "can_generate", None)
+            if callable(check) and check():
+                return True
+        return False
+
     def reasoner(self, name: str, **options):
         """The registered reasoner ``name`` (e.g. ``"generate"``) built with ``options``, answering
         with this run's model behind its ethics policies: ``.answer(query)``,

@@ -479,7 +479,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         until = start()
         name = pick(body.model)
         predictor = predictors[name]
-        if not can_generate(predictor):
+        if not predictor.can_generate():
             raise HTTPException(422, detail=f"model: run '{name}' ({predictor.config.task.name}) has no model that generates text; serve a dialogue, summarization, translation or clm run")
         if isinstance(body.prompt, str) and not body.prompt.strip():
             raise HTTPException(422, detail="prompt: empty")
@@ -645,17 +645,6 @@ def _kg_response(store, result: dict):
     return JSONResponse(store.results_json(result), media_type=media_type)
 
 
-def can_generate(predictor) -> bool:
-    """Whether the run's model writes text (``model.generate``): a generative LM or a seq2seq
-    model, possibly wrapped (``.module`` under data parallelism, ``.task_model`` with an LM aux loss)."""
-    model = predictor.model
-    for candidate in (model, getattr(model, "module", None), getattr(model, "task_model", None)):
-        check = getattr(candidate, "can_generate", None)
-        if callable(check) and check():
-            return True
-    return False
-
-
 def _event(kind: str | None, data: dict) -> str:
     """One server-sent event (``data`` as one JSON line)."""
     head = f"event: {kind}\n" if kind else ""
@@ -704,7 +693,7 @@ def _field(loc) -> str:
 
 def _describe(name: str, predictor) -> dict:
     config = predictor.config
-    return {"id": name, "task": config.task.name, "base_model": _public_model_name(config.model), "generates": can_generate(predictor)}
+    return {"id": name, "task": config.task.name, "base_model": _public_model_name(config.model), "generates": predictor.can_generate()}
 
 
 def _public_model_name(model) -> str:

@@ -363,3 +363,16 @@ def test_decoder_only_targets_need_an_end_of_text_token(tiny_model):
     example = task.parse_input({"source": "the cat sat on the mat", "target": "a cat"}, "row 1")
     with pytest.raises(lccore.ConfigError, match="has none"):
         task.encode([example], tokenizer, 32)
+
+
+@pytest.mark.parametrize("flags", [["--prompt", "hi"], ["--prompt", "hi", "--stream"], ["--input", "-"]])
+def test_generate_on_a_run_that_cannot_write_text_is_one_line(trained_run, capsys, monkeypatch, flags):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO('"hi"\n'))
+    status, out, err = cli(capsys, "generate", str(trained_run.output_dir), *flags)
+    assert status == 2 and out.strip() == ""
+    assert err.strip().splitlines() == [f"lccore: error: {trained_run.output_dir}: a text_classification run's model does not generate text; "
+                                        "generate needs a dialogue, summarization, translation or clm run"]
+    with pytest.raises(lccore.ConfigError, match="does not generate text"):
+        trained_run.load().reasoner("generate").answer("hi")

@@ -81,6 +81,11 @@ class GenerateReasoner:
 
     def prompt_ids(self, query: Any, predictor, where: str) -> list[int]:
         """Token ids of the prompt the run's task makes of ``query``."""
+        if not predictor.can_generate():  # a classifier, a tagger, a masked LM: no text to write
+            raise lccore.ConfigError(
+                f"{predictor.run_dir}: a {predictor.config.task.name} run's model does not generate text; "
+                "generate needs a dialogue, summarization, translation or clm run"
+            )
         task, tokenizer = predictor.task, predictor.tokenizer
         ensure_pad_token(tokenizer)
         if hasattr(task, "generation_prompt"):  # dialogue, summarization, translation

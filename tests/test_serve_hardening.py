@@ -164,11 +164,17 @@ def test_a_timed_out_sparql_query_is_stopped_and_frees_its_thread(kg_store):
         store.close()
 
 
-def test_healthz_reports_a_saturated_server(predictor, monkeypatch):
+def held_until_set(predictor, monkeypatch) -> threading.Event:
+    """Make the run's predictions wait for the returned event, ignoring every deadline check:
+    work that holds the run's only model thread."""
     gate = threading.Event()
     real = predictor.predict_examples
-    # Work that ignores every deadline check: it holds the run's only model thread.
     monkeypatch.setattr(predictor, "predict_examples", lambda *a, **k: (gate.wait(30), real(*a, **k))[1])
+    return gate
+
+
+def test_healthz_reports_a_saturated_server(predictor, monkeypatch):
+    gate = held_until_set(predictor, monkeypatch)
     app = create_app({"tiny": predictor}, limits=ServeLimits(timeout_s=0.3, max_queue=4))
     try:
         with client_for(app) as client:
@@ -191,9 +197,7 @@ def test_healthz_reports_a_saturated_server(predictor, monkeypatch):
 def test_healthz_reports_a_full_queue(predictor, monkeypatch):
     import asyncio
 
-    gate = threading.Event()
-    real = predictor.predict_examples
-    monkeypatch.setattr(predictor, "predict_examples", lambda *a, **k: (gate.wait(30), real(*a, **k))[1])
+    gate = held_until_set(predictor, monkeypatch)
     app = create_app({"tiny": predictor}, limits=ServeLimits(max_queue=3, max_wait_ms=0))
     batcher = app.state.batchers["tiny"]
 

@@ -91,9 +91,10 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"lccore: error: {command + ': ' if command else ''}{message} (see '{hint}')\n")
 
 
-def bounded(kind: type, low: float | None = None, high: float | None = None):
-    """An argparse ``type`` for a number of ``kind`` (int or float) in [low, high]: every numeric
-    flag that costs time or memory has a bound, and a value past it is one line."""
+def bounded(kind: type, low: float | None = None, high: float | None = None, *, above: float | None = None):
+    """An argparse ``type`` for a number of ``kind`` (int or float) in [low, high], and greater
+    than ``above`` (a timeout: above 0): every numeric flag that costs time or memory has a bound,
+    and a value past it is one line."""
 
     def parse(text: str):
         try:
@@ -102,6 +103,8 @@ def bounded(kind: type, low: float | None = None, high: float | None = None):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be above {above:g}, got {text}")
         if low is not None and value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
         if high is not None and value > high:

@@ -54,7 +54,7 @@ def user_entries(path: Path) -> list[str]:
 class RunDir:
     """A claimed output folder: checked, created or marked, and locked for this process."""
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False, lock: bool = True):
+    def __init__(self, path: str | Path, *, overwrite: bool = False, resume: bool = False):
         self.path = Path(path)
         self.created = False
         self._lock_handle = None
@@ -81,8 +81,7 @@ class RunDir:
                 raise RunDirError(f"{path}: directory is not empty; choose another --output")
         elif contents and not (overwrite or resume):
             raise RunDirError(f"{path}: directory is not empty; choose another --output, pass --overwrite to replace the run, or --resume to continue it")
-        if lock:
-            self._lock()
+        self._lock()
         if not contents:
             self._mark()
 

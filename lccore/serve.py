@@ -26,6 +26,7 @@ import fnmatch
 import functools
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -112,7 +113,7 @@ class Pool:
         self.name = name
         self.executor: Optional[ThreadPoolExecutor] = None
         self._running: dict[int, float] = {}  # job id -> its deadline (time.monotonic())
-        self._ids = iter(range(1 << 62))
+        self._ids = itertools.count()
 
     async def run(self, function, until: float | None = None):
         if self.executor is None:

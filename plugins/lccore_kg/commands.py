@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -39,7 +37,7 @@ def add_commands(commands) -> None:
     kg_query.add_argument("--allow-network", action="store_true", help="allow SERVICE, LOAD and remote FROM/USING (refused by default)")
     kg_query.add_argument("--infer", choices=["rdfs"], help="query an in-memory copy with its RDFS closure (copies the whole store: small graphs)")
     kg_query.add_argument("--update", action="store_true", help="the text is a SPARQL update: run it (in one transaction on Oxigraph)")
-    kg_query.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"stop after this long, --infer and --update included: exit 124 (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
+    kg_query.add_argument("--timeout", type=commands.bounded(float, high=MAX_TIMEOUT, above=0), default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"stop after this long, --infer and --update included: exit 124 (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     kg_query.set_defaults(command=run_query)
 
     kg_stats = commands.add("stats", group="kg", help="triples, distinct subjects/predicates/classes, top predicates, provenance statements")
@@ -52,17 +50,6 @@ def add_commands(commands) -> None:
     kg_export.add_argument("file", metavar="FILE", help="RDF file to write (format from the extension)")
     kg_export.add_argument("--format", help=formats_help)
     kg_export.set_defaults(command=run_export)
-
-
-def seconds(text: str) -> float:
-    """``--timeout``: a positive, finite number of seconds, at most MAX_TIMEOUT."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT:
-        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {text}")
-    return value
 
 
 def run_to_deadline(work, timeout: float, what: str):

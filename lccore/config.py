@@ -461,8 +461,10 @@ def _data_files(base: Path, value: str | list[str], key: str) -> str | list[str]
     files = []
     for item in [value] if isinstance(value, str) else value:
         pattern = str(base / Path(item).expanduser())
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(item) else [pattern]
-        matches = [m for m in matches if Path(m).is_file()] if glob.has_magic(item) else matches
+        if glob.has_magic(item):
+            matches = [m for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
+        else:
+            matches = [pattern]
         if not matches:
             raise ConfigError(f"{key}: {item} matches no file")
         files += [str(Path(m).resolve()) for m in matches]

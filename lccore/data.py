@@ -160,10 +160,7 @@ def data_files(value: str | list[str]) -> list[str]:
 
 def read_split(task, value: str | list[str]) -> list:
     """A split's examples: ``task.read`` of each of its files, in order."""
-    files = data_files(value)
-    if len(files) == 1:
-        return task.read(files[0])
-    return [example for path in files for example in task.read(path)]
+    return [example for path in data_files(value) for example in task.read(path)]
 
 
 def split_sha256(value: str | list[str]) -> str:

@@ -8,14 +8,18 @@ the text file to one optimiser step of a tiny BERT built from scratch (hidden 64
 max_length 128), training the same WordPiece tokenizer on the corpus first:
 
 - **lccore**: `lccore pretrain` with `task: mlm`, `train.max_steps: 1` (its whole run: read,
-  train the tokenizer, tokenise, pack, one step, write the run);
+  train the tokenizer, tokenise, pack, one step, write the run), with an empty cache
+  (`LCCORE_CACHE`);
+- **lccore again**: the same command once more on the same cache (a second run or a resume:
+  nothing is tokenised again);
 - **baseline**: the same tokenizer (`lccore.scratch.train_tokenizer`), then `datasets`'
   `load_dataset("text")`, `map(tokenize, batched=True)`, `group_texts` into blocks of 128, and one
   step through transformers' masked-LM collator, in one process.
 
 Each is timed as a whole process, with its peak resident memory (the child's `ru_maxrss`), in
 interleaved rounds; the medians and the ratios lccore / baseline are printed. Issue 16's goals:
-time ≤ 1.1× the baseline's, and peak memory flat in the corpus size.
+time ≤ 1.1× the baseline's, peak memory flat in the corpus size, and a second run ≤ 15% of the
+first run's time.
 """
 
 from __future__ import annotations
@@ -60,17 +64,17 @@ SPEC = {"architecture": "bert", "hidden_size": 64, "num_layers": 2, "num_heads":
 MAX_LENGTH = 128
 
 
-def run_lccore(corpus: Path, workdir: Path) -> None:
+def run_lccore(corpus: Path, workdir: Path, cache: str) -> None:
     import yaml
 
     config = {"model": SPEC, "task": {"name": "mlm", "train": str(corpus)},
               "train": {"max_steps": 1, "batch_size": 16, "max_length": MAX_LENGTH, "seed": 1}}
     (workdir / "pretrain.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "lccore", "pretrain", str(workdir / "pretrain.yaml"), "--output", str(workdir / "run"), "-q"],
-                   check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, env={**os.environ, "LCCORE_CACHE": cache})
 
 
-def run_baseline(corpus: Path, workdir: Path) -> None:
+def run_baseline(corpus: Path, workdir: Path, cache: str) -> None:
     import datasets
     import torch
     from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
@@ -104,28 +108,28 @@ def run_baseline(corpus: Path, workdir: Path) -> None:
     optimizer.step()
 
 
-def measure(system: str, corpus: Path) -> dict:
+def measure(system: str, corpus: Path, cache: str) -> dict:
     """Run one system in a child process; its wall time and peak RSS."""
     with tempfile.TemporaryDirectory(prefix="lccore-data-scale-") as workdir:
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, __file__, "--child", system, str(corpus), workdir], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, __file__, "--child", system, str(corpus), workdir, cache], capture_output=True, text=True)
         seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{system} failed on {corpus}:\n{result.stderr[-2000:]}")
     return {"seconds": seconds, "peak_rss_mb": json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]}
 
 
-def child(system: str, corpus: str, workdir: str) -> None:
+def child(system: str, corpus: str, workdir: str, cache: str) -> None:
     """In a fresh process: run the system (lccore in a grandchild) and report the peak RSS of all
     the work (this process and its children)."""
-    (run_lccore if system == "lccore" else run_baseline)(Path(corpus), Path(workdir))
+    (run_baseline if system == "baseline" else run_lccore)(Path(corpus), Path(workdir), cache)
     own, children = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"peak_rss_mb": max(own, children) / 1024}))
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5])
+        child(*sys.argv[2:6])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[5.0, 10.0, 20.0], help="corpus sizes in MB (default 5 10 20)")
@@ -141,23 +145,27 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     rows = []
-    print(f"{'MB':>6} {'lines':>8} {'lccore s':>9} {'baseline s':>11} {'time ratio':>11} {'lccore MB RSS':>14} {'baseline MB RSS':>16} {'RSS ratio':>10}")
+    print(f"{'MB':>6} {'lines':>8} {'lccore s':>9} {'baseline s':>11} {'time ratio':>11} {'lccore MB RSS':>14} {'baseline MB RSS':>16} {'RSS ratio':>10} "
+          f"{'again s':>8} {'again/first':>12}")
     with tempfile.TemporaryDirectory(prefix="lccore-corpus-") as folder:
         for size in args.sizes:
             corpus = Path(folder) / f"corpus-{size:g}MB.txt"
             lines = write_corpus(corpus, size)
-            runs = {"lccore": [], "baseline": []}
+            runs = {"lccore": [], "baseline": [], "lccore_again": []}
             for round_ in range(args.repeats):
-                for system in (("lccore", "baseline") if round_ % 2 == 0 else ("baseline", "lccore")):
-                    runs[system].append(measure(system, corpus))
+                with tempfile.TemporaryDirectory(prefix="lccore-cache-") as cache:  # lccore starts with an empty cache
+                    for system in (("lccore", "lccore_again", "baseline") if round_ % 2 == 0 else ("baseline", "lccore", "lccore_again")):
+                        runs[system].append(measure(system, corpus, cache))
             row = {"megabytes": size, "lines": lines}
             for system, measured in runs.items():
                 row[system] = {key: statistics.median(m[key] for m in measured) for key in ("seconds", "peak_rss_mb")}
             row["time_ratio"] = row["lccore"]["seconds"] / row["baseline"]["seconds"]
             row["rss_ratio"] = row["lccore"]["peak_rss_mb"] / row["baseline"]["peak_rss_mb"]
+            row["again_ratio"] = row["lccore_again"]["seconds"] / row["lccore"]["seconds"]
             rows.append(row)
             print(f"{size:>6g} {lines:>8} {row['lccore']['seconds']:>9.1f} {row['baseline']['seconds']:>11.1f} {row['time_ratio']:>10.2f}x "
-                  f"{row['lccore']['peak_rss_mb']:>14.0f} {row['baseline']['peak_rss_mb']:>16.0f} {row['rss_ratio']:>9.2f}x", flush=True)
+                  f"{row['lccore']['peak_rss_mb']:>14.0f} {row['baseline']['peak_rss_mb']:>16.0f} {row['rss_ratio']:>9.2f}x "
+                  f"{row['lccore_again']['seconds']:>8.1f} {row['again_ratio']:>11.2f}x", flush=True)
             corpus.unlink()
     first, last = rows[0], rows[-1]
     growth = {system: (last[system]["peak_rss_mb"] - first[system]["peak_rss_mb"]) / max(last["megabytes"] - first["megabytes"], 1e-9) for system in ("lccore", "baseline")}

@@ -11,11 +11,14 @@ class LengthGroupedBatchSampler:
 
     Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by length
     and cut into batches, and the batches are shuffled again. Each pass draws a new order from
-    ``seed`` and the pass number, so a run is reproducible.
+    ``seed`` and the pass number, so a run is reproducible. The lengths may be a numpy array (as
+    the data layer gives them), so only one pass's order is ever a Python list.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, *, group_by_length: bool = True, pool_batches: int = 50):
-        self.lengths = list(lengths)
+        import numpy as np
+
+        self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.group_by_length = group_by_length
@@ -33,7 +36,7 @@ class LengthGroupedBatchSampler:
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         batches = []
         for start in range(0, len(order), self.pool_size):
-            pool = sorted(order[start : start + self.pool_size], key=lambda i: self.lengths[i], reverse=True)
+            pool = sorted(order[start : start + self.pool_size], key=self.lengths.__getitem__, reverse=True)
             batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
         rng.shuffle(batches)
         return batches

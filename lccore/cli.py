@@ -140,6 +140,13 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(command=cmd_plugins)
 
+    cache = commands.add_parser("cache", help="list or clear the tokenised data lccore keeps ($LCCORE_CACHE, default ~/.cache/lccore)")
+    cache_commands = cache.add_subparsers(dest="action", required=True, metavar="{ls,clear}")
+    cache_ls = cache_commands.add_parser("ls", help="list the cache's entries and their size")
+    cache_ls.add_argument("--json", action="store_true", help="machine-readable output")
+    cache_commands.add_parser("clear", help="remove every entry lccore wrote (entries in use by a running process stay)")
+    cache.set_defaults(command=cmd_cache)
+
     train = commands.add_parser("train", help="fine-tune a model as a config file says")
     train.add_argument("config", help="YAML run config (needs 'model' and 'task')")
     train.add_argument("--output", required=True, help="run directory to write")
@@ -315,6 +322,25 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
+def cmd_cache(args) -> int:
+    from .data.features import cache_entries, cache_root, clear_cache
+
+    root = cache_root()
+    if args.action == "clear":
+        removed, freed = clear_cache(root)
+        print(f"{root}: removed {removed} entries, {freed / 1e6:.1f} MB")
+        return 0
+    entries = cache_entries(root)
+    if args.json:
+        print(json.dumps({"root": str(root), "entries": entries, "bytes": sum(e["bytes"] for e in entries)}, indent=2))
+        return 0
+    for entry in entries:
+        what = f"split {entry['split']}, {entry['rows']} rows" if entry["split"] else entry["kind"]
+        print(f"{entry['bytes'] / 1e6:10.1f} MB  {entry['created'] or '':25}  {what}  {entry['path']}")
+    print(f"{root}: {len(entries)} entries, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
+    return 0
 
 
 def cmd_plugins(args) -> int:

@@ -25,11 +25,16 @@ class Task:
     greater_is_better: bool = True
 
     def read(self, path) -> list:
-        """Parse a data file into examples; raise :class:`lccore.DataError` naming file and line."""
+        """Parse a data file into examples; raise :class:`lccore.DataError` naming file and line.
+
+        A list or any iterable: a generator keeps a file of any size out of memory (the training
+        split is read in passes, never held whole)."""
         raise NotImplementedError
 
     def fit(self, examples: Sequence) -> None:
-        """Learn what the training data defines (e.g. the label set)."""
+        """Learn what the training data defines (e.g. the label set). ``examples`` reads the
+        training files again on each pass (iterate it; ``len`` and indexing work, by reading).
+        A later run on the same files calls ``restore(head_spec())`` instead."""
 
     def head_spec(self) -> dict:
         """JSON-serialisable description of the output layer (e.g. ``{"labels": [...]}``).
@@ -43,8 +48,11 @@ class Task:
     def encode(self, examples: Sequence, tokenizer, max_length: int) -> list[dict]:
         """One feature dict per example (``input_ids``, ``attention_mask``, ``labels`` if known).
 
-        Features may carry other keys (word alignment, offsets) for :meth:`decode`; only the
-        tokenizer's model inputs and ``labels`` reach the model."""
+        Features may carry other keys (word alignment, offsets, the text) for :meth:`decode`; only
+        the tokenizer's model inputs and ``labels`` reach the model. The kernel calls this on
+        chunks of examples (:data:`lccore.data.features.CHUNK_EXAMPLES`) and caches the features
+        as Arrow and JSON: keep them to numbers, strings, None, lists and string-keyed dicts, and
+        let a feature refer only to examples of its own chunk."""
         raise NotImplementedError
 
     def collate(self, features: list[dict], tokenizer) -> dict:
@@ -71,7 +79,8 @@ class Task:
         raise NotImplementedError
 
     def gather(self, records: list[dict], features: list[dict]) -> list[dict]:
-        """One prediction record per example from the per-feature records :meth:`decode` gave.
+        """One prediction record per example from the per-feature records :meth:`decode` gave,
+        called once per chunk that :meth:`encode` was given.
 
         The default is one feature per example. A task whose :meth:`encode` cuts a long example
         into several windows (extractive QA) combines their records here."""

@@ -128,6 +128,14 @@ class TrainConfig:
 
 
 @attrs.define
+class DataConfig:
+    cache: bool = attrs.field(default=True, metadata=doc(
+        "Keep tokenised splits in lccore's cache (`$LCCORE_CACHE`, default `~/.cache/lccore`) so that a second run, a resume or an evaluation "
+        "of the same data does not tokenise again; false: tokenise into the run's scratch folder, removed when it ends. See docs/data.md."
+    ))
+
+
+@attrs.define
 class PluginsConfig:
     disable: list[str] = attrs.field(factory=list, metadata=doc("Plugin names not to load for this run (as does `LCCORE_DISABLE_PLUGINS`)."))
 
@@ -167,6 +175,7 @@ class RunConfig:
     head: HeadConfig = attrs.field(factory=HeadConfig, metadata=doc("The output layer; a bare string names it."))
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata=doc("Optimiser and schedule; a bare string names it."))
     train: TrainConfig = attrs.field(factory=TrainConfig, metadata=doc("Training loop settings."))
+    data: DataConfig = attrs.field(factory=DataConfig, metadata=doc("How training and evaluation data are tokenised and kept."))
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig, metadata=doc("Plugin selection for this run."))
     explain: ExplainConfig = attrs.field(factory=ExplainConfig, metadata=doc("Explanations of probe texts during training."))
     ethics: list = attrs.field(

@@ -322,14 +322,29 @@ _FLUSH_LOCK = threading.Lock()
 def filter_examples(policies, task, examples: list, audit: AuditLog | None = None, stage: str = "training_data") -> tuple[list, dict]:
     """(kept examples, report): a blocked example is dropped, a redacted one gets its texts
     replaced. The report counts, per policy, each decision and each reason."""
-    report = {"examples": len(examples), "dropped": 0, "changed": 0, "flagged": 0, "policies": {name: {"block": 0, "redact": 0, "flag": 0, "reasons": {}} for name, _ in policies}}
+    report = new_filter_report(policies)
+    kept = list(filter_stream(policies, task, examples, report, audit, stage))
+    return kept, report
+
+
+def new_filter_report(policies) -> dict:
+    return {"examples": 0, "dropped": 0, "changed": 0, "flagged": 0, "policies": {name: {"block": 0, "redact": 0, "flag": 0, "reasons": {}} for name, _ in policies}}
+
+
+def filter_stream(policies, task, examples, report: dict | None = None, audit: AuditLog | None = None, stage: str = "training_data"):
+    """The examples of an iterable that ``policies`` keep (redacted where they say so), one at a
+    time, so a corpus of any size streams through; ``report`` (:func:`new_filter_report`) counts
+    the decisions as they are made."""
+    report = new_filter_report(policies) if report is None else report
     texts_of = getattr(task, "texts_of", None)
-    if texts_of is None or (examples and texts_of(examples[0]) is None):
-        report["skipped"] = f"task '{type(task).__name__}' exposes no texts (Task.texts_of): its examples were not inspected"
-        return examples, report
-    kept = []
     for example in examples:
-        texts, changed, decisions = dict(texts_of(example)), {}, []
+        report["examples"] += 1
+        texts = texts_of(example) if texts_of is not None else None
+        if texts is None:  # the task exposes no texts: nothing to inspect
+            report["skipped"] = f"task '{type(task).__name__}' exposes no texts (Task.texts_of): its examples were not inspected"
+            yield example
+            continue
+        texts, changed, decisions = dict(texts), {}, []
         for field, text in texts.items():
             result = apply(policies, text, stage)
             decisions.append(result["decision"])
@@ -357,8 +372,7 @@ def filter_examples(policies, task, examples: list, audit: AuditLog | None = Non
             report["changed"] += 1
         elif decision == "flag":
             report["flagged"] += 1
-        kept.append(example)
-    return kept, report
+        yield example
 
 
 def refusal(stage: str, result: dict) -> dict:

@@ -47,10 +47,11 @@ class Predictor:
 
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _run(self, examples, *, batch_size, progress, desc, with_loss=False):
+    def _run(self, examples, *, batch_size, progress, desc, with_loss=False, features=None):
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
             raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
-        features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
+        if features is None:
+            features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
         return run_model(
             self.model, self.task, self.tokenizer, features,
             batch_size=batch_size or self.config.train.eval_batch_size, device=self.device,
@@ -130,9 +131,19 @@ class Predictor:
         return engine.create("explainer", explainer, options, key=f"explainer.{explainer}").explain(self, list(texts))
 
     def evaluate(self, path: str | Path, *, batch_size: int | None = None, progress: bool = False) -> dict:
-        """The task's metrics (and the loss) on a labelled data file."""
-        examples = self.task.read(path)
-        predictions, loss = self._run(examples, batch_size=batch_size, progress=progress, desc="evaluate", with_loss=True)
+        """The task's metrics (and the loss) on a labelled data file. Its features are cached
+        (``data.cache`` of the run's config): evaluating the same file again does not tokenise."""
+        from .data import file_sha256, read_split
+        from .data.features import cache_root, encoding_fingerprint, fingerprint, split_features, task_fingerprint
+
+        examples = read_split(self.task, path)
+        max_length = self.config.train.max_length
+        # the key training gave its evaluation splits: a run's dev or test file is already cached
+        task_key = task_fingerprint(self.config.task.name, self.task, self.config.task.options)
+        key = fingerprint(encoding_fingerprint(task_key, self.task, self.tokenizer, max_length), "eval", file_sha256(path))
+        features = split_features(self.task, lambda: examples, tokenizer=self.tokenizer, max_length=max_length, key=key, name=str(path),
+                                  cache=cache_root() if self.config.data.cache else None, progress=progress, expected_examples=len(examples))
+        predictions, loss = self._run(examples, batch_size=batch_size, progress=progress, desc="evaluate", with_loss=True, features=features)
         result = self.task.metrics(predictions, examples)
         if loss is not None:
             result["loss"] = loss

@@ -78,21 +78,23 @@ def model_load_errors(key: str, source):
         raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None
 
 
-def progress_bar(*, total: int, desc: str, unit: str, enabled: bool, leave: bool = True):
-    """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log."""
+def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leave: bool = True, delay: float = 0.0):
+    """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log. With
+    ``delay`` it shows only once the work has taken that long (a quick pass, or one that fails at
+    once with a one-line error, draws nothing)."""
     import sys
 
     from tqdm.auto import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0, delay=delay)
 
 
 def run_model(
     model,
     task,
     tokenizer,
-    features: list[dict],
+    features,
     *,
     batch_size: int,
     device,
@@ -102,34 +104,63 @@ def run_model(
     desc: str = "predict",
 ) -> tuple[list[dict], float | None]:
     """Prediction records in input order (one per example, after ``task.gather``), and the mean
-    loss when the features carry labels.
+    loss when the features carry labels. ``features``: a list of feature dicts or a
+    :class:`lccore.data.features.FeatureSet`."""
+    per_chunk, loss, _ = run_chunks(model, task, tokenizer, features, batch_size=batch_size, device=device, autocast=autocast,
+                                    loss_fn=loss_fn, progress=progress, desc=desc)
+    return [record for records in per_chunk for record in records], loss
 
-    Batches are sorted by length so that each is padded only to its own longest member."""
+
+def run_chunks(
+    model,
+    task,
+    tokenizer,
+    features,
+    *,
+    chunks: list[tuple[int, int]] | None = None,
+    batch_size: int,
+    device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_fn=None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> tuple[list[list[dict]], float | None, int]:
+    """``task.gather``'s records for each chunk of ``features`` (all of them, or those in
+    ``chunks``), the mean loss when the features carry labels, and the number of features scored.
+
+    Within a chunk, batches are sorted by length so that each is padded only to its own longest member."""
     import torch
 
-    predictions: list[dict | None] = [None] * len(features)
-    lengths = [len(f["input_ids"]) for f in features]
-    loss_sum, loss_count = 0.0, 0
+    from .data.features import FeatureSet
+
+    if not isinstance(features, FeatureSet):
+        features = FeatureSet.in_memory(list(features))
+    chunks = features.chunks() if chunks is None else chunks
+    loss_sum, loss_count, per_chunk = 0.0, 0, []
     was_training = model.training
     model.eval()
-    bar = progress_bar(total=len(features), desc=desc, unit="ex", enabled=progress, leave=False)
+    bar = progress_bar(total=sum(end - start for start, end in chunks), desc=desc, unit="ex", enabled=progress, leave=False)
     with torch.inference_mode():
-        for indices in sorted_batches(lengths, batch_size):
-            deadline.check()  # a time limit (lccore.deadline.limit) stops the work between batches
-            batch_features = [features[i] for i in indices]
-            batch = task.collate(batch_features, tokenizer)
-            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-            with autocast():
-                outputs = task.forward(model, batch)
-            if loss_fn is not None and getattr(outputs, "loss", None) is not None:  # the batch had gold labels
-                loss_sum += float(loss_fn(outputs, batch)) * len(indices)
-                loss_count += len(indices)
-            for index, record in zip(indices, task.decode(outputs, batch, batch_features)):
-                predictions[index] = record
-            bar.update(len(indices))
+        for start, end in chunks:
+            chunk_features = features.__getitems__(range(start, end))
+            records: list[dict | None] = [None] * len(chunk_features)
+            for indices in sorted_batches(features.lengths[start:end], batch_size):
+                deadline.check()  # a time limit (lccore.deadline.limit) stops the work between batches
+                batch_features = [chunk_features[i] for i in indices]
+                batch = task.collate(batch_features, tokenizer)
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                with autocast():
+                    outputs = task.forward(model, batch)
+                if loss_fn is not None and getattr(outputs, "loss", None) is not None:  # the batch had gold labels
+                    loss_sum += float(loss_fn(outputs, batch)) * len(indices)
+                    loss_count += len(indices)
+                for index, record in zip(indices, task.decode(outputs, batch, batch_features)):
+                    records[index] = record
+                bar.update(len(indices))
+            per_chunk.append(task.gather(records, chunk_features))
     bar.close()
     model.train(was_training)
-    return task.gather(predictions, features), (loss_sum / loss_count if loss_count else None)
+    return per_chunk, (loss_sum / loss_count if loss_count else None), loss_count
 
 
 # --- run directory ------------------------------------------------------------------------------

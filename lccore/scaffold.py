@@ -107,18 +107,18 @@ class {cls}Task(lccore.Task):
         self.labels: list[str] = []
 
     def read(self, path):
+        # A generator: lccore reads the training split in passes, so a file of any size streams.
         text_key, label_key = self.options.text_field, self.options.label_field
-        examples = []
         for where, row in read_records(path, required=(text_key, label_key)):
             if not isinstance(row[text_key], str):
                 raise lccore.DataError(f"{{where}}: '{{text_key}}' must be a string")
-            examples.append(Example(row[text_key], str(row[label_key]), where))
-        return examples
+            yield Example(row[text_key], str(row[label_key]), where)
 
     def fit(self, examples):
+        # `examples` reads the training files again on each pass: one pass here.
         self.labels = sorted({{e.label for e in examples}})
         if len(self.labels) < 2:
-            raise lccore.DataError(f"{{examples[0].where}}: training data needs at least 2 labels")
+            raise lccore.DataError(f"training data needs at least 2 labels, found {{len(self.labels)}}")
 
     def head_spec(self):
         return {{"labels": list(self.labels)}}

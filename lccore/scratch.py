@@ -20,7 +20,10 @@ ARCHITECTURES = {"bert": "mlm", "gpt2": "clm"}
 
 
 def build(spec: ScratchModelConfig, texts: Iterable[str], directory: Path, *, max_length: int, seed: int) -> str:
-    """Write a randomly initialised model of ``spec``'s size and its tokenizer to ``directory``."""
+    """Write a randomly initialised model of ``spec``'s size and its tokenizer to ``directory``.
+
+    ``texts`` is read in passes (it may be a view that reads the training files again each time),
+    never held whole."""
     import torch
     from transformers import AutoTokenizer
 
@@ -31,8 +34,8 @@ def build(spec: ScratchModelConfig, texts: Iterable[str], directory: Path, *, ma
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.tokenizer: cannot load '{spec.tokenizer}': {str(exc).splitlines()[0]}") from None
     else:
-        texts = [t for t in texts if t.strip()]
-        if not texts:
+        texts = NonBlank(texts)
+        if not any(True for _ in texts):
             raise ConfigError("model: building a tokenizer from scratch needs training texts (task.train has none)")
         tokenizer = train_tokenizer(spec, texts)
     positions = spec.max_positions or max(512, max_length)
@@ -71,7 +74,7 @@ def model_class(spec: ScratchModelConfig):
     return BertForMaskedLM if spec.architecture == "bert" else GPT2LMHeadModel
 
 
-def train_tokenizer(spec: ScratchModelConfig, texts: list[str]):
+def train_tokenizer(spec: ScratchModelConfig, texts: Iterable[str]):
     """WordPiece (lower-cased, BERT's special tokens) or byte-level BPE (GPT-2's end-of-text token)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -111,6 +114,16 @@ def train_tokenizer(spec: ScratchModelConfig, texts: list[str]):
         tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end,
         model_input_names=["input_ids", "attention_mask"],
     )
+
+
+class NonBlank:
+    """The non-blank texts of a re-iterable, read afresh on each pass."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts = texts
+
+    def __iter__(self):
+        return (text for text in self.texts if text.strip())
 
 
 def without_added_pieces(tokenizer, specials: list[str]):

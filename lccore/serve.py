@@ -874,7 +874,7 @@ def measure_precision(predictor) -> str:
     for split in ("test", "dev", "train"):
         path = getattr(predictor.config.task, split)
         if path and Path(data_files(path)[0]).is_file():
-            choice = predictor.choose_precision(predictor.task.read(data_files(path)[0])[:AUTO_SAMPLE])
+            choice = predictor.choose_precision(list(itertools.islice(predictor.task.read(data_files(path)[0]), AUTO_SAMPLE)))
             return (f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "
                     f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree, on {path})")
     predictor.autocast_dtype = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import json
 import math
 import os
@@ -23,6 +24,9 @@ from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
 from .data import read_split, split_sha256
+from .data.features import (
+    FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
+)
 from .errors import ConfigError, LccoreError, RunDirError
 from .plugins import Engine
 from .rundir import MARKER_FILE, RunDir, user_entries
@@ -36,7 +40,7 @@ from .runner import (
     plot_training_curve,
     progress_bar,
     resolve,
-    run_model,
+    run_chunks,
     save_model_atomically,
     write_json,
 )
@@ -132,26 +136,38 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if settings.replay and previous is None:
         raise ConfigError("train.replay: replays an earlier run's data, so it needs train.init_from")
 
-    # Data first: a bad row should fail in a second, not after the model has loaded.
+    # Data first: a bad row should fail in a second, not after the model has loaded. Evaluation
+    # splits are read whole (their metrics need the examples); the training split streams from
+    # its files pass after pass and is never held in memory (docs/data.md).
     data_files = {name: getattr(config.task, name) for name in ("train", "dev", "test") if getattr(config.task, name)}
-    splits = {name: read_split(task, files) for name, files in data_files.items()}
+    previous_test = previous.test_file() if previous is not None else None
+    if previous_test:  # the earlier run's test set, scored before and after: forgetting shows
+        data_files["previous_test"] = previous_test
+    data_hashes = {name: split_sha256(files) for name, files in data_files.items()}
+    eval_examples = {name: read_split(task, files) for name, files in data_files.items() if name != "train"}
+    cache = cache_root() if config.data.cache else None
     # Ethics policies clean the training data before anything is fitted or tokenised.
-    ethics_report, ethics_audit = None, ethics.AuditLog()
-    if config.ethics:
-        policies = ethics.build_policies(engine, config.ethics)
-        splits["train"], ethics_report = ethics.filter_examples(policies, task, splits["train"], ethics_audit)
-        if not splits["train"]:
-            raise ConfigError(f"ethics: the policies dropped all {ethics_report['examples']} training examples")
+    policies = ethics.build_policies(engine, config.ethics) if config.ethics else None
+    ethics_audit = ethics.AuditLog()
+    train_examples = TrainingExamples(task, config.task.train, policies, ethics_audit, progress=progress and os.environ.get("LOCAL_RANK", "0") == "0")
     if previous is not None:  # the earlier run's label space, so that its head still fits
         task.restore(previous.task_state)
-    task.fit(splits["train"])
+    task_key = task_fingerprint(config.task.name, task, config.task.options)
+    data_key = fingerprint(task_key, data_hashes["train"], config.ethics, previous.task_state if previous is not None else None)
+    fitted = read_fitted(cache, data_key) if policies is None else None
+    if fitted is not None:  # fitted on these files before: the task takes back what it learnt
+        task.restore(fitted)
+    else:
+        task.fit(train_examples)
+        write_fitted(cache, data_key, task.head_spec())
+    ethics_report = None
+    if policies is not None:  # the pass that fitted recorded the decisions (or this one does)
+        if not len(train_examples):
+            raise ConfigError(f"ethics: the policies dropped all {train_examples.report['examples']} training examples")
+        ethics_report = train_examples.report
     if previous is not None:
-        splits["train"] = splits["train"] + previous.replay(task, settings.replay, settings.seed)
-        previous_test = previous.test_file()
-        if previous_test:  # its test set, scored before and after: forgetting shows
-            splits["previous_test"] = read_split(task, previous_test)
-            data_files["previous_test"] = previous_test
-    data_hashes = {name: split_sha256(files) for name, files in data_files.items()}
+        train_examples.replayed = previous.replay(task, settings.replay, settings.seed)
+    train_examples.progress = False  # the tokenising pass shows a bar of its own
 
     def make_accelerator(mixed_precision: str) -> Accelerator:
         # Accelerate keeps its settings in process-wide singletons; a program that trains twice with
@@ -180,7 +196,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
     scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")  # removed when the run ends
-    model, tokenizer, model_source = starting_model(config, task, head, previous, splits["train"], Path(scratch_dir.name))
+    workdir = Path(scratch_dir.name)
+    model, tokenizer, model_source = starting_model(config, task, head, previous, train_examples, workdir, cache, data_key)
     check_max_length(model, tokenizer, settings.max_length)
     model = finetuning.prepare_model(model, config)
     if settings.aux_lm_weight:
@@ -188,6 +205,20 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             raise ConfigError("train.aux_lm_weight: not with train.lora (the LM head would train the frozen backbone's copy)")
         model = add_lm_objective(model, model_source, tokenizer)
     head.label_smoothing = settings.label_smoothing
+    # Tokenised once into the cache (or the scratch folder), read memory-mapped. Training batches
+    # are sharded by Accelerate; evaluation chunks by us, one process each.
+    encoding_key = encoding_fingerprint(task_key, task, tokenizer, settings.max_length)
+    features_at = cache if cache is not None else workdir
+    features = {"train": split_features(
+        task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, name="train", progress=progress,
+        key=fingerprint(encoding_key, "train", data_hashes["train"], config.ethics, train_examples.replay_sha256()), cache=features_at, expected_examples=train_examples.known_count(),
+    )}
+    for name, examples in eval_examples.items():
+        features[name] = split_features(
+            task, lambda examples=examples: examples, tokenizer=tokenizer, max_length=settings.max_length, name=name, progress=progress,
+            key=fingerprint(encoding_key, "eval", data_hashes[name]), cache=features_at, expected_examples=len(examples),
+        )
+
     if main_process and checkpoint is None:
         kept = run_dir.clear()  # a run started again: lccore's own files go, nothing else
         if kept and progress:
@@ -195,21 +226,14 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)  # resume compares against it
     accelerator.wait_for_everyone()
 
-    # Training batches are sharded by Accelerate; evaluation examples by us, one process each.
-    features = {"train": task.encode(splits["train"], tokenizer, settings.max_length)}
-    for name in splits.keys() - {"train"}:
-        features[name] = task.encode(splits[name][accelerator.process_index :: accelerator.num_processes], tokenizer, settings.max_length)
-
-    sampler = LengthGroupedBatchSampler(
-        [len(f["input_ids"]) for f in features["train"]], settings.batch_size, settings.seed, group_by_length=settings.group_by_length
-    )
+    sampler = LengthGroupedBatchSampler(features["train"].lengths, settings.batch_size, settings.seed, group_by_length=settings.group_by_length)
     train_loader = DataLoader(
         features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer),
         generator=torch.Generator().manual_seed(settings.seed),  # iterating must not draw from the global RNG (exact resume)
     )
     precision_choice = None
     if auto_precision:
-        first_batches = (task.collate([features["train"][i] for i in indices], tokenizer) for indices in sampler.batches())
+        first_batches = (task.collate(features["train"].__getitems__(indices), tokenizer) for indices in sampler)
         total_batches = settings.max_steps * settings.grad_accum if settings.max_steps else len(train_loader) * settings.epochs
         precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=total_batches)
         if precision_choice["chosen"] == "bf16":
@@ -241,19 +265,22 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     state = RunState(config, output_dir, engine, task, model, accelerator, metrics, tokenizer=tokenizer)
 
     def evaluate(split: str, eval_model) -> dict:
-        predictions, loss = run_model(
-            eval_model, task, tokenizer, features[split], batch_size=settings.eval_batch_size,
-            device=accelerator.device, autocast=accelerator.autocast, loss_fn=head.loss,
-            progress=progress, desc=f"eval {split}",
+        # Each process runs its own chunks with the bare model: a data-parallel wrapper would sync
+        # buffers on every forward, and processes with different numbers of batches would hang.
+        eval_model = accelerator.unwrap_model(eval_model)
+        chunks = features[split].chunks()
+        mine = list(range(accelerator.process_index, len(chunks), accelerator.num_processes))
+        per_chunk, loss, scored = run_chunks(
+            eval_model, task, tokenizer, features[split], chunks=[chunks[i] for i in mine], batch_size=settings.eval_batch_size,
+            device=accelerator.device, autocast=accelerator.autocast, loss_fn=head.loss, progress=progress, desc=f"eval {split}",
         )
-        if accelerator.num_processes > 1:  # every example scored exactly once, in file order
-            shards = gather_object([(predictions, loss, len(features[split]))])
-            predictions = [None] * len(splits[split])
-            for rank, (shard, _, _) in enumerate(shards):
-                predictions[rank :: accelerator.num_processes] = shard
-            counted = [(shard_loss, count) for _, shard_loss, count in shards if shard_loss is not None]
+        if accelerator.num_processes > 1:  # every example scored exactly once; chunks back in file order
+            shards = gather_object([(mine, per_chunk, loss, scored)])
+            by_chunk = {index: records for indices, records_list, _, _ in shards for index, records in zip(indices, records_list)}
+            per_chunk = [by_chunk[index] for index in range(len(chunks))]
+            counted = [(shard_loss, count) for _, _, shard_loss, count in shards if shard_loss is not None and count]
             loss = sum(l * n for l, n in counted) / sum(n for _, n in counted) if counted else None
-        result = task.metrics(predictions, splits[split])
+        result = task.metrics([record for records in per_chunk for record in records], eval_examples[split])
         if loss is not None:
             result["loss"] = loss
         return result
@@ -282,7 +309,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1})", flush=True)
     else:
         for split in ("test", "previous_test"):
-            if split in splits:
+            if split in features:
                 metrics.setdefault(split, {})["before"] = evaluate(split, model)
                 notify("on_evaluate", run=state, split=f"{split}.before", metrics=metrics[split]["before"])
 
@@ -365,7 +392,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             notify("on_train_step", run=state, step=state.step, logs=logs)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=state.epoch + 1, refresh=False)
-            if "dev" in splits and settings.eval_every and state.step % settings.eval_every == 0:
+            if "dev" in features and settings.eval_every and state.step % settings.eval_every == 0:
                 stop = evaluate_dev()
                 if stop:
                     break
@@ -375,24 +402,24 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                 break
         if stop:
             break
-        if "dev" in splits and not settings.eval_every:
+        if "dev" in features and not settings.eval_every:
             stop = evaluate_dev()
             if stop:
                 break
         batches_done = 0
         save_checkpoint(state.epoch + 1, 0)
     bar.close()
-    if "dev" in splits and settings.eval_every and (not metrics["dev"] or metrics["dev"][-1]["step"] != state.step) and not stop:
+    if "dev" in features and settings.eval_every and (not metrics["dev"] or metrics["dev"][-1]["step"] != state.step) and not stop:
         evaluate_dev()  # the steps after the last periodic evaluation count too
     metrics["stopped_early"] = stop
 
-    if "dev" not in splits:  # without a dev set, the final weights are the result
+    if "dev" not in features:  # without a dev set, the final weights are the result
         save_best()
     # The test score after fine-tuning is measured on the saved best model, loaded back as a user would.
-    if splits.keys() & {"test", "previous_test"}:
+    if features.keys() & {"test", "previous_test"}:
         best_model = finetuning.load_trained_model(head, config, task.head_spec(), output_dir / "model").to(accelerator.device)
         for split in ("test", "previous_test"):
-            if split in splits:
+            if split in features:
                 metrics[split]["after"] = evaluate(split, best_model)
                 notify("on_evaluate", run=state, split=f"{split}.after", metrics=metrics[split]["after"])
 
@@ -400,7 +427,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
         write_json(output_dir / METRICS_FILE, metrics)
         shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
-        run_manifest = manifest(config, engine, task, splits, data_files, data_hashes, accelerator.num_processes)
+        run_manifest = manifest(config, engine, task, features, data_files, data_hashes, accelerator.num_processes)
         if ethics_report is not None:
             run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)
@@ -438,9 +465,108 @@ def measured_precision(model, head, first_batches, checkpoint: Path | None, acce
     return choice[0]
 
 
-def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples: list, workdir: Path):
+class TrainingExamples:
+    """The training split as a view read afresh on each pass: its files through ``task.read``,
+    cleaned by the ethics policies, then (:meth:`with_replay`) an earlier run's replayed examples.
+    Never held whole, so a corpus of any size trains in flat memory. The first complete pass
+    records the policies' decisions (``report`` and the audit log); later passes only apply them.
+
+    ``Task.fit`` gets this view: it iterates it (``len`` and indexing work, by reading again)."""
+
+    def __init__(self, task, files, policies=None, audit=None, *, progress: bool = False):
+        self.task, self.files, self.policies, self.audit, self.progress = task, files, policies, audit, progress
+        self.report = ethics.new_filter_report(policies) if policies else None
+        self.replayed: list = []
+        self._count: int | None = None
+
+    def __iter__(self):
+        examples = stream_examples(self.task, self.files)
+        recording = self._count is None and self.policies is not None
+        if self.policies:
+            if recording:  # a pass given up half-way recorded half: start the records again
+                self.report = ethics.new_filter_report(self.policies)
+                self.audit.entries, self.audit._texts = [], []
+            examples = ethics.filter_stream(self.policies, self.task, examples, self.report if recording else None, self.audit if recording else None)
+        count = 0
+        with contextlib.closing(progress_bar(total=None, desc="read train", unit="ex", enabled=self.progress and self._count is None, delay=1.0)) as bar:
+            for example in examples:
+                count += 1
+                bar.update()
+                yield example
+        self._count = count
+
+    def __len__(self) -> int:
+        if self._count is None:
+            for _ in self:
+                pass
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(itertools.islice(self, *index.indices(len(self))))
+        index = index + len(self) if index < 0 else index
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return next(itertools.islice(self, index, None))
+
+    def known_count(self) -> int | None:
+        """The number of examples, when a pass has counted them (for progress bars)."""
+        return None if self._count is None else self._count + len(self.replayed)
+
+    def with_replay(self):
+        """One pass over the split and then the replayed examples: what is tokenised."""
+        return itertools.chain(self, self.replayed)
+
+    def texts(self):
+        """A re-iterable of the examples' ``text`` (what a tokenizer built from scratch learns from)."""
+        examples = self
+
+        class Texts:
+            def __iter__(self):
+                return (getattr(example, "text", "") or "" for example in examples)
+
+        return Texts()
+
+    def replay_sha256(self) -> str | None:
+        """What the replayed examples are, for the features' cache key."""
+        import hashlib
+
+        if not self.replayed:
+            return None
+        return hashlib.sha256("\n".join(getattr(e, "where", repr(e)) for e in self.replayed).encode()).hexdigest()
+
+
+FITTED_DIR = "fitted"
+#: torch's random state as a scratch build left it (raw bytes), kept with the cached model.
+SCRATCH_RNG_FILE = "torch_rng_state.bin"
+
+
+def read_fitted(cache: Path | None, key: str) -> dict | None:
+    """The task state (``Task.head_spec``) fitted on these exact files before, if cached."""
+    if cache is None:
+        return None
+    try:
+        state = json.loads((cache / FITTED_DIR / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state.get("task_state") if isinstance(state, dict) and state.get("format") == FORMAT else None
+
+
+def write_fitted(cache: Path | None, key: str, task_state: dict) -> None:
+    if cache is None:
+        return
+    folder = cache / FITTED_DIR
+    with contextlib.suppress(OSError, TypeError, ValueError):  # a cache that cannot be written only costs a pass next time
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{key}.json.{os.getpid()}.partial"
+        partial.write_text(json.dumps({"format": FORMAT, "task_state": task_state}), encoding="utf-8")
+        partial.replace(folder / f"{key}.json")
+
+
+def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples, workdir: Path, cache: Path | None = None, data_key: str = ""):
     """(model, tokenizer, source): an earlier run's model and head (``train.init_from``), a model
-    built from scratch (``model: {architecture: ...}``), or a pretrained one with a new head."""
+    built from scratch (``model: {architecture: ...}``; cached with the tokenised data, since its
+    tokenizer is trained on them), or a pretrained one with a new head."""
     from transformers import AutoTokenizer
 
     settings = config.train
@@ -458,8 +584,26 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
             )
         if settings.lora is not None:
             raise ConfigError("train.lora: adapters need a pretrained model, not one built from scratch")
-        texts = (getattr(example, "text", "") for example in train_examples)
-        source = scratch.build(config.model, texts, workdir, max_length=settings.max_length, seed=settings.seed)
+        texts = train_examples.texts() if hasattr(train_examples, "texts") else [getattr(e, "text", "") for e in train_examples]
+
+        def build(directory: Path) -> str:
+            return scratch.build(config.model, texts, directory, max_length=settings.max_length, seed=settings.seed)
+
+        if cache is None:
+            source = build(workdir / "scratch-model")
+        else:
+            import torch
+
+            def build_and_keep_rng(directory: Path) -> None:
+                build(directory)
+                # Building seeds and draws from torch's generator; a run served from the cache
+                # takes back the state the build left, so its dropout and masks are the same.
+                (directory / SCRATCH_RNG_FILE).write_bytes(torch.get_rng_state().numpy().tobytes())
+
+            key = fingerprint(data_key, unstructure(config.model), settings.max_length, settings.seed)
+            source = cached_folder(cache / "scratch" / key, build_and_keep_rng)
+            rng_state = (Path(source) / SCRATCH_RNG_FILE).read_bytes()
+            torch.set_rng_state(torch.frombuffer(bytearray(rng_state), dtype=torch.uint8))
     with model_load_errors("model", source):
         return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
 
@@ -531,7 +675,7 @@ def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int)
             raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")
 
 
-def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_files: dict, data_hashes: dict, processes: int) -> dict:
+def manifest(config: RunConfig, engine: Engine, task, features: dict, data_files: dict, data_hashes: dict, processes: int) -> dict:
     import accelerate
     import torch
     import transformers
@@ -554,7 +698,7 @@ def manifest(config: RunConfig, engine: Engine, task, splits: dict, data_files: 
         "task_state": task.head_spec(),
         "data": {
             name: {"path": data_files[name], "sha256": data_hashes[name], "examples": len(examples)}
-            for name, examples in splits.items()
+            for name, examples in features.items()
         },
         "plugins": [{k: p[k] for k in ("name", "distribution", "version", "status")} for p in engine.report()],
         "versions": {

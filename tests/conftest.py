@@ -11,6 +11,14 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tokenised data is cached in a folder of the test session's own, never in the user's ~/.cache.
+if "LCCORE_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["LCCORE_CACHE"] = tempfile.mkdtemp(prefix="lccore-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LCCORE_CACHE"], ignore_errors=True)
 
 POSITIVE = ["great", "wonderful", "superb", "lovely", "brilliant", "delightful"]
 NEGATIVE = ["awful", "terrible", "boring", "dreadful", "horrible", "dull"]

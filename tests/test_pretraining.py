@@ -155,7 +155,7 @@ def test_clm_from_scratch_packs_blocks_and_scores_each_text(texts, tmp_path):
     assert good["tokens"] > 0 and good["perplexity"] < scrambled["perplexity"]
     # Packing: every training block but the file's last is exactly max_length tokens long, and
     # every token (with its text's end-of-text token) belongs to its text, once.
-    examples = predictor.task.read(texts["train"])
+    examples = list(predictor.task.read(texts["train"]))
     features = predictor.task.encode(examples, predictor.tokenizer, 64)
     assert {len(f["input_ids"]) for f in features[:-1]} == {64}
     counts = {}
@@ -171,7 +171,7 @@ def test_mlm_masks_are_fresh_in_training_and_fixed_in_evaluation(pretrained):
 
     predictor = pretrained.load()
     task, tokenizer = predictor.task, predictor.tokenizer
-    features = task.encode(task.read(pretrained.config.task.dev)[:20], tokenizer, 64)
+    features = task.encode(list(task.read(pretrained.config.task.dev))[:20], tokenizer, 64)
     first, second = task.collate(features, tokenizer), task.collate(features, tokenizer)
     assert not torch.equal(first["labels"], second["labels"])  # dynamic masking
     with torch.inference_mode():

@@ -136,18 +136,18 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     rng = random.Random(0)
     lengths = [rng.randint(3, 120) for _ in range(1000)]
     sampler = LengthGroupedBatchSampler(lengths, batch_size=16, seed=1)
-    batches = sampler.batches()
+    batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(1000))
     assert len(batches) == len(sampler)
 
     def padding(batches):
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
 
-    plain = LengthGroupedBatchSampler(lengths, batch_size=16, seed=1, group_by_length=False).batches()
+    plain = list(LengthGroupedBatchSampler(lengths, batch_size=16, seed=1, group_by_length=False))
     assert padding(batches) < 0.2 * padding(plain)
-    assert sampler.batches() == batches  # same seed and epoch: same order
+    assert list(sampler) == batches  # same seed and epoch: same order
     sampler.set_epoch(1)
-    assert sampler.batches() != batches
+    assert list(sampler) != batches
 
 
 def test_sorted_batches_go_longest_first():

@@ -333,7 +333,7 @@ class _Context:
         paths = task.example_data(self.directory(f"data-{task_name}")) if hasattr(task, "example_data") else None
         if not paths:
             raise _Skip(f"task '{task_name}' provides no example_data(directory)")
-        examples = task.read(paths["train"])
+        examples = list(task.read(paths["train"]))  # a list or a generator
         task.fit(examples)
         return task, examples, paths
 
@@ -444,6 +444,13 @@ def _round_trip(task, model, tokenizer, sample) -> str:
     # Fewer features than examples is allowed: a language-modelling task packs texts into blocks.
     assert features, f"encode gave no features for {len(sample)} examples"
     assert all("input_ids" in f for f in features), "a feature has no 'input_ids'"
+    from lccore.data.features import NotStorable, stored_form
+
+    try:  # what training and evaluation get back from the data layer's cache
+        features = [stored_form(f) for f in features]
+    except NotStorable as exc:
+        raise AssertionError(f"features cannot be cached ({exc}): keep them to numbers, strings, lists and string-keyed dicts "
+                             "(put what decode needs, e.g. the text, in the feature rather than the example object)") from None
     with torch.inference_mode():  # as evaluation collates and runs a batch
         batch = task.collate(features, tokenizer)
         assert isinstance(batch.get("input_ids"), torch.Tensor), "collate must return a dict with an 'input_ids' tensor"

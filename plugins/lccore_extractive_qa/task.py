@@ -110,7 +110,7 @@ class ExtractiveQATask(lccore.Task):
             # Offsets only for context tokens: a span may start and end only there.
             offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][row], sequence_ids)]
             feature = {k: encoded[k][row] for k in tokenizer.model_input_names if k in encoded}
-            feature.update(example_index=example_index, example=example, offsets=offsets)
+            feature.update(example_index=example_index, context=example.context, offsets=offsets)
             if example.answers is not None:
                 feature["start_positions"], feature["end_positions"] = self._answer_positions(example, offsets)
             features.append(feature)
@@ -202,10 +202,10 @@ class ExtractiveQATask(lccore.Task):
                 null[index] = record
             if index not in best or record["span_score"] > best[index]["span_score"]:
                 best[index] = record
-        examples = {f["example_index"]: f["example"] for f in features}
+        contexts = {f["example_index"]: f["context"] for f in features}
         answers = []
-        for index in sorted(examples):
-            record, context = best[index], examples[index].context
+        for index in sorted(contexts):
+            record, context = best[index], contexts[index]
             no_answer = record["span_score"] == float("-inf") or (
                 self.allow_no_answer and null[index]["null_score"] - record["span_score"] > self.options.null_threshold
             )

@@ -44,20 +44,24 @@ class LanguageModelingTask(lccore.Task):
 
     # --- data ------------------------------------------------------------------------------------
 
-    def read(self, path) -> list[Example]:
+    def read(self, path):
+        # A generator: a corpus is read in passes, never held whole.
+        found = False
         if str(path).endswith(".txt"):
-            examples = [Example(line.rstrip("\r\n"), f"{path}:{number}") for number, line in read_lines(path) if line.strip()]
+            for number, line in read_lines(path):
+                if line.strip():
+                    found = True
+                    yield Example(line.rstrip("\r\n"), f"{path}:{number}")
         else:
             key = self.options.text_field
-            examples = []
             for where, row in read_records(path, required=(key,)):
                 if not isinstance(row[key], str):
                     raise lccore.DataError(f"{where}: '{key}' must be a string, got {type(row[key]).__name__}")
                 if row[key].strip():
-                    examples.append(Example(row[key], where))
-        if not examples:
+                    found = True
+                    yield Example(row[key], where)
+        if not found:
             raise lccore.DataError(f"{path}: no text found")
-        return examples
 
     def with_texts(self, example, texts):
         return attrs.evolve(example, **texts)

@@ -141,7 +141,8 @@ class NERTask(lccore.Task):
         for row, example in enumerate(examples):
             word_ids = encoded.word_ids(row)
             feature = {key: values[row] for key, values in encoded.items()}
-            feature.update(word_ids=word_ids, example=example)
+            # What decode needs to turn tags back into entities, as plain data (features are cached as JSON).
+            feature.update(word_ids=word_ids, text=example.text, offsets=example.offsets)
             if example.tags is not None:
                 unknown = next((t for t in example.tags if t not in index), None)
                 if unknown is not None:
@@ -183,8 +184,8 @@ class NERTask(lccore.Task):
             confidence = probabilities.gather(-1, best.unsqueeze(-1)).squeeze(-1)
         records = []
         for row, feature in enumerate(features):
-            example = feature["example"]
-            tags, scores, seen = ["O"] * len(example.tokens), [0.0] * len(example.tokens), set()
+            text, offsets = feature["text"], feature["offsets"]
+            tags, scores, seen = ["O"] * len(offsets), [0.0] * len(offsets), set()
             for position, word in enumerate(feature["word_ids"]):
                 if word is None or word in seen:
                     continue
@@ -193,9 +194,9 @@ class NERTask(lccore.Task):
                 scores[word] = float(confidence[row, position])
             entities = []
             for kind, first, last in get_entities(tags):
-                start, end = example.offsets[first][0], example.offsets[last][1]
+                start, end = offsets[first][0], offsets[last][1]
                 score = sum(scores[first : last + 1]) / (last - first + 1)
-                entities.append({"text": example.text[start:end], "type": kind, "start": start, "end": end, "score": round(score, 6)})
+                entities.append({"text": text[start:end], "type": kind, "start": start, "end": end, "score": round(score, 6)})
             records.append({"entities": entities, "tags": tags})
         return records
 

@@ -25,17 +25,16 @@ class TextClassificationTask(lccore.Task):
         self.options = options
         self.labels: list[str] = list(options.labels or [])
 
-    def read(self, path) -> list[Example]:
+    def read(self, path):
+        # A generator: the training split is read in passes, so a file of any size streams.
         text_key, label_key = self.options.text_field, self.options.label_field
-        examples = []
         for where, row in read_records(path, required=(text_key, label_key)):
             text, label = row[text_key], row[label_key]
             if not isinstance(text, str):
                 raise lccore.DataError(f"{where}: '{text_key}' must be a string, got {type(text).__name__}")
             if isinstance(label, bool) or not isinstance(label, (str, int)):
                 raise lccore.DataError(f"{where}: '{label_key}' must be a string or an integer, got {label!r}")
-            examples.append(Example(text, str(label), where))
-        return examples
+            yield Example(text, str(label), where)
 
     def fit(self, examples) -> None:
         found = sorted({e.label for e in examples})

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def check_file(path: str | Path) -> Path:
@@ -174,7 +174,7 @@ def split_sha256(value: str | list[str]) -> str:
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
+    with check_file(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

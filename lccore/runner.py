@@ -90,24 +90,11 @@ def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leav
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0, delay=delay)
 
 
-def run_model(
-    model,
-    task,
-    tokenizer,
-    features,
-    *,
-    batch_size: int,
-    device,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    loss_fn=None,
-    progress: bool = False,
-    desc: str = "predict",
-) -> tuple[list[dict], float | None]:
+def run_model(model, task, tokenizer, features, **options) -> tuple[list[dict], float | None]:
     """Prediction records in input order (one per example, after ``task.gather``), and the mean
     loss when the features carry labels. ``features``: a list of feature dicts or a
-    :class:`lccore.data.features.FeatureSet`."""
-    per_chunk, loss, _ = run_chunks(model, task, tokenizer, features, batch_size=batch_size, device=device, autocast=autocast,
-                                    loss_fn=loss_fn, progress=progress, desc=desc)
+    :class:`lccore.data.features.FeatureSet`; ``options`` as :func:`run_chunks` takes them."""
+    per_chunk, loss, _ = run_chunks(model, task, tokenizer, features, **options)
     return [record for records in per_chunk for record in records], loss
 
 

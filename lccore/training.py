@@ -563,7 +563,7 @@ def write_fitted(cache: Path | None, key: str, task_state: dict) -> None:
         partial.replace(folder / f"{key}.json")
 
 
-def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples, workdir: Path, cache: Path | None = None, data_key: str = ""):
+def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, train_examples: "TrainingExamples", workdir: Path, cache: Path | None, data_key: str):
     """(model, tokenizer, source): an earlier run's model and head (``train.init_from``), a model
     built from scratch (``model: {architecture: ...}``; cached with the tokenised data, since its
     tokenizer is trained on them), or a pretrained one with a new head."""
@@ -584,7 +584,7 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
             )
         if settings.lora is not None:
             raise ConfigError("train.lora: adapters need a pretrained model, not one built from scratch")
-        texts = train_examples.texts() if hasattr(train_examples, "texts") else [getattr(e, "text", "") for e in train_examples]
+        texts = train_examples.texts()
 
         def build(directory: Path) -> str:
             return scratch.build(config.model, texts, directory, max_length=settings.max_length, seed=settings.seed)

@@ -68,12 +68,12 @@ class FeatureSet(Sequence):
         self.folder = folder
 
     @classmethod
-    def in_memory(cls, features: list[dict], examples: int | None = None) -> "FeatureSet":
+    def in_memory(cls, features: list[dict]) -> "FeatureSet":
         """Features already in a list (prediction inputs), as one chunk."""
         import numpy as np
 
         lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
-        return cls(features, lengths, [len(features)], len(features) if examples is None else examples)
+        return cls(features, lengths, [len(features)], len(features))
 
     def chunks(self) -> list[tuple[int, int]]:
         """(start, end) feature ranges, one per ``Task.encode`` call."""
@@ -235,12 +235,12 @@ def _encoded_chunks(task, examples: Iterable, tokenizer, max_length: int, bar) -
         yield features, len(chunk)
 
 
-def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, expected, bar=None) -> FeatureSet:
+def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, expected) -> FeatureSet:
     import numpy as np
 
     from ..runner import progress_bar
 
-    bar = bar or progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
+    bar = progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
     rows, chunk_ends, count = [], [], 0
     for features, examples_in_chunk in _encoded_chunks(task, examples, tokenizer, max_length, bar):
         rows.extend(features)

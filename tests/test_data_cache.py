@@ -267,3 +267,20 @@ def test_a_batch_of_short_blocks_with_nothing_masked_has_zero_loss_not_nan():
         assert float(loss) == 0.0
         loss.backward()
         assert torch.isfinite(logits.grad).all()
+
+
+def test_a_folder_in_the_cache_that_lccore_did_not_complete_is_never_removed(tmp_path, cache):
+    from lccore.data.features import cached_folder
+
+    built = []
+    folder = cache / "scratch" / "somekey"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(lccore.DataError, match="not an lccore cache entry"):
+        cached_folder(folder, lambda directory: built.append(directory.mkdir()))
+    assert (folder / "notes.txt").read_text() == "mine" and built == []
+    (folder / "notes.txt").unlink()
+    folder.rmdir()
+    assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder)
+    assert len(built) == 1 and (folder / "entry.json").is_file()
+    assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder) and len(built) == 1  # reused

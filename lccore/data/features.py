@@ -342,9 +342,10 @@ def cached_folder(folder: Path, build: Callable[[Path], object]) -> str:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.parent / f"{folder.name}.lock"):
         if not (folder / ENTRY_FILE).is_file():
+            if folder.exists():  # lccore only ever renames a complete entry (with its entry.json) to this name
+                raise DataError(f"{folder}: not an lccore cache entry (no {ENTRY_FILE}), so lccore will not replace it; move it away")
             partial = folder.with_name(f"{folder.name}.partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(folder, ignore_errors=True)  # no entry.json: not complete
+            shutil.rmtree(partial, ignore_errors=True)  # left by a build that was killed (we hold the lock)
             try:
                 build(partial)
                 created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -1,7 +1,7 @@
 """Pretraining preprocessing as the corpus grows: lccore against Hugging Face `datasets`.
 
     pip install datasets          # the baseline's library
-    HF_HUB_OFFLINE=1 python benchmarks/data_scale.py [--sizes 5 10 20] [--repeats 1] [--json OUT.json]
+    HF_HUB_OFFLINE=1 python benchmarks/data_scale.py [--sizes 5 10 20] [--repeats 1] [--num-proc 1] [--json OUT.json]
 
 For each corpus size (MB of generated English-like text, one text per line) both systems go from
 the text file to one optimiser step of a tiny BERT built from scratch (hidden 64, 2 layers,
@@ -12,9 +12,11 @@ max_length 128), training the same WordPiece tokenizer on the corpus first:
   (`LCCORE_CACHE`);
 - **lccore again**: the same command once more on the same cache (a second run or a resume:
   nothing is tokenised again);
-- **baseline**: the same tokenizer (`lccore.scratch.train_tokenizer`), then `datasets`'
-  `load_dataset("text")`, `map(tokenize, batched=True)`, `group_texts` into blocks of 128, and one
-  step through transformers' masked-LM collator, in one process.
+- **baseline**: the same tokenizer (`lccore.scratch.train_tokenizer`, fed the file's lines as
+  they are read), then `datasets`' `load_dataset("text")`, `map(tokenize, batched=True)`,
+  `group_texts` into blocks of 128, and one step through transformers' masked-LM collator.
+
+Both tokenise with `--num-proc` processes (lccore's `data.num_proc`, `map`'s `num_proc`).
 
 Each is timed as a whole process, with its peak resident memory (the child's `ru_maxrss`), in
 interleaved rounds; the medians and the ratios lccore / baseline are printed. Issue 16's goals:
@@ -64,17 +66,28 @@ SPEC = {"architecture": "bert", "hidden_size": 64, "num_layers": 2, "num_heads":
 MAX_LENGTH = 128
 
 
-def run_lccore(corpus: Path, workdir: Path, cache: str) -> None:
+def run_lccore(corpus: Path, workdir: Path, cache: str, num_proc: int) -> None:
     import yaml
 
-    config = {"model": SPEC, "task": {"name": "mlm", "train": str(corpus)},
+    config = {"model": SPEC, "task": {"name": "mlm", "train": str(corpus)}, "data": {"num_proc": num_proc},
               "train": {"max_steps": 1, "batch_size": 16, "max_length": MAX_LENGTH, "seed": 1}}
     (workdir / "pretrain.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "lccore", "pretrain", str(workdir / "pretrain.yaml"), "--output", str(workdir / "run"), "-q"],
                    check=True, stdout=subprocess.DEVNULL, env={**os.environ, "LCCORE_CACHE": cache})
 
 
-def run_baseline(corpus: Path, workdir: Path, cache: str) -> None:
+class CorpusLines:
+    """The corpus's non-blank lines, read from the file on every pass."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __iter__(self):
+        with self.path.open(encoding="utf-8") as handle:
+            yield from (line.rstrip("\n") for line in handle if line.strip())
+
+
+def run_baseline(corpus: Path, workdir: Path, cache: str, num_proc: int) -> None:
     import datasets
     import torch
     from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling
@@ -83,11 +96,10 @@ def run_baseline(corpus: Path, workdir: Path, cache: str) -> None:
     from lccore.scratch import train_tokenizer
 
     datasets.disable_progress_bars()
-    texts = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
-    tokenizer = train_tokenizer(ScratchModelConfig(**SPEC), texts)
-    del texts
+    tokenizer = train_tokenizer(ScratchModelConfig(**SPEC), CorpusLines(corpus))  # streamed from the file, as lccore does
     raw = datasets.load_dataset("text", data_files=str(corpus), split="train", cache_dir=str(workdir / "cache"))
-    tokenised = raw.map(lambda batch: tokenizer(batch["text"], add_special_tokens=False), batched=True, remove_columns=["text"])
+    tokenised = raw.map(lambda batch: tokenizer(batch["text"], add_special_tokens=False), batched=True, remove_columns=["text"],
+                        num_proc=num_proc if num_proc > 1 else None)
     block, cls, sep = MAX_LENGTH - 2, tokenizer.cls_token_id, tokenizer.sep_token_id
 
     def group_texts(batch):  # the run_mlm.py recipe: join, cut into blocks
@@ -95,7 +107,7 @@ def run_baseline(corpus: Path, workdir: Path, cache: str) -> None:
         blocks = [[cls] + ids[i : i + block] + [sep] for i in range(0, len(ids) - block + 1, block)]
         return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks]}
 
-    blocks = tokenised.map(group_texts, batched=True, remove_columns=tokenised.column_names)
+    blocks = tokenised.map(group_texts, batched=True, remove_columns=tokenised.column_names, num_proc=num_proc if num_proc > 1 else None)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=SPEC["hidden_size"], num_hidden_layers=SPEC["num_layers"],
                         num_attention_heads=SPEC["num_heads"], intermediate_size=4 * SPEC["hidden_size"], max_position_embeddings=512)
     torch.manual_seed(1)
@@ -108,36 +120,37 @@ def run_baseline(corpus: Path, workdir: Path, cache: str) -> None:
     optimizer.step()
 
 
-def measure(system: str, corpus: Path, cache: str) -> dict:
+def measure(system: str, corpus: Path, cache: str, num_proc: int) -> dict:
     """Run one system in a child process; its wall time and peak RSS."""
     with tempfile.TemporaryDirectory(prefix="lccore-data-scale-") as workdir:
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, __file__, "--child", system, str(corpus), workdir, cache], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, __file__, "--child", system, str(corpus), workdir, cache, str(num_proc)], capture_output=True, text=True)
         seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{system} failed on {corpus}:\n{result.stderr[-2000:]}")
     return {"seconds": seconds, "peak_rss_mb": json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]}
 
 
-def child(system: str, corpus: str, workdir: str, cache: str) -> None:
+def child(system: str, corpus: str, workdir: str, cache: str, num_proc: str) -> None:
     """In a fresh process: run the system (lccore in a grandchild) and report the peak RSS of all
-    the work (this process and its children)."""
-    (run_baseline if system == "baseline" else run_lccore)(Path(corpus), Path(workdir), cache)
+    the work (this process and its children: the largest of them, as ru_maxrss gives it)."""
+    (run_baseline if system == "baseline" else run_lccore)(Path(corpus), Path(workdir), cache, int(num_proc))
     own, children = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"peak_rss_mb": max(own, children) / 1024}))
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
+        child(*sys.argv[2:7])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[5.0, 10.0, 20.0], help="corpus sizes in MB (default 5 10 20)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is kept (default 1)")
+    parser.add_argument("--num-proc", type=int, default=1, help="tokenising processes for both systems (data.num_proc, map's num_proc; default 1)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    if not all(0.1 <= size <= 10_000 for size in args.sizes) or not 1 <= args.repeats <= 10:
-        parser.error("--sizes must lie in 0.1..10000 MB and --repeats in 1..10")
+    if not all(0.1 <= size <= 10_000 for size in args.sizes) or not 1 <= args.repeats <= 10 or not 1 <= args.num_proc <= 64:
+        parser.error("--sizes must lie in 0.1..10000 MB, --repeats in 1..10 and --num-proc in 1..64")
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -155,7 +168,7 @@ def main() -> int:
             for round_ in range(args.repeats):
                 with tempfile.TemporaryDirectory(prefix="lccore-cache-") as cache:  # lccore starts with an empty cache
                     for system in (("lccore", "lccore_again", "baseline") if round_ % 2 == 0 else ("baseline", "lccore", "lccore_again")):
-                        runs[system].append(measure(system, corpus, cache))
+                        runs[system].append(measure(system, corpus, cache, args.num_proc))
             row = {"megabytes": size, "lines": lines}
             for system, measured in runs.items():
                 row[system] = {key: statistics.median(m[key] for m in measured) for key in ("seconds", "peak_rss_mb")}

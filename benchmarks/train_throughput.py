@@ -30,7 +30,10 @@ gradient clipping at norm 1.0 (extra work the accelerate and naive loops do not 
 clips and uses the fused kernel too, so length grouping is what sets the two apart). Two diagnostic variants,
 not run by default, show where the difference comes from: `lccore-unfused` (optimizer
 `fused: false`) and `lccore-ungrouped` (`train.group_by_length: false`), e.g.
-`--systems lccore,lccore-unfused,lccore-ungrouped,accelerate`.
+`--systems lccore,lccore-unfused,lccore-ungrouped,accelerate`. A third, `lccore-in-memory`, keeps
+the features in Python lists, as lccore did before its data layer (issue 16), instead of reading
+them from the memory-mapped Arrow cache: `--systems lccore,lccore-in-memory` measures what the
+cache costs per step.
 
 The baselines are timed the same way: from the first batch being asked for (after the model,
 optimiser and data loader are ready) to the end of the last optimiser step; for the Trainer,
@@ -69,6 +72,8 @@ SYSTEMS = ("lccore", "accelerate", "trainer", "naive")
 VARIANTS = {
     "lccore-unfused": {"optimizer": {"fused": False}},
     "lccore-ungrouped": {"train": {"group_by_length": False}},
+    # the path before the data layer (issue 16): features as Python lists, not read from the Arrow cache
+    "lccore-in-memory": {"in_memory": True},
 }
 #: The systems every lccore figure is divided by (the goal: lccore at least as fast as each).
 BASELINES = ("accelerate", "trainer")
@@ -124,7 +129,16 @@ def run_lccore(args, variant: dict | None = None) -> dict:
         "optimizer": {"name": "adamw", "lr": args.lr, "weight_decay": 0.01, "schedule": "linear", "warmup_ratio": 0.1},
         "train": {"epochs": 1, "batch_size": args.batch_size, "max_length": args.max_length, "seed": SEED},
     }
-    for section, values in (variant or {}).items():
+    variant = dict(variant or {})
+    if variant.pop("in_memory", False):
+        from lccore import training
+        from lccore.data import features
+
+        def in_memory(*args, **options):  # nowhere to cache: the split is encoded into a list
+            return features.split_features(*args, **{**options, "cache": None})
+
+        training.split_features = in_memory
+    for section, values in variant.items():
         config[section].update(values)
     started = time.perf_counter()
     run = lccore.train(config, args.run_dir, engine=engine, progress=False, overwrite=True)
@@ -354,6 +368,7 @@ def measure(args, systems: list[str], work: Path) -> None:
     rows = rows[: args.examples]
     data = work / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.environ["LCCORE_CACHE"] = str(work / "lccore-cache")  # lccore's tokenised data, not the user's cache
 
     from transformers import AutoTokenizer
 

@@ -133,6 +133,11 @@ class DataConfig:
         "Keep tokenised splits in lccore's cache (`$LCCORE_CACHE`, default `~/.cache/lccore`) so that a second run, a resume or an evaluation "
         "of the same data does not tokenise again; false: tokenise into the run's scratch folder, removed when it ends. See docs/data.md."
     ))
+    num_proc: int = attrs.field(default=1, metadata=doc(
+        "Processes that tokenise a split not yet cached (forked workers, each encoding chunks of 1,000 examples while this process reads on; "
+        "the features are the same for any number). Worth it when the task's encode is slow Python; a fast tokenizer already uses threads.",
+        min=1, max=256,
+    ))
 
 
 @attrs.define

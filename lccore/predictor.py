@@ -142,7 +142,8 @@ class Predictor:
         task_key = task_fingerprint(self.config.task.name, self.task, self.config.task.options)
         key = fingerprint(encoding_fingerprint(task_key, self.task, self.tokenizer, max_length), "eval", file_sha256(path))
         features = split_features(self.task, lambda: examples, tokenizer=self.tokenizer, max_length=max_length, key=key, name=str(path),
-                                  cache=cache_root() if self.config.data.cache else None, progress=progress, expected_examples=len(examples))
+                                  cache=cache_root() if self.config.data.cache else None, progress=progress, expected_examples=len(examples),
+                                  num_proc=self.config.data.num_proc)
         predictions, loss = self._run(examples, batch_size=batch_size, progress=progress, desc="evaluate", with_loss=True, features=features)
         result = self.task.metrics(predictions, examples)
         if loss is not None:

@@ -212,11 +212,13 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     features = {"train": split_features(
         task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, name="train", progress=progress,
         key=fingerprint(encoding_key, "train", data_hashes["train"], config.ethics, train_examples.replay_sha256()), cache=features_at, expected_examples=train_examples.known_count(),
+        num_proc=config.data.num_proc,
     )}
     for name, examples in eval_examples.items():
         features[name] = split_features(
             task, lambda examples=examples: examples, tokenizer=tokenizer, max_length=settings.max_length, name=name, progress=progress,
             key=fingerprint(encoding_key, "eval", data_hashes[name]), cache=features_at, expected_examples=len(examples),
+            num_proc=config.data.num_proc,
         )
 
     if main_process and checkpoint is None:

@@ -127,10 +127,16 @@ def test_many_chunks_predict_one_record_per_example_as_one_encode_does(tmp_path,
     task.fit(examples)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     monkeypatch.setattr(data_features, "CHUNK_EXAMPLES", 10)
+    monkeypatch.setattr(data_features, "RECORD_BATCH_BYTES", 1)  # an Arrow record batch per chunk
     chunked = split_features(task, lambda: examples, tokenizer=tokenizer, max_length=32, key="k", name="data", cache=cache, progress=False)
-    whole = task.encode(examples, tokenizer, 32)
+    whole = [stored_form(f) for f in task.encode(examples, tokenizer, 32)]
     assert len(chunked.chunks()) == 6 and chunked.examples == 53 and chunked.folder is not None
-    assert [chunked[i] for i in range(len(chunked))] == [stored_form(f) for f in whole]
+    assert chunked.rows.table.column("input_ids").num_chunks == 6
+    assert [chunked[i] for i in range(len(chunked))] == whole
+    # batches drawn across record batches, in any order, and ranges spanning them
+    shuffled = [41, 3, 52, 17, 3, 29, 0]
+    assert chunked.__getitems__(shuffled) == [whole[i] for i in shuffled]
+    assert chunked.__getitems__(range(5, 47)) == whole[5:47]
     head = engine.create("head", task.default_head, {})
     model = head.build(tiny_model, task.head_spec())
     chunked_predictions, _ = run_model(model, task, tokenizer, chunked, batch_size=8, device="cpu")
@@ -199,7 +205,7 @@ def test_a_full_disk_while_caching_is_one_line_and_leaves_no_partial_entry(tmp_p
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ArrowWriter, "write_batch", full)
+    monkeypatch.setattr(ArrowWriter, "write_table", full)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(tiny_config))
     assert cli(["train", str(config_path), "--output", str(tmp_path / "run"), "-q"]) == 2
@@ -264,7 +270,7 @@ def test_a_batch_of_short_blocks_with_nothing_masked_has_zero_loss_not_nan():
     assert torch.isnan(nan)  # what the model itself reports
     for head_name in ("masked_lm", "causal_lm"):
         loss = engine.create("head", head_name, {}).loss(MaskedLMOutput(loss=nan, logits=logits), {"labels": labels})
-        assert float(loss) == 0.0
+        assert float(loss.detach()) == 0.0
         loss.backward()
         assert torch.isfinite(logits.grad).all()
 
@@ -284,3 +290,74 @@ def test_a_folder_in_the_cache_that_lccore_did_not_complete_is_never_removed(tmp
     assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder)
     assert len(built) == 1 and (folder / "entry.json").is_file()
     assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder) and len(built) == 1  # reused
+
+
+def test_worker_processes_write_the_same_entry_as_one_process(tmp_path, cache, tiny_model, monkeypatch):
+    """`data.num_proc`: chunks are encoded in forked workers, and the entry is the same, in order."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from lccore_text_classification.task import TextClassificationTask
+
+    pids = tmp_path / "pids"
+
+    def encode_noting_pid(self, examples, tokenizer, max_length, original=TextClassificationTask.encode):
+        with pids.open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return original(self, examples, tokenizer, max_length)
+
+    monkeypatch.setattr(TextClassificationTask, "encode", encode_noting_pid)
+    monkeypatch.setattr(data_features, "CHUNK_EXAMPLES", 10)
+    task = lccore.Engine().create("task", "text_classification", {})
+    examples = list(task.read(write_jsonl(tmp_path / "data.jsonl", sentiment_rows(97, seed=5))))
+    task.fit(examples)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    one = split_features(task, lambda: iter(examples), tokenizer=tokenizer, max_length=32, key="one", name="data", cache=cache, progress=False)
+    pids.unlink()
+    three = split_features(task, lambda: iter(examples), tokenizer=tokenizer, max_length=32, key="three", name="data", cache=cache,
+                           progress=False, num_proc=3)
+    workers = set(pids.read_text().split())
+    assert str(os.getpid()) not in workers and len(workers) > 1
+    assert three.chunk_ends == one.chunk_ends and three.examples == one.examples == 97
+    assert three.__getitems__(range(len(three))) == one.__getitems__(range(len(one)))
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_split_is_read_only_a_few_chunks_ahead_of_what_is_written(tmp_path, tiny_model, monkeypatch, num_proc):
+    """Memory stays bounded: reading runs at most two chunks per worker ahead of the writer."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(data_features, "CHUNK_EXAMPLES", 10)
+    task = lccore.Engine().create("task", "text_classification", {})
+    examples = list(task.read(write_jsonl(tmp_path / "data.jsonl", sentiment_rows(300, seed=2))))
+    task.fit(examples)
+    read = []
+
+    def reading():
+        for example in examples:
+            read.append(example)
+            yield example
+
+    bar = types.SimpleNamespace(update=lambda n: None)
+    chunks = data_features._stored_chunks(task, reading(), AutoTokenizer.from_pretrained(tiny_model), 32, bar, num_proc)
+    ahead = []
+    for table, rows, examples_in_chunk in chunks:
+        ahead.append(len(read))
+    assert len(ahead) == 30 and len(read) == 300
+    assert max(ahead[i] - 10 * (i + 1) for i in range(30)) <= 10 * 2 * num_proc
+
+
+def test_an_error_in_a_worker_is_the_tasks_one_line_error(tmp_path, cache, tiny_config, monkeypatch, capsys):
+    from lccore_text_classification.task import TextClassificationTask
+
+    def failing(self, examples, tokenizer, max_length):
+        raise lccore.DataError("row 7: a label the task has never seen")
+
+    monkeypatch.setattr(TextClassificationTask, "encode", failing)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({**tiny_config, "data": {"num_proc": 2}}))
+    assert cli(["train", str(config_path), "--output", str(tmp_path / "run"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err.splitlines()[-1]] and "row 7: a label the task has never seen" in err
+    assert not list((cache / "features").glob("*.partial"))

@@ -21,6 +21,7 @@ A damaged entry is rebuilt, never used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import errno
@@ -29,6 +30,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -43,6 +45,8 @@ from . import data_files
 CHUNK_EXAMPLES = 1000
 #: The layout of a cache entry; a change makes older entries unused (they stay until cleared).
 FORMAT = 1
+#: Bytes of features buffered before they are written as one Arrow record batch.
+RECORD_BATCH_BYTES = 16 * 2**20
 ENTRY_FILE = "entry.json"
 ARROW_FILE = "features.arrow"
 FEATURES_DIR = "features"
@@ -61,7 +65,7 @@ class FeatureSet(Sequence):
     features hold values Arrow cannot, a list), their lengths and where each chunk ends."""
 
     def __init__(self, rows, lengths, chunk_ends: Sequence[int], examples: int, folder: Path | None = None):
-        self.rows = rows  # a pyarrow Table (input_ids, extra) or a list of feature dicts
+        self.rows = rows  # a datasets Table over the Arrow file (input_ids, extra) or a list of feature dicts
         self.lengths = lengths  # numpy array of len(input_ids) per feature
         self.chunk_ends = list(chunk_ends)
         self.examples = examples
@@ -89,7 +93,12 @@ class FeatureSet(Sequence):
         """Several features at once (what torch's DataLoader asks for a batch)."""
         if isinstance(self.rows, list):
             return [self.rows[i] for i in indices]
-        taken = self.rows.take(list(indices))
+        # datasets' gather/slice cut the record batches they need: pyarrow's Table.take would first
+        # concatenate the whole memory-mapped table (reading and copying every feature per batch)
+        if isinstance(indices, range) and indices.step == 1 and len(indices):
+            taken = self.rows.fast_slice(indices.start, len(indices))
+        else:
+            taken = self.rows.fast_gather(list(indices))
         ids, extras = taken.column("input_ids").to_pylist(), taken.column("extra").to_pylist()
         return [{"input_ids": row_ids, **json.loads(extra)} for row_ids, extra in zip(ids, extras)]
 
@@ -170,10 +179,12 @@ def split_features(
     cache: Path | None,
     progress: bool = True,
     expected_examples: int | None = None,
+    num_proc: int = 1,
 ) -> FeatureSet:
     """The features of one split: opened from the cache entry ``key`` under ``cache`` when it is
     there and intact, else encoded from ``examples()`` (a fresh iterator of the split's examples)
-    and written there. ``cache=None``: nowhere to keep them: they are built in memory."""
+    by ``num_proc`` processes and written there. ``cache=None``: nowhere to keep them: they are
+    built in memory."""
     if cache is None:
         return _encode_in_memory(task, examples(), tokenizer, max_length, name, progress, expected_examples)
     folder = cache / FEATURES_DIR / key
@@ -185,7 +196,7 @@ def split_features(
             except DamagedEntry as exc:
                 print(f"lccore: warning: cache entry {folder} is damaged ({exc}); rebuilding it", file=sys.stderr, flush=True)
                 remove_entry(folder)
-        return _build_entry(task, examples, tokenizer, max_length, folder, name, progress, expected_examples)
+        return _build_entry(task, examples, tokenizer, max_length, folder, name, progress, expected_examples, num_proc)
 
 
 class DamagedEntry(Exception):
@@ -209,10 +220,10 @@ def open_entry(folder: Path) -> FeatureSet:
         arrow = folder / ARROW_FILE
         if arrow.stat().st_size != entry["bytes"]:
             raise DamagedEntry(f"{ARROW_FILE} is {arrow.stat().st_size} bytes, {entry['bytes']} were written")
-        table = Dataset.from_file(str(arrow)).data.table
+        table = Dataset.from_file(str(arrow)).data  # datasets' MemoryMappedTable
         if table.num_rows != entry["rows"] or entry["chunk_ends"][-1:] != [entry["rows"]]:
             raise DamagedEntry(f"{table.num_rows} rows, {entry['rows']} were written")
-        lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = pc.list_value_length(table.table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     except DamagedEntry:
         raise
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # unreadable JSON or Arrow
@@ -235,6 +246,70 @@ def _encoded_chunks(task, examples: Iterable, tokenizer, max_length: int, bar) -
         yield features, len(chunk)
 
 
+def _stored_chunks(task, examples: Iterable, tokenizer, max_length: int, bar, num_proc: int) -> Iterator[tuple[object, int, int]]:
+    """(Arrow table of the chunk's features or None, features, examples) per chunk, in order.
+
+    With ``num_proc`` > 1, worker processes forked from this one (they inherit the task and the
+    tokenizer: nothing is pickled but the examples and the tables) encode the chunks while this
+    process reads the next ones; at most two chunks per worker are in flight, so memory stays
+    bounded whatever the split's size."""
+    if num_proc <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for features, examples_in_chunk in _encoded_chunks(task, examples, tokenizer, max_length, bar):
+            yield _chunk_table(features), len(features), examples_in_chunk
+        return
+    global _WORKER_STATE
+    _WORKER_STATE = (task, tokenizer, max_length)
+    # the fast tokenizer's own threads are off in the workers: say so, rather than have it warn
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        pool = multiprocessing.get_context("fork").Pool(num_proc)
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+    try:
+        in_flight: collections.deque = collections.deque()
+        for chunk in batched(examples, CHUNK_EXAMPLES):
+            in_flight.append((pool.apply_async(_encode_in_worker, (chunk,)), len(chunk)))
+            if len(in_flight) >= 2 * num_proc:
+                yield _finished(in_flight.popleft(), bar)
+        while in_flight:
+            yield _finished(in_flight.popleft(), bar)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+        _WORKER_STATE = None
+
+
+_WORKER_STATE = None  # (task, tokenizer, max_length), set before the pool forks
+
+
+def _encode_in_worker(chunk: list) -> tuple[object, int]:
+    task, tokenizer, max_length = _WORKER_STATE
+    features = task.encode(chunk, tokenizer, max_length)
+    return _chunk_table(features), len(features)
+
+
+def _finished(pending: tuple, bar) -> tuple[object, int, int]:
+    result, examples_in_chunk = pending
+    table, rows = result.get()
+    bar.update(examples_in_chunk)
+    return table, rows, examples_in_chunk
+
+
+def _chunk_table(features: list[dict]):
+    """A chunk's features as the Arrow table the cache stores (None for a chunk without any)."""
+    import pyarrow as pa
+
+    if not features:
+        return None
+    return pa.table({"input_ids": _id_lists([f["input_ids"] for f in features]),
+                     "extra": pa.array([_extra_json(f) for f in features], pa.string())})
+
+
 def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, expected) -> FeatureSet:
     import numpy as np
 
@@ -251,7 +326,7 @@ def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, exp
     return FeatureSet(rows, lengths, chunk_ends, count)
 
 
-def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, progress, expected) -> FeatureSet:
+def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, progress, expected, num_proc) -> FeatureSet:
     from datasets import Features, Sequence as ListOf, Value
     from datasets.arrow_writer import ArrowWriter
 
@@ -267,11 +342,16 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     try:
         writer = ArrowWriter(features=schema, path=str(partial / ARROW_FILE), writer_batch_size=CHUNK_EXAMPLES)
         try:
-            for features, examples_in_chunk in _encoded_chunks(task, examples(), tokenizer, max_length, bar):
-                writer.write_batch({"input_ids": [f["input_ids"] for f in features], "extra": [_extra_json(f) for f in features]})
-                rows += len(features)
+            pending = []  # chunks not yet written: a record batch per few MB, not per chunk
+            for table, features_in_chunk, examples_in_chunk in _stored_chunks(task, examples(), tokenizer, max_length, bar, num_proc):
+                if table is not None:
+                    pending.append(table)
+                rows += features_in_chunk
                 count += examples_in_chunk
                 chunk_ends.append(rows)
+                if sum(table.nbytes for table in pending) >= RECORD_BATCH_BYTES:
+                    _write_pending(writer, pending)
+            _write_pending(writer, pending)
             writer.finalize()
         finally:
             writer.close()
@@ -300,6 +380,26 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     finally:
         bar.close()
     return open_entry(folder)
+
+
+def _write_pending(writer, pending: list) -> None:
+    """Write the buffered chunks as one record batch. Few, large batches matter: opening the file
+    reads each batch's header, and every read pulls in its own pages of the memory map."""
+    import pyarrow as pa
+
+    if pending:
+        table = pa.concat_tables(pending)
+        writer.write_table(table, writer_batch_size=table.num_rows)
+        pending.clear()
+
+
+def _id_lists(input_ids: list):
+    import pyarrow as pa
+
+    try:
+        return pa.array(input_ids, pa.list_(pa.int32()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+        raise NotStorable(f"input_ids must be lists of token ids (int32): {str(exc).splitlines()[0][:120]}") from None
 
 
 def _extra_json(feature: dict) -> str:

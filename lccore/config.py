@@ -133,6 +133,16 @@ class DataConfig:
         "Keep tokenised splits in lccore's cache (`$LCCORE_CACHE`, default `~/.cache/lccore`) so that a second run, a resume or an evaluation "
         "of the same data does not tokenise again; false: tokenise into the run's scratch folder, removed when it ends. See docs/data.md."
     ))
+    streaming: bool = attrs.field(default=False, metadata=doc(
+        "Stream the training split instead of caching it: each pass reads the files again, shuffles the examples through a seeded "
+        "buffer (`shuffle_buffer`), tokenises and packs them on the fly with the cached path's layout, and never writes them to disk. "
+        "For a corpus that should not be cached whole. Needs `train.max_steps` (a stream has no length); a resume continues at the exact "
+        "example. Batches are not grouped by length. Evaluation splits are still cached."
+    ))
+    shuffle_buffer: int = attrs.field(default=10_000, metadata=doc(
+        "Examples in the streamed training split's shuffle buffer (`streaming: true`): larger shuffles better and holds more in memory; "
+        "1 keeps the files' order.", min=1, max=10_000_000,
+    ))
     num_proc: int = attrs.field(default=1, metadata=doc(
         "Processes that tokenise a split not yet cached (forked workers, each encoding chunks of 1,000 examples while this process reads on; "
         "the features are the same for any number). Worth it when the task's encode is slow Python; a fast tokenizer already uses threads.",

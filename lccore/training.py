@@ -27,7 +27,8 @@ from .data import read_split, split_sha256
 from .data.features import (
     FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
 )
-from .errors import ConfigError, LccoreError, RunDirError
+from .data.stream import StreamedSplit
+from .errors import ConfigError, DataError, LccoreError, RunDirError
 from .plugins import Engine
 from .rundir import MARKER_FILE, RunDir, user_entries
 from .runner import (
@@ -123,6 +124,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
+    if config.data.streaming and not settings.max_steps:
+        raise ConfigError("data.streaming: a streamed training split has no length, so the run needs a step budget: set train.max_steps")
     # A folder lccore cannot show it wrote is only ever resumed from a checkpoint, never cleared;
     # that is checked before anything in it is read (a config.yaml there may be the user's own).
     unowned = run_dir is not None and not run_dir.owned
@@ -209,11 +212,18 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     # are sharded by Accelerate; evaluation chunks by us, one process each.
     encoding_key = encoding_fingerprint(task_key, task, tokenizer, settings.max_length)
     features_at = cache if cache is not None else workdir
-    features = {"train": split_features(
-        task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, name="train", progress=progress,
-        key=fingerprint(encoding_key, "train", data_hashes["train"], config.ethics, train_examples.replay_sha256()), cache=features_at, expected_examples=train_examples.known_count(),
-        num_proc=config.data.num_proc,
-    )}
+    features, streamed = {}, None
+    if config.data.streaming:  # read, shuffled, tokenised and packed on the fly, pass after pass (docs/data.md)
+        streamed = StreamedSplit(
+            task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, batch_size=settings.batch_size,
+            seed=settings.seed, shuffle_buffer=config.data.shuffle_buffer, num_proc=config.data.num_proc, files=train_examples.files,
+        )
+    else:
+        features["train"] = split_features(
+            task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, name="train", progress=progress,
+            key=fingerprint(encoding_key, "train", data_hashes["train"], config.ethics, train_examples.replay_sha256()), cache=features_at,
+            expected_examples=train_examples.known_count(), num_proc=config.data.num_proc,
+        )
     for name, examples in eval_examples.items():
         features[name] = split_features(
             task, lambda examples=examples: examples, tokenizer=tokenizer, max_length=settings.max_length, name=name, progress=progress,
@@ -228,14 +238,16 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)  # resume compares against it
     accelerator.wait_for_everyone()
 
-    sampler = LengthGroupedBatchSampler(features["train"].lengths, settings.batch_size, settings.seed, group_by_length=settings.group_by_length)
-    train_loader = DataLoader(
-        features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer),
-        generator=torch.Generator().manual_seed(settings.seed),  # iterating must not draw from the global RNG (exact resume)
-    )
+    if streamed is None:
+        sampler = LengthGroupedBatchSampler(features["train"].lengths, settings.batch_size, settings.seed, group_by_length=settings.group_by_length)
+        train_loader = DataLoader(
+            features["train"], batch_sampler=sampler, collate_fn=lambda rows: task.collate(rows, tokenizer),
+            generator=torch.Generator().manual_seed(settings.seed),  # iterating must not draw from the global RNG (exact resume)
+        )
     precision_choice = None
     if auto_precision:
-        first_batches = (task.collate(features["train"].__getitems__(indices), tokenizer) for indices in sampler)
+        first_rows = streamed.batches(0) if streamed is not None else (features["train"].__getitems__(indices) for indices in sampler)
+        first_batches = (task.collate(rows, tokenizer) for rows in first_rows)
         total_batches = settings.max_steps * settings.grad_accum if settings.max_steps else len(train_loader) * settings.epochs
         precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=total_batches)
         if precision_choice["chosen"] == "bf16":
@@ -244,17 +256,40 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             print(f"precision auto: {precision_choice['chosen']} ({precision_choice['reason']})", flush=True)
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
-    steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
-    # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it.
-    total_steps = settings.max_steps or steps_per_epoch * settings.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it. A
+    # stream's passes have no known length: as many as the budget takes.
+    if streamed is None:
+        steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum)
+        total_steps = settings.max_steps or steps_per_epoch * settings.epochs
+        epochs = math.ceil(total_steps / steps_per_epoch)
+    else:
+        total_steps, epochs = settings.max_steps, settings.max_steps * settings.grad_accum
     scheduler = get_scheduler(
         {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optimizer_config.schedule],
         optimizer,
         num_warmup_steps=round(optimizer_config.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if streamed is None:
+        model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    else:
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def streamed_batches(epoch: int, position, first_batch: int):
+        """A pass over the stream: every process reads it and trains on its own slice of each batch."""
+        share = settings.batch_size // accelerator.num_processes
+        mine = slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+        given = 0
+        for rows in streamed.batches(epoch, position, first_batch):
+            if accelerator.num_processes > 1:
+                if len(rows) < settings.batch_size:  # the pass's last, short batch does not split evenly
+                    break
+                rows = rows[mine]
+            given += 1
+            batch = task.collate(rows, tokenizer)  # here, not ahead: masks draw from the RNG in step order
+            yield {key: value.to(accelerator.device) if hasattr(value, "to") else value for key, value in batch.items()}
+        if not given and position is None:
+            raise DataError(f"{config.task.train}: the training split gave no batch of {settings.batch_size}")
 
     metrics = {"train": [], "dev": [], "best": None, "test": {}}
     if precision_choice is not None:
@@ -295,7 +330,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
 
     sign = -1.0 if stopping.metric == "loss" or not task.greater_is_better else 1.0
     best_value, evaluations_without_improvement, stop = None, 0, False
-    start_epoch, batches_done, resumed_rng = 0, 0, None
+    start_epoch, batches_done, resumed_rng, resumed_position = 0, 0, None, None
     if checkpoint is not None:
         try:
             loop = checkpoints.load(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, rank=accelerator.process_index)
@@ -306,7 +341,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         metrics.update(loop["metrics"])
         state.step, start_epoch, batches_done = loop["step"], loop["epoch"], loop["batches_done"]
         best_value, evaluations_without_improvement = loop["best_value"], loop["evaluations_without_improvement"]
-        resumed_rng = loop["rng"]
+        resumed_rng, resumed_position = loop["rng"], loop.get("stream")
+        if streamed is not None and batches_done and not (
+            isinstance(resumed_position, list) and len(resumed_position) == 2 and all(type(v) is int and v >= 0 for v in resumed_position)
+        ):
+            raise RunDirError(f"{checkpoint}: its stream position {resumed_position!r} is not [examples, features]; the checkpoint is damaged")
         if main_process:
             print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1})", flush=True)
     else:
@@ -339,6 +378,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             loop = {
                 "step": state.step, "epoch": epoch, "batches_done": batches, "best_value": best_value,
                 "evaluations_without_improvement": evaluations_without_improvement, "metrics": metrics, "data": data_hashes,
+                "stream": streamed.position_after(batches) if streamed is not None else None,
             }
             checkpoints.save(
                 output_dir, state.step, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
@@ -351,12 +391,18 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
     bar.update(state.step)
     for state.epoch in range(start_epoch, epochs):
-        # Accelerate's loader re-seeds the sampler with its own pass counter: keep both on this
-        # epoch, also after a resumed epoch ran through a batch-skipping copy of the loader.
-        train_loader.set_epoch(state.epoch)
-        sampler.set_epoch(state.epoch)
+        if state.step >= total_steps:
+            break
         finetuning.start_epoch(accelerator.unwrap_model(model), config, state.epoch)
-        batches = accelerator.skip_first_batches(train_loader, batches_done) if batches_done else train_loader
+        if streamed is not None:  # a resumed pass starts at the exact example it stopped at
+            batches = streamed_batches(state.epoch, resumed_position, batches_done)
+            resumed_position = None
+        else:
+            # Accelerate's loader re-seeds the sampler with its own pass counter: keep both on this
+            # epoch, also after a resumed epoch ran through a batch-skipping copy of the loader.
+            train_loader.set_epoch(state.epoch)
+            sampler.set_epoch(state.epoch)
+            batches = accelerator.skip_first_batches(train_loader, batches_done) if batches_done else train_loader
         if resumed_rng is not None:  # the generators as they were when the checkpoint was written
             checkpoints.set_rng_state(resumed_rng)
             resumed_rng = None
@@ -429,7 +475,10 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
         write_json(output_dir / METRICS_FILE, metrics)
         shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
-        run_manifest = manifest(config, engine, task, features, data_files, data_hashes, accelerator.num_processes)
+        counts = {name: split.examples for name, split in features.items()}
+        if streamed is not None:
+            counts["train"] = streamed.examples if streamed.examples is not None else train_examples.known_count()
+        run_manifest = manifest(config, engine, task, counts, data_files, data_hashes, accelerator.num_processes)
         if ethics_report is not None:
             run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)
@@ -677,7 +726,7 @@ def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int)
             raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")
 
 
-def manifest(config: RunConfig, engine: Engine, task, features: dict, data_files: dict, data_hashes: dict, processes: int) -> dict:
+def manifest(config: RunConfig, engine: Engine, task, counts: dict, data_files: dict, data_hashes: dict, processes: int) -> dict:
     import accelerate
     import torch
     import transformers
@@ -699,8 +748,8 @@ def manifest(config: RunConfig, engine: Engine, task, features: dict, data_files
         },
         "task_state": task.head_spec(),
         "data": {
-            name: {"path": data_files[name], "sha256": data_hashes[name], "examples": len(examples)}
-            for name, examples in features.items()
+            name: {"path": data_files[name], "sha256": data_hashes[name], "examples": counts.get(name)}
+            for name in data_files
         },
         "plugins": [{k: p[k] for k in ("name", "distribution", "version", "status")} for p in engine.report()],
         "versions": {

@@ -279,17 +279,36 @@ def test_a_folder_in_the_cache_that_lccore_did_not_complete_is_never_removed(tmp
     from lccore.data.features import cached_folder
 
     built = []
+
+    def build(directory):
+        built.append(directory)
+        (directory / "model.bin").write_text("weights")
+
     folder = cache / "scratch" / "somekey"
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(lccore.DataError, match="not an lccore cache entry"):
-        cached_folder(folder, lambda directory: built.append(directory.mkdir()))
+        cached_folder(folder, build)
     assert (folder / "notes.txt").read_text() == "mine" and built == []
     (folder / "notes.txt").unlink()
     folder.rmdir()
-    assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder)
-    assert len(built) == 1 and (folder / "entry.json").is_file()
-    assert cached_folder(folder, lambda directory: built.append(directory.mkdir())) == str(folder) and len(built) == 1  # reused
+
+    # A folder of the name lccore builds in, but not made by lccore: refused and kept.
+    partial = folder.with_name("somekey.partial")
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine too")
+    with pytest.raises(lccore.DataError, match="not a folder lccore was building"):
+        cached_folder(folder, build)
+    assert (partial / "notes.txt").read_text() == "mine too" and built == []
+    (partial / "notes.txt").unlink()
+
+    # One a killed build left (it holds lccore's marker) is replaced.
+    (partial / data_features.PARTIAL_MARKER).touch()
+    (partial / "model.bin").write_text("half")
+    assert cached_folder(folder, build) == str(folder)
+    assert len(built) == 1 and (folder / "entry.json").is_file() and (folder / "model.bin").read_text() == "weights"
+    assert not partial.exists() and not (folder / data_features.PARTIAL_MARKER).exists()
+    assert cached_folder(folder, build) == str(folder) and len(built) == 1  # reused
 
 
 def test_worker_processes_write_the_same_entry_as_one_process(tmp_path, cache, tiny_model, monkeypatch):

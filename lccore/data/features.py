@@ -333,9 +333,7 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     from .. import __version__
     from ..runner import progress_bar
 
-    partial = folder.with_name(f"{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by a build that was killed (we hold the lock)
-    partial.mkdir()
+    partial = _new_partial(folder)
     bar = progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
     schema = Features({"input_ids": ListOf(Value("int32")), "extra": Value("string")})
     chunk_ends, rows, count = [], 0, 0
@@ -362,20 +360,20 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
             "bytes": (partial / ARROW_FILE).stat().st_size, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         (partial / ENTRY_FILE).write_text(json.dumps(entry), encoding="utf-8")
-        partial.rename(folder)
+        _complete(partial, folder)
     except NotStorable as exc:
-        shutil.rmtree(partial, ignore_errors=True)
+        _discard(partial)
         bar.close()
         print(f"lccore: warning: task '{type(task).__name__}': {exc}; split '{name}' is kept in memory, not cached "
               "(features hold numbers, strings, lists and string-keyed dicts: docs/plugins.md)", file=sys.stderr, flush=True)
         return _encode_in_memory(task, examples(), tokenizer, max_length, name, progress, expected)
     except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
+        _discard(partial)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(f"{folder.parent}: disk full while caching split '{name}'; free space, or point LCCORE_CACHE elsewhere, or set data.cache: false") from None
         raise
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        _discard(partial)
         raise
     finally:
         bar.close()
@@ -422,6 +420,34 @@ def _plain(value):
     raise TypeError(f"a feature holds a {type(value).__name__}")
 
 
+#: Marks a folder lccore is building an entry in: only such a folder is ever removed as left over.
+PARTIAL_MARKER = ".lccore-partial"
+
+
+def _new_partial(folder: Path) -> Path:
+    """An empty folder to build the entry ``folder`` in (the caller holds the entry's lock). One
+    that a killed build left (it holds lccore's marker) is removed first; anything else of that
+    name is refused, never removed."""
+    partial = folder.with_name(f"{folder.name}.partial")
+    if partial.exists() or partial.is_symlink():
+        if partial.is_symlink() or not (partial / PARTIAL_MARKER).is_file():
+            raise DataError(f"{partial}: not a folder lccore was building (no {PARTIAL_MARKER}), so lccore will not remove it; move it away")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_MARKER).touch()
+    return partial
+
+
+def _complete(partial: Path, folder: Path) -> None:
+    (partial / PARTIAL_MARKER).unlink()
+    partial.rename(folder)
+
+
+def _discard(partial: Path) -> None:
+    if (partial / PARTIAL_MARKER).is_file():
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive lock on ``path``, waited for without a time limit: the process holding it is
@@ -444,15 +470,14 @@ def cached_folder(folder: Path, build: Callable[[Path], object]) -> str:
         if not (folder / ENTRY_FILE).is_file():
             if folder.exists():  # lccore only ever renames a complete entry (with its entry.json) to this name
                 raise DataError(f"{folder}: not an lccore cache entry (no {ENTRY_FILE}), so lccore will not replace it; move it away")
-            partial = folder.with_name(f"{folder.name}.partial")
-            shutil.rmtree(partial, ignore_errors=True)  # left by a build that was killed (we hold the lock)
+            partial = _new_partial(folder)
             try:
                 build(partial)
                 created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                 (partial / ENTRY_FILE).write_text(json.dumps({"format": FORMAT, "lccore": __version__, "created": created}), encoding="utf-8")
-                partial.rename(folder)
+                _complete(partial, folder)
             except BaseException:
-                shutil.rmtree(partial, ignore_errors=True)
+                _discard(partial)
                 raise
     return str(folder)
 

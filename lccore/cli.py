@@ -183,6 +183,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     predict.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after the run config's 'ethics' list (repeatable)")
     predict.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
     predict.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
+    predict.add_argument("--resume", action="store_true", help="continue an interrupted prediction into --output after its last complete row (same run, input rows and options)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
 
@@ -443,7 +444,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     _quiet_transformers()
-    from .predictor import load, read_prediction_inputs
+    from .predictor import load, predict_file
 
     from . import ethics
 
@@ -451,14 +452,12 @@ def cmd_predict(args) -> int:
     check_output_path(args.output, "--output")
     check_output_path(args.audit_log, "--audit-log")
     predictor = load(args.run_dir, precision=args.precision, ethics=extra, audit_log=args.audit_log)
-    examples = [predictor.task.parse_input(value, where) for where, value in read_prediction_inputs(args.input)]
-    predictions = predictor.predict_parsed(examples, batch_size=args.batch_size, progress=not args.quiet)
+    # A window of rows at a time, each written and flushed as it is done (docs/inference.md).
+    predict_file(predictor, args.input, args.output, resume=args.resume, batch_size=args.batch_size, progress=not args.quiet)
     choice = predictor.precision_choice
     if choice and not args.quiet:
         print(f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "
               f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree)", file=sys.stderr)
-    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    write_output(args.output, lines)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from . import ethics as ethics_module
 from . import finetuning
@@ -70,6 +70,23 @@ class Predictor:
         run = lambda admitted: self.predict_examples(admitted, batch_size=batch_size, progress=progress)  # noqa: E731
         return self.guard.predict(self.task, examples, run) if guard else run(examples)
 
+    def predict_stream(self, inputs: Iterable[Any], *, batch_size: int | None = None, window: int | None = None, guard: bool = True,
+                       parsed: bool = False) -> Iterator[dict]:
+        """One record per input, in input order, like :meth:`predict`, but ``window`` inputs at a
+        time (default :data:`PREDICT_WINDOW`): each window is parsed, length-sorted into batches,
+        predicted and given back before the next is read, so memory is bounded by the window, not
+        by the input. ``parsed=True``: the inputs are examples already parsed by ``task.parse_input``."""
+        from .data.features import batched
+
+        window = window or PREDICT_WINDOW
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 1 << 20:
+            raise ConfigError(f"window: expected an integer from 1 to {1 << 20}, got {window!r}")
+        done = 0
+        for chunk in batched(inputs, window):
+            examples = chunk if parsed else [self.task.parse_input(value, f"input {done + i + 1}") for i, value in enumerate(chunk)]
+            yield from self.predict_parsed(examples, batch_size=batch_size, guard=guard)
+            done += len(chunk)
+
     def predict_examples(self, examples: list, *, batch_size: int | None = None, progress: bool = False) -> list[dict]:
         """The model's predictions for parsed examples, with no ethics policies (the building block
         of :meth:`predict`, the explainers and the bias audit)."""
@@ -103,6 +120,13 @@ class Predictor:
         self.autocast_dtype = torch.bfloat16 if chosen == "bf16" else None
         self.precision_choice = {"chosen": chosen, "bf16_speedup": round(speedup, 2), "agreement": round(agree, 4), "measured_on": len(sample)}
         return self.precision_choice
+
+    def use_precision(self, chosen: str) -> None:
+        """Predict in ``chosen`` ("fp32" or "bf16"), as ``precision="auto"`` chose before (a resumed
+        prediction keeps the choice the interrupted one made)."""
+        import torch
+
+        self.autocast_dtype = torch.bfloat16 if chosen == "bf16" else None
 
     def can_generate(self) -> bool:
         """Whether the run's model writes text (``model.generate``): a generative LM or a seq2seq
@@ -151,6 +175,8 @@ class Predictor:
         return result
 
 
+#: Inputs read, predicted (length-sorted within) and written at a time by streamed prediction.
+PREDICT_WINDOW = 4096
 AUTO_SAMPLE = 64  # examples measured by precision="auto"
 AUTO_MIN_INPUTS = 128  # fewer inputs than this are not worth measuring: fp32
 
@@ -197,3 +223,151 @@ def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:
     for number, line in enumerate(sys.stdin, start=1):
         if line.strip():
             yield f"<stdin>:{number}", parse_json_line(line, f"<stdin>:{number}")
+
+
+#: Beside an output being written by :func:`predict_file`: what ``--resume`` checks it against.
+PREDICT_STATE_SUFFIX = ".lccore-predict.json"
+
+
+def predict_file(predictor: Predictor, input_path: str, output_path: str, *, resume: bool = False, batch_size: int | None = None,
+                 window: int | None = None, progress: bool = True) -> int:
+    """Predict every row of the JSONL file ``input_path`` (``-``: stdin) into ``output_path``
+    (``-``: stdout), one row per input row, in order, a window at a time: each window's rows are
+    written and flushed before the next is read, so memory is flat in the input's size and a
+    killed run leaves whole rows only. A bad input row stops the run with its one-line error after
+    the rows before it are written.
+
+    ``resume=True`` continues an interrupted run after its last complete row, once it has checked
+    (against ``OUTPUT.lccore-predict.json``, removed when the output is complete) that the rows
+    written came from the same run, options and input rows. Returns the rows predicted by this call."""
+    import hashlib
+    import itertools
+    import sys
+
+    from .runner import progress_bar
+
+    window = window or PREDICT_WINDOW
+    to_stdout = output_path == "-"
+    if resume and (to_stdout or input_path == "-"):
+        raise ConfigError("--resume: needs an --input file and an --output file, not '-'")
+    output = None if to_stdout else Path(output_path)
+    state_path = None if to_stdout else output.with_name(output.name + PREDICT_STATE_SUFFIX)
+    manifest = predictor.run_dir / MANIFEST_FILE
+    identity = {
+        "run": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else str(predictor.run_dir.resolve()),
+        "input": "-" if input_path == "-" else str(Path(input_path).resolve()),
+        "batch_size": batch_size, "window": window, "precision": str(predictor.autocast_dtype),
+        "policies": [name for name, _ in predictor.guard.policies],
+    }
+    rows = read_prediction_inputs(input_path)
+    prefix = hashlib.sha256()  # the input rows predicted so far (canonical JSON): a row fixed after them still resumes
+    skip = 0
+    if resume:
+        skip, recorded = _resumable(output, state_path, identity)
+        for _, value in itertools.islice(rows, skip):
+            prefix.update(_canonical(value))
+        if prefix.hexdigest() != recorded["prefix_sha256"]:
+            raise ConfigError(f"--resume {output_path}: its {skip} rows were predicted from other input rows than the first {skip} of {input_path}; "
+                              "start again without --resume")
+        if recorded.get("chosen_precision"):  # what the interrupted run measured and chose, kept
+            predictor.use_precision(recorded["chosen_precision"]["chosen"])
+    total = _count_rows(input_path) if progress and input_path != "-" else None
+    bar = progress_bar(total=total, initial=skip, desc="predict", unit="row", enabled=progress)
+    handle = sys.stdout if to_stdout else output.open("a" if resume else "w", encoding="utf-8")
+    written, failure = skip, None
+    try:
+        while failure is None:
+            chunk, failure = _next_window(predictor.task, rows, window)
+            if not chunk:
+                break
+            records = predictor.predict_parsed([example for _, example in chunk], batch_size=batch_size)
+            try:
+                handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+                handle.flush()
+            except OSError as exc:  # a full disk: name the file (a pipe closed by its reader is not a file error)
+                if to_stdout or isinstance(exc, BrokenPipeError):
+                    raise
+                raise OSError(exc.errno, exc.strerror, output_path) from None
+            written += len(chunk)
+            for value, _ in chunk:
+                prefix.update(_canonical(value))
+            if state_path is not None:
+                _write_state(state_path, {**identity, "rows": written, "prefix_sha256": prefix.hexdigest(), "chosen_precision": predictor.precision_choice})
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if not to_stdout:
+            handle.close()
+    if failure is not None:  # the rows before the bad one are written; --resume continues after the fix
+        raise failure
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)  # complete: nothing to resume
+    return written - skip
+
+
+def _next_window(task, rows: Iterator, size: int) -> tuple[list, Exception | None]:
+    """Up to ``size`` (value, parsed example) pairs; a bad row ends the window early and comes
+    back as the error, so that the rows before it are still predicted and written."""
+    from .errors import DataError
+
+    chunk = []
+    try:
+        for where, value in rows:
+            chunk.append((value, task.parse_input(value, where)))
+            if len(chunk) == size:
+                break
+    except DataError as exc:
+        return chunk, exc
+    return chunk, None
+
+
+def _canonical(value) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+
+
+def _count_rows(path: str) -> int:
+    """Non-blank lines of a JSONL file (the progress bar's total), read in binary blocks."""
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+    return count
+
+
+def _write_state(path: Path, state: dict) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(state), encoding="utf-8")
+    partial.replace(path)
+
+
+def _resumable(output: Path, state_path: Path, identity: dict) -> tuple[int, dict]:
+    """The number of complete rows in ``output`` and the state recorded beside it, once both show
+    that this call continues the same work; a half-written last row is cut off."""
+    if not state_path.is_file():
+        raise ConfigError(f"--resume {output}: no record of an interrupted lccore predict ({state_path.name}); start again without --resume")
+    try:
+        recorded = json.loads(state_path.read_text(encoding="utf-8"))
+        recorded_rows, recorded_prefix = recorded["rows"], recorded["prefix_sha256"]
+        if type(recorded_rows) is not int or recorded_rows < 0 or not isinstance(recorded_prefix, str):
+            raise ValueError("rows and prefix_sha256 of the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--resume {state_path}: unreadable ({exc}); start again without --resume") from None
+    differences = [key for key in identity if recorded.get(key) != identity[key]]
+    if differences:
+        names = {"run": "another run", "input": "another input file", "batch_size": "another --batch-size", "window": "another window",
+                 "precision": "another --precision", "policies": "other ethics policies"}
+        raise ConfigError(f"--resume {output}: it was written with {', '.join(names[key] for key in differences)}; resume with the same, or start again without --resume")
+    rows, keep = 0, 0
+    with output.open("rb") if output.is_file() else contextlib.nullcontext([]) as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # a row cut by the kill: never kept
+            rows += 1
+            if rows <= recorded_rows:
+                keep += len(line)
+    if rows < recorded_rows:
+        raise ConfigError(f"--resume {output}: holds {rows} complete rows, {recorded_rows} were written; the file was changed since: start again without --resume")
+    # Rows written after the record was last updated (a kill in between), and a cut row, go: they are predicted again.
+    with output.open("r+b") as handle:
+        handle.truncate(keep)
+    return recorded_rows, recorded

@@ -250,6 +250,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         first_batches = (task.collate(rows, tokenizer) for rows in first_rows)
         total_batches = settings.max_steps * settings.grad_accum if settings.max_steps else len(train_loader) * settings.epochs
         precision_choice = measured_precision(model, head, first_batches, checkpoint, accelerator, total_batches=total_batches)
+        if streamed is not None:
+            first_rows.close()  # a stream's tokenising workers go now, not when the run ends
         if precision_choice["chosen"] == "bf16":
             accelerator = make_accelerator("bf16")
         if main_process and progress:

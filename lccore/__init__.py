@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .components import Head, KGBackend, Task
+from .components import Head, KGBackend, MetricsAccumulator, Task
 from .config import RunConfig, load_config
 from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, TimeLimitError
 from .hookspecs import COMPONENT_KINDS, hookimpl
@@ -25,6 +25,7 @@ __all__ = [
     "Head",
     "KGBackend",
     "LccoreError",
+    "MetricsAccumulator",
     "PluginError",
     "RunConfig",
     "RunDirError",

@@ -91,6 +91,16 @@ class Task:
         optionally nested dicts of floats (e.g. per-type scores)."""
         raise NotImplementedError
 
+    def metrics_accumulator(self) -> "MetricsAccumulator":
+        """What scores a large evaluation a chunk at a time: ``update(predictions, examples)`` for
+        each chunk, then ``compute()`` gives what :meth:`metrics` gives on all of them at once.
+
+        The default keeps every prediction and example and calls :meth:`metrics` at the end. A
+        task whose metrics are sums (counts of matches, totals of log-likelihood) returns an
+        accumulator that keeps only those, so that ``lccore evaluate`` on a file of any size runs
+        in bounded memory; :func:`lccore.testing.check_plugin` checks the two agree."""
+        return MetricsAccumulator(self)
+
     def parse_input(self, value: Any, where: str):
         """One example from a prediction input (a string or a JSON object)."""
         raise NotImplementedError
@@ -115,6 +125,31 @@ class Task:
         relation extraction) cannot simply swap it. A training example that a policy wants
         redacted is then dropped instead, and the run reports it."""
         raise NotImplementedError
+
+
+class MetricsAccumulator:
+    """Scores an evaluation chunk by chunk (see :meth:`Task.metrics_accumulator`). This one, the
+    default, keeps everything and calls ``task.metrics`` once at the end; subclasses keep less."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.predictions: list[dict] = []
+        self.examples: list = []
+
+    def update(self, predictions: list[dict], examples: Sequence) -> None:
+        self.predictions.extend(predictions)
+        self.examples.extend(examples)
+
+    def compute(self) -> dict:
+        return self.task.metrics(self.predictions, self.examples)
+
+    @staticmethod
+    def once(task: Task, predictions: list[dict], examples: Sequence) -> dict:
+        """``task``'s accumulator over one chunk holding everything: a task that has an
+        accumulator writes its :meth:`Task.metrics` as this, so the two can never disagree."""
+        accumulator = task.metrics_accumulator()
+        accumulator.update(predictions, examples)
+        return accumulator.compute()
 
 
 class Head:

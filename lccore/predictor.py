@@ -155,23 +155,41 @@ class Predictor:
         return engine.create("explainer", explainer, options, key=f"explainer.{explainer}").explain(self, list(texts))
 
     def evaluate(self, path: str | Path, *, batch_size: int | None = None, progress: bool = False) -> dict:
-        """The task's metrics (and the loss) on a labelled data file. Its features are cached
-        (``data.cache`` of the run's config): evaluating the same file again does not tokenise."""
-        from .data import file_sha256, read_split
-        from .data.features import cache_root, encoding_fingerprint, fingerprint, split_features, task_fingerprint
+        """The task's metrics (and the loss) on a labelled data file, streamed: the file is
+        tokenised a chunk at a time into the cache (``data.cache`` of the run's config; evaluating
+        the same file again does not tokenise), and each chunk's predictions go into the task's
+        :meth:`~lccore.Task.metrics_accumulator` with its examples, read again from the file. Memory
+        is bounded by a chunk for tasks whose metrics are sums (the first-party ones)."""
+        from .data import file_sha256
+        from .data.features import CHUNK_EXAMPLES, batched, cache_root, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint
+        from .runner import progress_bar, run_chunks
 
-        examples = read_split(self.task, path)
         max_length = self.config.train.max_length
         # the key training gave its evaluation splits: a run's dev or test file is already cached
         task_key = task_fingerprint(self.config.task.name, self.task, self.config.task.options)
         key = fingerprint(encoding_fingerprint(task_key, self.task, self.tokenizer, max_length), "eval", file_sha256(path))
-        features = split_features(self.task, lambda: examples, tokenizer=self.tokenizer, max_length=max_length, key=key, name=str(path),
-                                  cache=cache_root() if self.config.data.cache else None, progress=progress, expected_examples=len(examples),
+        features = split_features(self.task, lambda: stream_examples(self.task, [path]), tokenizer=self.tokenizer, max_length=max_length,
+                                  key=key, name=str(path), cache=cache_root() if self.config.data.cache else None, progress=progress,
                                   num_proc=self.config.data.num_proc)
-        predictions, loss = self._run(examples, batch_size=batch_size, progress=progress, desc="evaluate", with_loss=True, features=features)
-        result = self.task.metrics(predictions, examples)
-        if loss is not None:
-            result["loss"] = loss
+        accumulator = self.task.metrics_accumulator()
+        loss_total, scored_total = 0.0, 0
+        bar = progress_bar(total=features.examples, desc="evaluate", unit="ex", enabled=progress)
+        try:
+            # the features' chunks were encoded from these examples, CHUNK_EXAMPLES at a time, in file order
+            for chunk, examples in zip(features.chunks(), batched(stream_examples(self.task, [path]), CHUNK_EXAMPLES)):
+                per_chunk, loss, scored = run_chunks(
+                    self.model, self.task, self.tokenizer, features, chunks=[chunk], batch_size=batch_size or self.config.train.eval_batch_size,
+                    device=self.device, autocast=self._autocast, loss_fn=self.head.loss, progress=False,
+                )
+                accumulator.update(per_chunk[0], examples)
+                if loss is not None and scored:
+                    loss_total, scored_total = loss_total + loss * scored, scored_total + scored
+                bar.update(len(examples))
+        finally:
+            bar.close()
+        result = accumulator.compute()
+        if scored_total:
+            result["loss"] = loss_total / scored_total
         return result
 
 

@@ -67,18 +67,33 @@ def test_kit_takes_models_by_architecture_and_refuses_an_unknown_one(tiny_model)
         check_plugin("lccore_language_modeling", model={"decoder_only": tiny_model})
 
 
-def broken_plugin() -> types.ModuleType:
-    """A task whose decode drops the last record: what a slip in a real plugin looks like."""
+def broken_plugin(slip: str = "decode") -> types.ModuleType:
+    """A task whose decode drops the last record, or whose metrics accumulator keeps only the
+    last chunk: what a slip in a real plugin looks like."""
     module = types.ModuleType("lccore_broken_task")
 
     @lccore.hookimpl
     def register_tasks(register):
         def make(options):
-            from lccore_text_classification.task import TextClassificationTask
+            from lccore_text_classification.task import LabelPairs, TextClassificationTask
+
+            class LastChunkOnly(LabelPairs):
+                def update(self, predictions, examples):
+                    del self.gold[:], self.predicted[:]
+                    super().update(predictions, examples)
 
             class Broken(TextClassificationTask):
                 def decode(self, outputs, batch, features):
-                    return super().decode(outputs, batch, features)[:-1]
+                    records = super().decode(outputs, batch, features)
+                    return records[:-1] if slip == "decode" else records
+
+                def metrics_accumulator(self):
+                    return LastChunkOnly(self) if slip == "accumulator" else super().metrics_accumulator()
+
+                def metrics(self, predictions, examples):  # the whole-file scores, not through the accumulator
+                    accumulator = LabelPairs(self)
+                    accumulator.update(predictions, examples)
+                    return accumulator.compute()
 
             return Broken(options)
 
@@ -95,6 +110,11 @@ def test_kit_catches_a_task_whose_decode_loses_records(tiny_model):
         check_plugin(broken_plugin(), model=tiny_model)
     report = check_plugin(broken_plugin(), model=tiny_model, raise_on_failure=False)
     assert [c.check for c in report.failures] == ["encode/collate/decode/metrics round-trip"]
+
+
+def test_kit_catches_a_metrics_accumulator_that_disagrees_with_metrics(tiny_model):
+    with pytest.raises(AssertionError, match=r"metrics_accumulator, fed one example at a time, disagrees with metrics on accuracy"):
+        check_plugin(broken_plugin("accumulator"), model=tiny_model)
 
 
 def test_kit_fails_a_plugin_that_does_not_load():

@@ -469,6 +469,14 @@ def _round_trip(task, model, tokenizer, sample) -> str:
     assert not missing, f"metrics lacks {', '.join(missing)} (declared in metric_names)"
     bad = [k for k, v in _flatten(metrics) if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v)]
     assert not bad, f"metrics values must be numbers: {', '.join(bad)}"
+    # `lccore evaluate` scores a file a chunk at a time through the accumulator: one example per
+    # chunk must come to what metrics gives on all of them
+    accumulator = task.metrics_accumulator()
+    for record, example in zip(gathered, sample):
+        accumulator.update([record], [example])
+    streamed = dict(_flatten(accumulator.compute()))
+    differ = [k for k, v in _flatten(metrics) if not (isinstance(streamed.get(k), (int, float)) and math.isclose(streamed[k], v, rel_tol=1e-6, abs_tol=1e-9))]
+    assert not differ, f"metrics_accumulator, fed one example at a time, disagrees with metrics on {', '.join(differ)}"
     return f"{len(records)} records, {task.metric}={metrics[task.metric]:.3g}"
 
 

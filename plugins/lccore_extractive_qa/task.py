@@ -216,11 +216,10 @@ class ExtractiveQATask(lccore.Task):
         return answers
 
     def metrics(self, predictions, examples):
-        golds = [[text for text, _ in e.answers] for e in examples]
-        return {
-            "exact_match": 100.0 * sum(best_over_golds(exact_match, p["answer"], g) for p, g in zip(predictions, golds)) / len(examples),
-            "f1": 100.0 * sum(best_over_golds(f1, p["answer"], g) for p, g in zip(predictions, golds)) / len(examples),
-        }
+        return lccore.MetricsAccumulator.once(self, predictions, examples)
+
+    def metrics_accumulator(self):
+        return AnswerTotals(self)
 
     def example_data(self, directory):
         # SQuAD v2.0 JSON: answers with character offsets, and one question without an answer.
@@ -248,3 +247,23 @@ class ExtractiveQATask(lccore.Task):
             path.write_text(json.dumps({"version": "v2.0", "data": [{"title": split, "paragraphs": paragraphs}]}, indent=1), encoding="utf-8")
             paths[split] = path
         return paths
+
+
+class AnswerTotals(lccore.MetricsAccumulator):
+    """SQuAD's exact match and F1, each the mean over questions of the best score against any gold answer."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        self.exact, self.f1, self.questions = 0.0, 0.0, 0
+
+    def update(self, predictions, examples):
+        for prediction, example in zip(predictions, examples):
+            golds = [text for text, _ in example.answers]
+            self.exact += best_over_golds(exact_match, prediction["answer"], golds)
+            self.f1 += best_over_golds(f1, prediction["answer"], golds)
+            self.questions += 1
+
+    def compute(self):
+        if not self.questions:
+            raise ZeroDivisionError("no questions to score")
+        return {"exact_match": 100.0 * self.exact / self.questions, "f1": 100.0 * self.f1 / self.questions}

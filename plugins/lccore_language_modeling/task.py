@@ -185,10 +185,10 @@ class LanguageModelingTask(lccore.Task):
         ]
 
     def metrics(self, predictions, examples):
-        nll = sum(p["nll"] for p in predictions)
-        tokens = sum(p["tokens"] for p in predictions)
-        mean = nll / tokens if tokens else float("nan")
-        return {"perplexity": math.exp(mean) if tokens else float("nan"), "nll": mean}
+        return lccore.MetricsAccumulator.once(self, predictions, examples)
+
+    def metrics_accumulator(self):
+        return LikelihoodTotals(self)
 
     def example_data(self, directory):
         # Plain text, one text per line. Texts of a dozen words, so that a batch of four holds
@@ -209,3 +209,19 @@ class LanguageModelingTask(lccore.Task):
             path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             paths[split] = path
         return paths
+
+
+class LikelihoodTotals(lccore.MetricsAccumulator):
+    """Perplexity over a file from two running totals: negative log-likelihood and tokens scored."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        self.nll, self.tokens = 0.0, 0
+
+    def update(self, predictions, examples):
+        self.nll += sum(p["nll"] for p in predictions)
+        self.tokens += sum(p["tokens"] for p in predictions)
+
+    def compute(self):
+        mean = self.nll / self.tokens if self.tokens else float("nan")
+        return {"perplexity": math.exp(mean) if self.tokens else float("nan"), "nll": mean}

@@ -201,18 +201,10 @@ class NERTask(lccore.Task):
         return records
 
     def metrics(self, predictions, examples):
-        from seqeval.metrics import classification_report
+        return lccore.MetricsAccumulator.once(self, predictions, examples)
 
-        gold = [list(e.tags) for e in examples]
-        predicted = [p["tags"] for p in predictions]
-        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-        micro = report["micro avg"]
-        per_type = {
-            kind: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]), "support": int(r["support"])}
-            for kind, r in report.items()
-            if not kind.endswith(" avg")
-        }
-        return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]), "per_type": per_type}
+    def metrics_accumulator(self):
+        return EntityCounts(self)
 
     def example_data(self, directory):
         # CoNLL, one "token tag" per line and a blank line between sentences: the format every
@@ -235,3 +227,32 @@ class NERTask(lccore.Task):
 def continuation(tag: str) -> str:
     """The tag of a word's later sub-tokens: inside the same entity (B-X -> I-X, S-X -> I-X)."""
     return "I-" + tag[2:] if tag[:2] in ("B-", "S-") else tag
+
+
+class EntityCounts(lccore.MetricsAccumulator):
+    """seqeval's entity-level scores (its default, CoNLL mode) from counts per entity type:
+    entities predicted, entities in the gold tags, and exact matches (type, start, end)."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        self.counts: dict[str, list[int]] = {}  # type -> [matched, predicted, gold]
+
+    def update(self, predictions, examples):
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        for prediction, example in zip(predictions, examples):
+            gold, predicted = set(get_entities(list(example.tags))), set(get_entities(list(prediction["tags"])))
+            for entities, column in ((gold & predicted, 0), (predicted, 1), (gold, 2)):
+                for kind, _, _ in entities:
+                    self.counts.setdefault(kind, [0, 0, 0])[column] += 1
+
+    def compute(self):
+        def scores(matched, predicted, gold):
+            precision = matched / predicted if predicted else 0.0
+            recall = matched / gold if gold else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            return {"precision": precision, "recall": recall, "f1": f1}
+
+        per_type = {kind: {**scores(*counts), "support": counts[2]} for kind, counts in sorted(self.counts.items())}
+        totals = [sum(column) for column in zip(*self.counts.values())] if self.counts else [0, 0, 0]
+        return {**scores(*totals), "per_type": per_type}

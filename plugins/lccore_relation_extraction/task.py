@@ -154,17 +154,10 @@ class RelationExtractionTask(lccore.Task):
 
     def metrics(self, predictions, examples):
         """Micro precision, recall and F1 over the positive relations, as TACRED scores them."""
-        none = self.options.no_relation
-        gold = [e.relation for e in examples]
-        guessed = [p["relation"] for p in predictions]
-        correct = sum(g == p != none for g, p in zip(gold, guessed))
-        predicted_positive = sum(p != none for p in guessed)
-        gold_positive = sum(g != none for g in gold)
-        precision = correct / predicted_positive if predicted_positive else 0.0
-        recall = correct / gold_positive if gold_positive else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        accuracy = sum(g == p for g, p in zip(gold, guessed)) / len(gold)
-        return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}
+        return lccore.MetricsAccumulator.once(self, predictions, examples)
+
+    def metrics_accumulator(self):
+        return RelationCounts(self)
 
     def example_data(self, directory):
         # JSONL rows with typed character spans; one pair in no relation (task.no_relation).
@@ -196,3 +189,27 @@ class RelationExtractionTask(lccore.Task):
             path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
             paths[split] = path
         return paths
+
+
+class RelationCounts(lccore.MetricsAccumulator):
+    """TACRED's micro scores over the positive relations, from five counts."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        self.correct = self.predicted_positive = self.gold_positive = self.equal = self.pairs = 0
+
+    def update(self, predictions, examples):
+        none = self.task.options.no_relation
+        for prediction, example in zip(predictions, examples):
+            gold, guessed = example.relation, prediction["relation"]
+            self.correct += gold == guessed != none
+            self.predicted_positive += guessed != none
+            self.gold_positive += gold != none
+            self.equal += gold == guessed
+            self.pairs += 1
+
+    def compute(self):
+        precision = self.correct / self.predicted_positive if self.predicted_positive else 0.0
+        recall = self.correct / self.gold_positive if self.gold_positive else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "accuracy": self.equal / self.pairs}

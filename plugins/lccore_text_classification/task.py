@@ -74,14 +74,10 @@ class TextClassificationTask(lccore.Task):
         return [{"label": self.labels[i], "score": round(float(s), 6)} for i, s in zip(indices.tolist(), scores.tolist())]
 
     def metrics(self, predictions, examples):
-        from sklearn.metrics import accuracy_score, f1_score
+        return lccore.MetricsAccumulator.once(self, predictions, examples)
 
-        gold = [e.label for e in examples]
-        predicted = [p["label"] for p in predictions]
-        return {
-            "accuracy": float(accuracy_score(gold, predicted)),
-            "f1_macro": float(f1_score(gold, predicted, labels=self.labels, average="macro", zero_division=0)),
-        }
+    def metrics_accumulator(self):
+        return LabelPairs(self)
 
     def example_data(self, directory):
         import json
@@ -109,3 +105,33 @@ class TextClassificationTask(lccore.Task):
             label = value.get(self.options.label_field)
             return Example(value[self.options.text_field], None if label is None else str(label), where)
         raise lccore.DataError(f"{where}: expected a string or an object with a string '{self.options.text_field}'")
+
+
+class LabelPairs(lccore.MetricsAccumulator):
+    """Gold and predicted labels as small integers (4 bytes a row, not the examples): what
+    accuracy and macro F1 need, for an evaluation file of any size."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        from array import array
+
+        self.names: dict[str, int] = {label: index for index, label in enumerate(task.labels)}
+        self.gold, self.predicted = array("i"), array("i")
+
+    def _index(self, label) -> int:
+        return self.names.setdefault(label, len(self.names))
+
+    def update(self, predictions, examples):
+        self.gold.extend(self._index(e.label) for e in examples)
+        self.predicted.extend(self._index(p["label"]) for p in predictions)
+
+    def compute(self):
+        import numpy as np
+        from sklearn.metrics import accuracy_score, f1_score
+
+        gold, predicted = np.frombuffer(self.gold, dtype=np.int32), np.frombuffer(self.predicted, dtype=np.int32)
+        labels = [self.names[label] for label in self.task.labels]
+        return {
+            "accuracy": float(accuracy_score(gold, predicted)),
+            "f1_macro": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+        }

@@ -117,6 +117,7 @@ def bounded(kind: type, low: float | None = None, high: float | None = None, *, 
 
 #: Bounds shared by several commands.
 BATCH_SIZE = bounded(int, 1, 1 << 20)
+WINDOW = bounded(int, 1, 1 << 20)
 SEED = bounded(int, 0, 2**32 - 1)
 
 
@@ -183,6 +184,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     predict.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after the run config's 'ethics' list (repeatable)")
     predict.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
     predict.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
+    predict.add_argument("--window", type=WINDOW, help="rows read, predicted (sorted by length into batches) and written at a time (default 4096): memory grows with it")
     predict.add_argument("--resume", action="store_true", help="continue an interrupted prediction into --output after its last complete row (same run, input rows and options)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
@@ -444,6 +446,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     _quiet_transformers()
+    from .errors import ConfigError
     from .predictor import load, predict_file
 
     from . import ethics
@@ -451,9 +454,23 @@ def cmd_predict(args) -> int:
     extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
     check_output_path(args.output, "--output")
     check_output_path(args.audit_log, "--audit-log")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:  # started by torchrun: the windows are shared out, one output in input order
+        import torch
+        from accelerate import PartialState
+
+        from .predictor import predict_file_sharded
+
+        if args.resume:
+            raise ConfigError("--resume: not under several processes; resume with one (plain lccore predict)")
+        state = PartialState(cpu=not torch.cuda.is_available())
+        predictor = load(args.run_dir, device=str(state.device), precision=args.precision, ethics=extra, audit_log=args.audit_log)
+        predict_file_sharded(predictor, args.input, args.output, rank=state.process_index, processes=state.num_processes,
+                             barrier=state.wait_for_everyone, batch_size=args.batch_size, window=args.window, progress=False)
+        return 0
     predictor = load(args.run_dir, precision=args.precision, ethics=extra, audit_log=args.audit_log)
-    # A window of rows at a time, each written and flushed as it is done (docs/inference.md).
-    predict_file(predictor, args.input, args.output, resume=args.resume, batch_size=args.batch_size, progress=not args.quiet)
+    # A window of rows at a time, each written and flushed as it is done (README: lccore predict streams).
+    predict_file(predictor, args.input, args.output, resume=args.resume, batch_size=args.batch_size, window=args.window, progress=not args.quiet)
     choice = predictor.precision_choice
     if choice and not args.quiet:
         print(f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "

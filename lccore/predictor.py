@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -389,3 +390,52 @@ def _resumable(output: Path, state_path: Path, identity: dict) -> tuple[int, dic
     with output.open("r+b") as handle:
         handle.truncate(keep)
     return recorded_rows, recorded
+
+
+def predict_file_sharded(predictor: Predictor, input_path: str, output_path: str, *, rank: int, processes: int, barrier,
+                         batch_size: int | None = None, window: int | None = None, progress: bool = True) -> None:
+    """:func:`predict_file` over several processes (a ``torchrun`` launch): window ``i`` of the
+    input is predicted by process ``i % processes`` into its own shard beside the output; once all
+    are done (``barrier``), the main process writes the output by taking the windows back in input
+    order, and removes the shards. The output is the file one process writes."""
+    from .data.features import batched
+
+    window = window or PREDICT_WINDOW
+    if input_path == "-" or output_path == "-":
+        raise ConfigError("predict under several processes: give --input and --output files (not '-'): each process reads the input, the first writes the output")
+    if predictor.autocast_dtype == "auto":
+        raise ConfigError("--precision auto: under several processes each would measure on its own; give fp32 or bf16")
+    output = Path(output_path)
+    shard = _shard_path(output, rank)
+    try:
+        with shard.open("w", encoding="utf-8") as handle:
+            for index, chunk in enumerate(batched(read_prediction_inputs(input_path), window)):
+                if index % processes != rank:
+                    continue
+                examples = [predictor.task.parse_input(value, where) for where, value in chunk]
+                records = predictor.predict_parsed(examples, batch_size=batch_size)
+                handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    except BaseException:
+        shard.unlink(missing_ok=True)
+        raise
+    barrier()
+    if rank == 0:
+        shards = [_shard_path(output, r).open(encoding="utf-8") for r in range(processes)]
+        try:
+            with output.open("w", encoding="utf-8") as handle:
+                # every window but the input's last is full, so the shards give them back in turn
+                for index in itertools.count():
+                    lines = list(itertools.islice(shards[index % processes], window))
+                    handle.writelines(lines)
+                    if len(lines) < window:
+                        break
+        finally:
+            for opened in shards:
+                opened.close()
+            for r in range(processes):
+                _shard_path(output, r).unlink(missing_ok=True)
+    barrier()
+
+
+def _shard_path(output: Path, rank: int) -> Path:
+    return output.with_name(f"{output.name}.rank-{rank}.partial")

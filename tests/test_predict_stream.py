@@ -125,3 +125,20 @@ def test_resume_needs_files_not_pipes(trained_run, tmp_path, capsys):
     inputs = write_inputs(tmp_path / "in.jsonl", 3)
     assert cli(["predict", str(trained_run.output_dir), "--input", str(inputs), "--resume", "-q"]) == 2
     assert "--resume: needs an --input file and an --output file" in capsys.readouterr().err
+
+
+def test_two_processes_write_the_file_one_writes(trained_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    inputs = write_inputs(tmp_path / "in.jsonl", 45)
+    one = tmp_path / "one.jsonl"
+    assert cli(["predict", str(trained_run.output_dir), "--input", str(inputs), "--output", str(one), "--window", "4", "-q"]) == 0
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]
+    two = tmp_path / "two.jsonl"
+    result = subprocess.run([*launcher, "predict", str(trained_run.output_dir), "--input", str(inputs), "--output", str(two), "--window", "4", "-q"],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert two.read_bytes() == one.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "one.jsonl", "two.jsonl"]  # the shards are gone

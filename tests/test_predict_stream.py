@@ -142,3 +142,17 @@ def test_two_processes_write_the_file_one_writes(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert two.read_bytes() == one.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "one.jsonl", "two.jsonl"]  # the shards are gone
+
+
+def test_windows_keep_ner_offsets_and_a_guard_per_row(ner_run, ner_files, tmp_path):
+    """Another task (entities with offsets) and an ethics guard: the streamed file is the
+    in-memory predictions, a blocked row refused in its place."""
+    predictor = lccore.load(ner_run.output_dir, ethics=[{"name": "blocklist", "terms": ["zzyzx"]}])
+    rows = [json.loads(line) for line in ner_files["test"].read_text().splitlines()][:20]
+    rows[5] = {"tokens": ["zzyzx", "visited", "paris"], "tags": ["O", "O", "B-LOC"]}
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    predict_file(predictor, str(inputs), str(tmp_path / "out.jsonl"), window=3, progress=False)
+    streamed = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert streamed == predictor.predict(rows)
+    assert streamed[5]["refused"] is True and any(record.get("entities") for record in streamed)

@@ -1,0 +1,156 @@
+"""Prediction as the input grows: `lccore predict` (streamed) against the in-memory path it replaced.
+
+    HF_HUB_OFFLINE=1 python benchmarks/predict_scale.py [--rows 10000 100000 1000000] [--json OUT.json]
+
+A tiny BERT text classifier (hidden 64, 2 layers, its WordPiece tokenizer learnt from the data)
+is trained once by `lccore.train` on 2,000 generated sentences. Then, for each input size (generated
+sentences of 4 to 20 words, one JSON string per line), each in a fresh child process that loads
+the run first (not timed):
+
+- **streamed**: `lccore.predictor.predict_file` — what `lccore predict --input IN --output OUT`
+  runs: 4,096 rows at a time, length-sorted within, each window written and flushed;
+- **in memory** (baseline, on the smallest size only): what `lccore predict` did before issue 17:
+  read and parse every row, `predict_parsed` on the whole list, write the file at the end.
+
+Each reports rows/second over that work and its peak RSS (`ru_maxrss`). Issue 17's goals: peak RSS
+at the largest size ≤ peak RSS at the smallest + 300 MB; throughput at the largest ≥ 0.95× the
+in-memory throughput at the smallest.
+
+Then a kill: `lccore predict` on the middle size is SIGKILLed at a random point, `--resume`d, and
+the file compared byte for byte with an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = (
+    "the a film book show was is very really not quite good great bad awful lovely dull boring wonderful "
+    "story acting plot music ending cast director scene moment and but with of to in it this that"
+).split()
+POSITIVE, NEGATIVE = {"good", "great", "lovely", "wonderful"}, {"bad", "awful", "dull", "boring"}
+
+
+def sentences(count: int, seed: int):
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield " ".join(rng.choices(WORDS, k=rng.randint(4, 20)))
+
+
+def train_run(folder: Path) -> Path:
+    import lccore
+
+    rows = []
+    for text in sentences(2000, seed=1):
+        words = set(text.split())
+        rows.append({"text": text, "label": "positive" if len(words & POSITIVE) >= len(words & NEGATIVE) else "negative"})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = {"model": {"architecture": "bert", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "vocab_size": 2000},
+              "task": {"name": "text_classification", "train": str(folder / "train.jsonl")},
+              "train": {"epochs": 1, "batch_size": 32, "max_length": 64}}
+    lccore.train(config, folder / "run", progress=False)
+    return folder / "run"
+
+
+def child(system: str, run: str, inputs: str, output: str) -> None:
+    """In a fresh process: load the run, then time the prediction of ``inputs`` into ``output``."""
+    import lccore
+    from lccore.predictor import predict_file, read_prediction_inputs
+
+    predictor = lccore.load(run)
+    start = time.perf_counter()
+    if system == "streamed":
+        rows = predict_file(predictor, inputs, output, progress=False)
+    else:  # the path before issue 17
+        examples = [predictor.task.parse_input(value, where) for where, value in read_prediction_inputs(inputs)]
+        predictions = predictor.predict_parsed(examples)
+        Path(output).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
+        rows = len(predictions)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def measure(system: str, run: Path, inputs: Path, output: Path) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", system, str(run), str(inputs), str(output)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{system} failed on {inputs}:\n{result.stderr[-2000:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    measured["rows_per_s"] = measured["rows"] / measured["seconds"]
+    return measured
+
+
+def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
+    """SIGKILL `lccore predict` at a random point, `--resume` it, compare with an uninterrupted run."""
+    command = [sys.executable, "-m", "lccore", "predict", str(run), "--input", str(inputs), "-q"]
+    straight = folder / "straight.jsonl"
+    start = time.perf_counter()
+    subprocess.run([*command, "--output", str(straight)], check=True)
+    full = time.perf_counter() - start
+    killed_after = random.Random(seed).uniform(0.3, 0.8) * full
+    out = folder / "resumed.jsonl"
+    process = subprocess.Popen([*command, "--output", str(out)])
+    time.sleep(killed_after)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    rows_at_kill = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    subprocess.run([*command, "--output", str(out), "--resume"], check=True)
+    return {"killed_after_s": round(killed_after, 1), "rows_at_kill": rows_at_kill, "identical": out.read_bytes() == straight.read_bytes()}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:6])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="input sizes (default 10000 100000 1000000)")
+    parser.add_argument("--seed", type=int, default=0, help="where the kill falls")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    if not all(100 <= n <= 100_000_000 for n in args.rows):
+        parser.error("--rows must lie in 100..100000000")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sizes = sorted(args.rows)
+    with tempfile.TemporaryDirectory(prefix="lccore-predict-scale-") as name:
+        folder = Path(name)
+        os.environ["LCCORE_CACHE"] = str(folder / "cache")
+        run = train_run(folder)
+        rows = []
+        for size in sizes:
+            inputs = folder / f"in-{size}.jsonl"
+            inputs.write_text("".join(json.dumps(text) + "\n" for text in sentences(size, seed=size)), encoding="utf-8")
+            row = {"rows": size, "streamed": measure("streamed", run, inputs, folder / "out.jsonl")}
+            if size == sizes[0]:
+                row["in_memory"] = measure("in_memory", run, inputs, folder / "out-memory.jsonl")
+                row["same_output"] = (folder / "out.jsonl").read_bytes() == (folder / "out-memory.jsonl").read_bytes()
+            rows.append(row)
+            if size != sizes[len(sizes) // 2]:
+                inputs.unlink()
+        baseline = rows[0]["in_memory"]
+        print(f"{'rows':>9} {'streamed rows/s':>16} {'vs in-memory @' + str(sizes[0]):>20} {'peak RSS MB':>12} {'RSS - smallest':>15}")
+        print(f"{sizes[0]:>9} {baseline['rows_per_s']:>16.0f} {'(in memory)':>20} {baseline['peak_rss_mb']:>12.0f} {'':>15}")
+        for row in rows:
+            streamed = row["streamed"]
+            print(f"{row['rows']:>9} {streamed['rows_per_s']:>16.0f} {streamed['rows_per_s'] / baseline['rows_per_s']:>19.2f}x "
+                  f"{streamed['peak_rss_mb']:>12.0f} {streamed['peak_rss_mb'] - rows[0]['streamed']['peak_rss_mb']:>+15.0f}")
+        print(f"streamed output identical to the in-memory path's at {sizes[0]} rows: {rows[0]['same_output']}")
+        middle = sizes[len(sizes) // 2]
+        killed = kill_and_resume(run, folder / f"in-{middle}.jsonl", folder, args.seed)
+        print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), --resume: "
+              f"{'identical' if killed['identical'] else 'DIFFERENT'} to an uninterrupted run")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "kill_and_resume": killed}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

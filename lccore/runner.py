@@ -78,7 +78,8 @@ def model_load_errors(key: str, source):
         raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None
 
 
-def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leave: bool = True, delay: float = 0.0, initial: int = 0):
+def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leave: bool = True, delay: float = 0.0, initial: int = 0,
+                 unit_scale: bool = False):
     """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log. With
     ``delay`` it shows only once the work has taken that long (a quick pass, or one that fails at
     once with a one-line error, draws nothing)."""
@@ -88,7 +89,7 @@ def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leav
 
     interactive = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0, delay=delay,
-                initial=initial)
+                initial=initial, unit_scale=unit_scale)
 
 
 def run_model(model, task, tokenizer, features, **options) -> tuple[list[dict], float | None]:

@@ -223,6 +223,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             task, train_examples.with_replay, tokenizer=tokenizer, max_length=settings.max_length, name="train", progress=progress,
             key=fingerprint(encoding_key, "train", data_hashes["train"], config.ethics, train_examples.replay_sha256()), cache=features_at,
             expected_examples=train_examples.known_count(), num_proc=config.data.num_proc,
+            source_bytes=train_examples.source_bytes(),
         )
     for name, examples in eval_examples.items():
         features[name] = split_features(
@@ -565,6 +566,12 @@ class TrainingExamples:
     def known_count(self) -> int | None:
         """The number of examples, when a pass has counted them (for progress bars)."""
         return None if self._count is None else self._count + len(self.replayed)
+
+    def source_bytes(self) -> int:
+        """The size of the split's files (a progress bar's total before the examples are counted)."""
+        from .data import data_files
+
+        return sum(os.path.getsize(path) for path in data_files(self.files))
 
     def with_replay(self):
         """One pass over the split and then the replayed examples: what is tokenised."""

@@ -27,11 +27,22 @@ def check_file(path: str | Path) -> Path:
     return path
 
 
+#: Bytes every :func:`read_lines` has read in this process: what a progress bar over a split
+#: whose examples are not counted yet measures (see :func:`bytes_read`).
+_BYTES_READ = [0]
+
+
+def bytes_read() -> int:
+    """Bytes read so far by this process through :func:`read_lines` (the readers tasks use)."""
+    return _BYTES_READ[0]
+
+
 def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped)."""
     path = check_file(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            _BYTES_READ[0] += len(raw)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

@@ -180,11 +180,13 @@ def split_features(
     progress: bool = True,
     expected_examples: int | None = None,
     num_proc: int = 1,
+    source_bytes: int | None = None,
 ) -> FeatureSet:
     """The features of one split: opened from the cache entry ``key`` under ``cache`` when it is
     there and intact, else encoded from ``examples()`` (a fresh iterator of the split's examples)
     by ``num_proc`` processes and written there. ``cache=None``: nowhere to keep them: they are
-    built in memory."""
+    built in memory. The progress bar counts examples out of ``expected_examples``; when that is
+    unknown (nothing has counted them yet), bytes out of ``source_bytes``, the split's files' size."""
     if cache is None:
         return _encode_in_memory(task, examples(), tokenizer, max_length, name, progress, expected_examples)
     folder = cache / FEATURES_DIR / key
@@ -196,7 +198,7 @@ def split_features(
             except DamagedEntry as exc:
                 print(f"lccore: warning: cache entry {folder} is damaged ({exc}); rebuilding it", file=sys.stderr, flush=True)
                 remove_entry(folder)
-        return _build_entry(task, examples, tokenizer, max_length, folder, name, progress, expected_examples, num_proc)
+        return _build_entry(task, examples, tokenizer, max_length, folder, name, progress, expected_examples, num_proc, source_bytes)
 
 
 class DamagedEntry(Exception):
@@ -326,7 +328,7 @@ def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, exp
     return FeatureSet(rows, lengths, chunk_ends, count)
 
 
-def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, progress, expected, num_proc) -> FeatureSet:
+def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, progress, expected, num_proc, source_bytes=None) -> FeatureSet:
     from datasets import Features, Sequence as ListOf, Value
     from datasets.arrow_writer import ArrowWriter
 
@@ -334,7 +336,10 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     from ..runner import progress_bar
 
     partial = _new_partial(folder)
-    bar = progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
+    if expected is None and source_bytes:  # the examples are not counted yet: the bytes read give the rate and ETA
+        bar = BytesBar(progress_bar(total=source_bytes, desc=f"tokenise {name}", unit="B", unit_scale=True, enabled=progress, delay=1.0))
+    else:
+        bar = progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
     schema = Features({"input_ids": ListOf(Value("int32")), "extra": Value("string")})
     chunk_ends, rows, count = [], 0, 0
     try:
@@ -378,6 +383,23 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     finally:
         bar.close()
     return open_entry(folder)
+
+
+class BytesBar:
+    """A bar over a split's bytes, moved by what :func:`lccore.data.read_lines` has read since it
+    started, wherever the examples it is told of came from."""
+
+    def __init__(self, bar):
+        from . import bytes_read
+
+        self.bar, self.bytes_read, self.start = bar, bytes_read, bytes_read()
+
+    def update(self, examples: int) -> None:
+        done = min(self.bytes_read() - self.start, self.bar.total)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _write_pending(writer, pending: list) -> None:

@@ -267,10 +267,12 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
 
     window = window or PREDICT_WINDOW
     to_stdout = output_path == "-"
-    if resume and (to_stdout or input_path == "-"):
-        raise ConfigError("--resume: needs an --input file and an --output file, not '-'")
     output = None if to_stdout else Path(output_path)
-    state_path = None if to_stdout else output.with_name(output.name + PREDICT_STATE_SUFFIX)
+    # a device or a pipe given as the output (/dev/stdout, a FIFO) is written, never resumed
+    resumable = output is not None and (output.is_file() or not output.exists())
+    if resume and (not resumable or input_path == "-"):
+        raise ConfigError("--resume: needs an --input file and an --output file, not '-'")
+    state_path = output.with_name(output.name + PREDICT_STATE_SUFFIX) if resumable else None
     manifest = predictor.run_dir / MANIFEST_FILE
     identity = {
         "run": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else str(predictor.run_dir.resolve()),
@@ -291,7 +293,7 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
         if recorded.get("chosen_precision"):  # what the interrupted run measured and chose, kept
             predictor.use_precision(recorded["chosen_precision"]["chosen"])
     total = _count_rows(input_path) if progress and input_path != "-" else None
-    bar = progress_bar(total=total, initial=skip, desc="predict", unit="row", enabled=progress)
+    bar = progress_bar(total=total, initial=skip, desc="predict", unit="row", enabled=progress, delay=1.0)
     handle = sys.stdout if to_stdout else output.open("a" if resume else "w", encoding="utf-8")
     written, failure = skip, None
     try:
@@ -316,7 +318,11 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     finally:
         bar.close()
         if not to_stdout:
-            handle.close()
+            try:
+                handle.close()
+            except OSError as exc:  # what close could not flush; an error already on its way wins
+                if sys.exc_info()[1] is None:
+                    raise OSError(exc.errno, exc.strerror, output_path) from None
     if failure is not None:  # the rows before the bad one are written; --resume continues after the fix
         raise failure
     if state_path is not None:

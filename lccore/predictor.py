@@ -373,8 +373,11 @@ def _resumable(output: Path, state_path: Path, identity: dict) -> tuple[int, dic
     try:
         recorded = json.loads(state_path.read_text(encoding="utf-8"))
         recorded_rows, recorded_prefix = recorded["rows"], recorded["prefix_sha256"]
-        if type(recorded_rows) is not int or recorded_rows < 0 or not isinstance(recorded_prefix, str):
-            raise ValueError("rows and prefix_sha256 of the wrong type")
+        chosen = recorded.get("chosen_precision")
+        if type(recorded_rows) is not int or recorded_rows < 0 or not isinstance(recorded_prefix, str) or not (
+            chosen is None or (isinstance(chosen, dict) and chosen.get("chosen") in ("fp32", "bf16"))
+        ):
+            raise ValueError("rows, prefix_sha256 or chosen_precision of the wrong type")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--resume {state_path}: unreadable ({exc}); start again without --resume") from None
     differences = [key for key in identity if recorded.get(key) != identity[key]]

@@ -97,6 +97,13 @@ def test_resume_refuses_another_input_run_or_options(predictor, tmp_path, monkey
     inputs.write_text(lines[1] + lines[0] + "".join(lines[2:]))  # the same file, its rows changed
     with pytest.raises(lccore.ConfigError, match="predicted from other input rows"):
         predict_file(predictor, str(inputs), str(out), resume=True, window=5, progress=False)
+    state = tmp_path / ("out.jsonl" + PREDICT_STATE_SUFFIX)
+    recorded = state.read_text()
+    assert '"chosen_precision": null' in recorded
+    state.write_text(recorded.replace('"chosen_precision": null', '"chosen_precision": "x"'))
+    with pytest.raises(lccore.ConfigError, match="unreadable"):
+        predict_file(predictor, str(inputs), str(out), resume=True, window=5, progress=False)
+    state.write_text(recorded)
     with pytest.raises(lccore.ConfigError, match="no record of an interrupted lccore predict"):
         predict_file(predictor, str(inputs), str(tmp_path / "never.jsonl"), resume=True, window=5, progress=False)
     assert out.read_bytes() == written  # a refused resume changes nothing

@@ -34,6 +34,7 @@ __all__ = [
     "hookimpl",
     "load",
     "load_config",
+    "progress_bar",
     "train",
 ]
 
@@ -44,6 +45,15 @@ def train(config, output_dir, **kwargs):
     from .training import train as _train
 
     return _train(config, output_dir, **kwargs)
+
+
+def progress_bar(*, total, desc: str, unit: str, enabled: bool = True, delay: float = 1.0, **kwargs):
+    """A tqdm bar with rate and ETA, as lccore's own commands draw them (redrawn rarely when stderr
+    is a file or a CI log; with ``delay`` only once the work has taken that long), for plugins'
+    long work; see :func:`lccore.runner.progress_bar`."""
+    from .runner import progress_bar as _progress_bar
+
+    return _progress_bar(total=total, desc=desc, unit=unit, enabled=enabled, delay=delay, **kwargs)
 
 
 def load(run_dir, **kwargs):

@@ -200,6 +200,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print the attribution records (or the faithfulness scores) as JSON")
     explain.add_argument("--evaluate", action="store_true", help="faithfulness: comprehensiveness and sufficiency of each explainer and of random, on --data")
     explain.add_argument("--data", metavar="FILE", help="with --evaluate: JSONL of texts (strings or objects the task reads), or '-' for stdin")
+    explain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     explain.set_defaults(command=cmd_explain)
 
     export = commands.add_parser("export", help="write a LoRA run as a plain run directory, the adapter merged into the weights")
@@ -426,7 +427,8 @@ def summary(run) -> str:
                     lines.append(f"{label} {name}: {scores['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
     cleaned = run.metrics.get("ethics", {}).get("training_data")
     if cleaned:
-        lines.append(f"ethics: {cleaned['dropped']} of {cleaned['examples']} training examples dropped, {cleaned['changed']} redacted, {cleaned['flagged']} flagged")
+        warning = "warning: " if cleaned["dropped"] else ""
+        lines.append(f"{warning}ethics: {cleaned['dropped']} of {cleaned['examples']} training examples dropped ({cleaned['dropped'] / max(cleaned['examples'], 1):.1%}), {cleaned['changed']} redacted, {cleaned['flagged']} flagged")
         for name, counts in cleaned["policies"].items():
             reasons = ", ".join(f"{reason} x{n}" for reason, n in sorted(counts["reasons"].items()))
             lines.append(f"  {name}: {counts['block']} blocked, {counts['redact']} redacted, {counts['flag']} flagged" + (f" ({reasons})" if reasons else ""))
@@ -504,6 +506,14 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _explain(explainer, predictor, texts, *, progress: bool) -> list[dict]:
+    """``explainer.explain``, with a progress bar when the explainer draws one (``progress`` is optional in the contract)."""
+    import inspect
+
+    accepts = "progress" in inspect.signature(explainer.explain).parameters
+    return explainer.explain(predictor, texts, progress=progress) if accepts else explainer.explain(predictor, texts)
+
+
 def cmd_explain(args) -> int:
     from .config import safe_load_yaml
     from .errors import ConfigError
@@ -537,7 +547,7 @@ def cmd_explain(args) -> int:
         explainers["random"].faithfulness(predictor, [])  # a run it cannot score fails before the explaining
         results = {}
         for name, explainer in explainers.items():
-            records = explainer.explain(predictor, texts)
+            records = _explain(explainer, predictor, texts, progress=not args.quiet)
             scorer = explainer if hasattr(explainer, "faithfulness") else explainers["random"]
             evaluations = sum(r.get("cost", {}).get("model_evaluations", 0) for r in records)
             results[name] = {**scorer.faithfulness(predictor, records), "model_evaluations_per_text": round(evaluations / max(1, len(texts)), 1)}
@@ -551,7 +561,7 @@ def cmd_explain(args) -> int:
         print("comprehensiveness: drop in p(predicted class) when the top 10-50% of the words are deleted (higher is better);\n"
               "sufficiency: the drop when only those words are kept (lower is better); averaged over the bins and the texts")
         return 0
-    records = [r for explainer in explainers.values() for r in explainer.explain(predictor, args.text)]
+    records = [r for explainer in explainers.values() for r in _explain(explainer, predictor, args.text, progress=not args.quiet)]
     if args.html:
         renderer = next((e for e in explainers.values() if hasattr(e, "render_html")), None) or engine.create("explainer", "random")
         Path(args.html).write_text(renderer.render_html(records, title=f"lccore explain: {Path(args.run_dir).name}"), encoding="utf-8")

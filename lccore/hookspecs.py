@@ -128,7 +128,9 @@ def register_explainers(register):
     ``factory(options)`` returns an object with ``explain(predictor, texts) -> list[dict]``, one
     record per text and explained target (a class; for NER each predicted entity) holding the
     prediction, the words with their character offsets, and one attribution per word (the
-    first-party ``explain`` plugin documents the record format).
+    first-party ``explain`` plugin documents the record format). ``explain`` may take a keyword
+    ``progress`` (bool): ``lccore explain`` then passes True unless ``--quiet``, and the explainer
+    draws a bar with :func:`lccore.progress_bar`.
     """
 
 

@@ -56,6 +56,20 @@ class PluginInfo:
         return attrs.asdict(self)
 
 
+_WARNED_DISABLED: set[str] = set()
+
+
+def _warn_unknown_disabled(disabled: set[str], plugins: dict) -> None:
+    """A name to disable that no installed plugin has is a typo more often than not: say so, once."""
+    import difflib
+
+    for name in sorted(disabled - set(plugins) - _WARNED_DISABLED):
+        _WARNED_DISABLED.add(name)
+        close = difflib.get_close_matches(name, list(plugins), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; installed: {', '.join(sorted(plugins))}"
+        print(f"lccore: warning: {DISABLE_ENV} or plugins.disable names '{name}', which no installed plugin is called{hint}", file=sys.stderr, flush=True)
+
+
 def disabled_from_env() -> list[str]:
     return [name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()]
 
@@ -97,6 +111,8 @@ class Engine:
         for plugin in plugins:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
             self._add(PluginInfo(name=name, module=name), lambda plugin=plugin: plugin)
+        if entry_points:
+            _warn_unknown_disabled(self.disabled, self.plugins)
 
     # --- loading ---------------------------------------------------------------------------------
 

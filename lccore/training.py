@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -168,6 +169,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         if not len(train_examples):
             raise ConfigError(f"ethics: the policies dropped all {train_examples.report['examples']} training examples")
         ethics_report = train_examples.report
+        if ethics_report["dropped"] and int(os.environ.get("RANK", "0")) == 0:  # said now, not only in the summary: the run trains on less
+            print(f"lccore: warning: {ethics_dropped_line(ethics_report)}", file=sys.stderr, flush=True)
     if previous is not None:
         train_examples.replayed = previous.replay(task, settings.replay, settings.seed)
     train_examples.progress = False  # the tokenising pass shows a bar of its own
@@ -682,6 +685,19 @@ def check_max_length(model, tokenizer, max_length: int) -> None:
 
 #: Every ethics decision on the training data, one JSON line each (no raw text).
 ETHICS_AUDIT_FILE = "ethics_audit.jsonl"
+
+
+def ethics_dropped_line(report: dict) -> str:
+    """One line on what the ethics policies took out of the training data, per policy with reasons."""
+    share = report["dropped"] / max(report["examples"], 1)
+    per_policy = "; ".join(
+        f"{name}: {counts['block']} blocked" + (f" ({', '.join(f'{r} x{n}' for r, n in sorted(counts['reasons'].items()))})" if counts["reasons"] else "")
+        for name, counts in report["policies"].items()
+        if counts["block"]
+    )
+    unredactable = f"; {report['dropped_unredactable']} could not be redacted" if report.get("dropped_unredactable") else ""
+    return (f"ethics dropped {report['dropped']} of {report['examples']} training examples ({share:.1%}){unredactable}: {per_policy}; "
+            f"each decision is in {ETHICS_AUDIT_FILE}, and 'lccore ethics check' shows what a policy does to a file")
 
 
 class TrainingError(LccoreError, FloatingPointError):

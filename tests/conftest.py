@@ -264,3 +264,47 @@ def dialogue_run(gpt2_model, tmp_path_factory):
     import lccore
 
     return lccore.train(config, folder / "run", progress=False)
+
+
+class RecordedBar:
+    """Stands in for :func:`lccore.progress_bar` in tests: keeps what a command asked for and how far it got."""
+
+    def __init__(self, *, total, desc, unit, enabled=True, **options):
+        from tqdm.auto import tqdm
+
+        self.total, self.desc, self.unit, self.enabled, self.options, self.postfix = total, desc, unit, enabled, options, None
+        self._bar = tqdm(total=total, disable=True)
+
+    @property
+    def n(self):
+        return self._bar.n
+
+    def update(self, count=1):
+        self._bar.n += count
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def bars(monkeypatch) -> list[RecordedBar]:
+    """The progress bars lccore's commands and plugins draw (through :func:`lccore.progress_bar`) while the test runs."""
+    import lccore
+
+    made: list[RecordedBar] = []
+
+    def record(**kwargs):
+        made.append(RecordedBar(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(lccore, "progress_bar", record)
+    return made

@@ -78,6 +78,61 @@ def test_toxicity_has_no_scunthorpe_false_positives(engine, text):
     assert ethics.apply(policies(engine, "toxicity"), text, "input")["decision"] == "allow"
 
 
+NEUTRAL_IDENTITY = ["A {} couple leads this charming comedy.", "a {} film festival", "My neighbour is {} and we often cook together.", "{} people live in this town."]
+HOSTILE_IDENTITY = ["I hate {} people.", "{} people are vermin.", "All {} people should die.", "Those filthy {} people ruin everything.", "Kill all the {} people."]
+
+
+def test_toxicity_judges_identity_terms_in_context_whichever_group(engine):
+    """Issue 18: identity terms are not profanity. Neutral sentences pass and hostile ones are
+    blocked, and swapping the identity term (orientation, religion, race, nationality from the
+    audit's own term file) never changes the decision."""
+    from lccore_ethics.audit import load_terms
+
+    toxicity = policies(engine, "toxicity")
+    nationalities = [terms[0] for terms in load_terms()["nationality"].values()]
+    terms = ["gay", "queer", "lesbian", "straight", "Muslim", "Christian", "Jewish", "Black", "white", "trans", "disabled"] + nationalities
+    for template in NEUTRAL_IDENTITY:
+        decisions = {term: ethics.apply(toxicity, template.format(term), "input")["decision"] for term in terms}
+        assert set(decisions.values()) == {"allow"}, (template, decisions)
+    for template in HOSTILE_IDENTITY:
+        decisions = {term: ethics.apply(toxicity, template.format(term), "input")["decision"] for term in terms}
+        assert set(decisions.values()) == {"block"}, (template, decisions)
+    # the word list alone (context: false, better-profanity's decision) is what blocked the neutral ones
+    assert ethics.apply(policies(engine, {"name": "toxicity", "context": False}), "A gay couple leads this charming comedy.", "input")["decision"] == "block"
+
+
+@pytest.mark.parametrize(
+    ("text", "decision", "reason"),
+    [
+        ("You stupid idiot, read the manual.", "block", "toxicity: insult aimed at someone"),
+        ("you're such a m0ron", "block", "toxicity: insult aimed at someone"),
+        ("The plot is stupid but the actors are charming.", "allow", None),
+        ("Did you see how stupid the ending was?", "allow", None),
+        ("I'll kill you if you come back.", "block", "toxicity: threat"),
+        ("Go kill yourself.", "block", "toxicity: threat"),
+        ("The twist will kill you.", "allow", None),
+        ("I need to kill some time before the train.", "allow", None),
+        ("Refugees were killed in the attack.", "allow", None),
+        ("Refugees should be killed.", "block", "toxicity: hostile to a group"),
+        ("Moby Dick, Woody Allen and Professor Wang", "allow", None),
+        ("The rapist was sentenced; the Nazi regime murdered millions; breast cancer screening saves lives.", "allow", None),
+        ("He graduated summa cum laude and paid A$5.44 for the AAAS report.", "allow", None),
+    ],
+)
+def test_toxicity_context_rules(engine, text, decision, reason):
+    result = ethics.apply(policies(engine, "toxicity"), text, "input")
+    assert result["decision"] == decision, result
+    assert result["reasons"] == ([reason] if reason else [])
+
+
+def test_toxicity_context_spans_are_at_the_offsets_of_the_original_text(engine):
+    text = "A long first clause about the weather. Then: \u00bdthose filthy immigrants, said nobody."
+    result = ethics.apply(policies(engine, {"name": "toxicity", "action": "redact"}), text, "input")
+    (span,) = result["spans"]
+    assert text[span["start"] : span["end"]] == "filthy immigrants"
+    assert result["redacted"] == text.replace("filthy immigrants", "<PROFANITY>")
+
+
 def test_toxicity_redacts_and_takes_extra_and_allowed_words(engine):
     redact = policies(engine, {"name": "toxicity", "action": "redact", "extra_words": ["grumble"], "allow_words": ["hell"]})
     result = ethics.apply(redact, "grumble, shit and hell", "output")
@@ -150,7 +205,10 @@ def test_training_data_is_filtered_and_redacted_before_tokenisation(tiny_config,
     config_path.write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
     assert main(["train", str(config_path), "--output", str(run_dir), "-q"]) == 0
-    assert "ethics: 2 of 160 training examples dropped, 1 redacted" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "warning: ethics: 2 of 160 training examples dropped (1.2%), 1 redacted" in captured.out
+    # said when the data is cleaned too, before training starts, per policy with its reasons
+    assert "lccore: warning: ethics dropped 2 of 160 training examples (1.2%): toxicity: 2 blocked (toxicity: word list x2)" in captured.err
     metrics = json.loads((run_dir / "metrics.json").read_text())
     report = metrics["ethics"]["training_data"]
     assert (report["examples"], report["dropped"], report["changed"]) == (160, 2, 1)
@@ -195,7 +253,7 @@ def test_unredactable_examples_are_dropped_not_trained_on(engine):
     assert kept == [examples[1]] and report["dropped"] == 1 and report["dropped_unredactable"] == 1
 
 
-def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp_path, capsys):
+def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp_path, capsys, bars):
     data = tmp_path / "texts.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in ["he said it was great", {"text": "James found it dull"}, "the German film was superb", "plain <i>text</i>"]))
     terms = tmp_path / "terms.yaml"
@@ -212,6 +270,11 @@ def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp
         assert group["flip_rate"] is None or 0.0 <= group["flip_rate"] <= 1.0
         assert all(abs(row["score_shift"]) <= 1.0 for row in group["worst"])
     assert report["invariance"]["tests"] == 1 + 1 + 11
+    bars.clear()
+    assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--json"]) == 0
+    (bar,) = bars  # the texts, then their counterfactuals (pets are not bundled)
+    assert (bar.desc, bar.total, bar.n, bar.enabled) == ("audit", 4 + 13, 4 + 13, True)
+    capsys.readouterr()
     page = tmp_path / "audit.html"
     assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--terms", str(terms), "--html", str(page)]) == 0
     html = page.read_text()

@@ -148,7 +148,8 @@ def test_every_pii_pattern_reads_a_bounded_stretch_of_text():
 
 HANG_CASES = {
     "pii": ["'a%' * 250_000", "'a' * 500_000 + '@'", "'a@' + 'b.' * 250_000", "'1 ' * 250_000", "'1 - ' * 125_000", "'\\u200b4' * 250_000", "'\\uff14' * 500_000", "'o\\u0308' * 250_000"],
-    "toxicity": ["'shit ' * 100_000", "'f.u.c.k ' * 60_000", "'f*' * 250_000", "'f\\u200bu\\u200bc\\u200bk ' * 50_000"],
+    "toxicity": ["'shit ' * 100_000", "'f.u.c.k ' * 60_000", "'f*' * 250_000", "'f\\u200bu\\u200bc\\u200bk ' * 50_000",
+                 "'you stupid ' * 100_000", "'gay people are all just ' * 50_000", "'i will ' * 100_000 + 'kill you'", "'.' * 500_000"],
 }
 
 

@@ -169,6 +169,18 @@ def test_kg_build_and_ask_cli(runs, documents, tmp_path):
     assert missing.returncode == 2 and "nope.jsonl" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_kg_build_shows_a_bar_over_the_input_bytes_with_the_sentences_done(runs, documents, tmp_path, capsys, bars):
+    from lccore.cli import main
+
+    ner, relations = runs
+    assert main(["kg", "build", "--ner", str(ner.run_dir), "--re", str(relations.run_dir), "--input", str(documents), "--store", str(tmp_path / "store")]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    (bar,) = bars
+    size = documents.stat().st_size
+    assert (bar.desc, bar.unit, bar.total, bar.n, bar.enabled) == ("kg build", "B", size, size, True)
+    assert bar.postfix == f"{counts['sentences']} sentences"  # not "5sentence"
+
+
 def test_literal_helpers():
     from lccore_kg_reasoning.build import entity_iri, normalise, sentences
 

@@ -98,6 +98,17 @@ def test_disabled_plugin_is_never_imported(site, monkeypatch):
     assert lccore.Engine(disable=["text_classification"]).plugins["text_classification"].status == "disabled"
 
 
+def test_disabling_a_plugin_no_one_installed_warns_with_the_close_name(monkeypatch, capsys):
+    monkeypatch.setenv("LCCORE_DISABLE_PLUGINS", "text_clasification,echo")
+    engine = lccore.Engine()
+    assert engine.plugins["text_classification"].status == "loaded"
+    err = capsys.readouterr().err
+    assert "names 'text_clasification', which no installed plugin is called (did you mean 'text_classification'?)" in err
+    assert "'echo'" in err and "installed: " in err  # no close name: the installed ones are listed
+    lccore.Engine()
+    assert capsys.readouterr().err == ""  # said once per process
+
+
 def test_disabling_from_the_run_config(tiny_config, tmp_path):
     config = {**tiny_config, "plugins": {"disable": ["text_classification"]}}
     with pytest.raises(lccore.PluginError, match="unknown task 'text_classification'"):

@@ -40,6 +40,13 @@ class ToxicityOptions:
     action: Action = attrs.field(default="block", metadata=_doc("`block`, `redact` (the word becomes `<PROFANITY>`) or `flag`."))
     extra_words: list[str] = attrs.field(factory=list, metadata=_doc("Words added to better-profanity's list."))
     allow_words: list[str] = attrs.field(factory=list, metadata=_doc("Words removed from the list."))
+    context: bool = attrs.field(
+        default=True,
+        metadata=_doc(
+            "Identity terms, everyday words and mild insults on the list are toxic only in context: a statement hostile to a group, "
+            "an insult aimed at someone, a threat (data/toxicity_context.yaml). false: every listed word is toxic on its own, as better-profanity decides."
+        ),
+    )
     classifier: Optional[str] = attrs.field(default=None, metadata={"doc": "A text_classification run directory (relative to the config file) used as a second judge.", "path": True})
     label: str = attrs.field(default="toxic", metadata=_doc("The classifier's label that means toxic."))
     threshold: float = attrs.field(default=0.5, metadata={"doc": "The classifier judges a text toxic when it predicts `label` with at least this score.", "min": 0.0, "max": 1.0})
@@ -82,7 +89,7 @@ def register_ethics_policies(register):
         return BlocklistPolicy(options)
 
     register("pii", make_pii, options=PiiOptions, description="E-mail, phone, credit card (Luhn), IBAN (mod-97), IP addresses, and person names from an NER run.")
-    register("toxicity", make_toxicity, options=ToxicityOptions, description="better-profanity's word list with obfuscation handling; optionally a classifier run as judge.")
+    register("toxicity", make_toxicity, options=ToxicityOptions, description="better-profanity's word list with obfuscation handling; identity terms and everyday words judged in context; optionally a classifier run as judge.")
     register("blocklist", make_blocklist, options=BlocklistOptions, description="User-given terms and regular expressions.")
 
 

@@ -75,8 +75,8 @@ def counterfactuals(text: str, classes: dict[str, list[str]]) -> list[tuple[str,
     return out
 
 
-def probabilities(predictor, texts: list[str], batch_size: int = 64):
-    """Class probabilities (one row per text, in the task's label order)."""
+def probabilities(predictor, texts: list[str], batch_size: int = 64, bar=None):
+    """Class probabilities (one row per text, in the task's label order); ``bar`` is moved a text at a time."""
     import torch
 
     task, rows = predictor.task, []
@@ -86,16 +86,19 @@ def probabilities(predictor, texts: list[str], batch_size: int = 64):
         batch = {k: v.to(predictor.device) for k, v in task.collate(features, predictor.tokenizer).items() if k != "labels"}
         with torch.no_grad(), predictor._autocast():
             rows.append(torch.softmax(predictor.model(**batch).logits.float(), dim=-1).cpu())
+        if bar is not None:
+            bar.update(len(features))
     return torch.cat(rows) if rows else torch.empty(0)
 
 
-def audit(predictor, texts: list[str], groups: dict, *, top: int = 5) -> dict:
+def audit(predictor, texts: list[str], groups: dict, *, top: int = 5, progress: bool = False) -> dict:
     labels = getattr(predictor.task, "labels", None)
     if not labels:
         raise lccore.ConfigError(f"audit: {predictor.run_dir} is not a text classification run (its task has no labels)")
     pairs = [(i, group, source, target, cf) for group, classes in groups.items() for i, text in enumerate(texts) for source, target, cf in counterfactuals(text, classes)]
-    original = probabilities(predictor, texts)
-    swapped = probabilities(predictor, [cf for *_, cf in pairs])
+    with lccore.progress_bar(total=len(texts) + len(pairs), desc="audit", unit="text", enabled=progress) as bar:  # the texts, then their counterfactuals
+        original = probabilities(predictor, texts, bar=bar)
+        swapped = probabilities(predictor, [cf for *_, cf in pairs], bar=bar)
     report = {"examples": len(texts), "labels": list(labels), "groups": {}}
     for group in groups:
         rows = []

@@ -16,6 +16,7 @@ def add_commands(commands) -> None:
     audit.add_argument("--top", type=commands.bounded(int, 1, 1000), default=5, metavar="N", help="worst examples kept per group (default 5, at most 1000)")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.add_argument("--html", metavar="FILE", help="also write the report as an HTML page (groups, flip-rate bars, the worst counterfactuals)")
+    audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     audit.set_defaults(command=run_audit)
 
 
@@ -35,7 +36,7 @@ def run_audit(args) -> int:
         texts.append(value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None))
         if not isinstance(texts[-1], str):
             raise lccore.DataError(f"{where}: expected a string or an object with a text")
-    report = audit(predictor, texts, groups, top=args.top)
+    report = audit(predictor, texts, groups, top=args.top, progress=not args.quiet)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     if args.html:
         Path(args.html).write_text(render_html(report), encoding="utf-8")

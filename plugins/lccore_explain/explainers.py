@@ -45,18 +45,21 @@ class Explainer:
     def __init__(self, options):
         self.options = options
 
-    def explain(self, predictor, texts) -> list[dict]:
+    def explain(self, predictor, texts, *, progress: bool = False) -> list[dict]:
         if isinstance(texts, (str, dict)):
             texts = [texts]
         adapter = adapter_for(predictor)
         examples = [adapter.parse(value, f"text {i + 1}") for i, value in enumerate(texts)]
         predictions = predictor.predict_examples(examples)
         records = []
-        with evaluation_mode(predictor.model):
+        # hundreds of model evaluations a text (shap, integrated gradients): minutes for a few dozen
+        bar = lccore.progress_bar(total=len(examples), desc=f"explain {self.name}", unit="text", enabled=progress)
+        with evaluation_mode(predictor.model), bar:
             for index, (example, prediction) in enumerate(zip(examples, predictions)):
                 deadline.check()
                 subject = adapter.subject(index, example, prediction, self.options.target)
                 records += self.explain_subject(predictor, adapter, subject)
+                bar.update(1)
         return [r.to_dict() for r in records]
 
     def explain_subject(self, predictor, adapter, subject: Subject) -> list[record.Attribution]:

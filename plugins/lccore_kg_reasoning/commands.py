@@ -4,6 +4,7 @@ kg plugin's `kg import | query | stats | export`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lccore
 
@@ -43,9 +44,7 @@ def quiet_transformers() -> None:
 def run_build(args) -> int:
     quiet_transformers()
     from lccore_kg import open_store
-    from tqdm.auto import tqdm
-
-    from lccore.data import check_file
+    from lccore.data import bytes_read, check_file
 
     from .build import build_graph, check_build_options, read_documents
 
@@ -54,11 +53,19 @@ def run_build(args) -> int:
     check_file(args.input)
     ner, relations = lccore.load(args.ner), lccore.load(args.re)
     store = open_store(args.store)
-    bar = tqdm(total=None, desc="kg build", unit="sentence", disable=args.quiet, dynamic_ncols=True)
+    # Over the input's bytes (rate and ETA; the sentences are counted only as they are split), the sentences done beside.
+    bar = lccore.progress_bar(total=Path(args.input).stat().st_size, desc="kg build", unit="B", unit_scale=True, enabled=not args.quiet)
+    started, sentences = bytes_read(), [0]
+
+    def advance(done: int) -> None:
+        sentences[0] += done
+        bar.update(min(bytes_read() - started, bar.total) - bar.n)
+        bar.set_postfix_str(f"{sentences[0]} sentences", refresh=False)
+
     try:
         counts = build_graph(
             ner, relations, read_documents(args.input), store, base=args.base,
-            min_confidence=args.min_confidence, batch_size=args.batch_size, progress=bar.update,
+            min_confidence=args.min_confidence, batch_size=args.batch_size, progress=advance,
         )
     finally:
         bar.close()

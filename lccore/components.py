@@ -24,6 +24,13 @@ class Task:
     metric_names: tuple[str, ...] = ()
     greater_is_better: bool = True
 
+    def default_head_for(self, origin: dict) -> str | None:
+        """Optional: the head to use when the config names none and the starting model was made
+        by an earlier lccore run; ``origin`` is that run's manifest (``components.task.name``,
+        ``model``, ...). None keeps :attr:`default_head`. A classifier over an encoder that masked-LM
+        pretraining made picks a head that does not read its untrained [CLS]."""
+        return None
+
     def read(self, path) -> list:
         """Parse a data file into examples; raise :class:`lccore.DataError` naming file and line.
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,21 @@ MANIFEST_FILE = "manifest.json"
 CURVE_FILE = "training_curve.png"
 
 
+def model_origin(model) -> dict | None:
+    """The manifest of the lccore run whose ``model/`` folder ``model`` is (a pretraining run's
+    output named by path), or None for a hub name, a scratch config or a folder lccore did not write."""
+    import json
+
+    if not isinstance(model, str) or Path(model).name != "model":
+        return None
+    manifest = Path(model).parent / "manifest.json"
+    try:
+        origin = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return origin if isinstance(origin, dict) and "lccore" in origin else None
+
+
 def resolve(config: RunConfig, engine: Engine):
     """Fill in the defaults that depend on plugins; returns (config, task, head).
 
@@ -37,7 +53,12 @@ def resolve(config: RunConfig, engine: Engine):
         config.task.options = unstructure(task_options)
 
     if config.head.name is None:
-        config.head.name = task.default_head
+        origin = model_origin(config.model)
+        chosen = task.default_head_for(origin) if origin is not None and hasattr(task, "default_head_for") else None
+        config.head.name = chosen or task.default_head
+        if chosen and chosen != task.default_head and int(os.environ.get("RANK", "0")) == 0:
+            made_by = origin.get("components", {}).get("task", {}).get("name")
+            print(f"head: {chosen} (the model was made by a '{made_by}' run, {config.model}; name another with head: NAME)", file=sys.stderr, flush=True)
     head = engine.create("head", config.head.name, config.head.options, key="head")
 
     optimizer = engine.component("optimizer", config.optimizer.name, key="optimizer.name")

@@ -112,14 +112,32 @@ def test_pretrained_model_fine_tunes_better_than_the_same_architecture_from_rand
             for split, count, offset in (("train", 48, 0), ("dev", 40, 1), ("test", 200, 2))
         }
         for name, model in (("pretrained", str(pretrained.model_dir)), ("random", random_init)):
-            config = {  # masked LM alone leaves [CLS] untrained: the head reads the mean of the token states
-                "model": model, "head": "mean_pooled_classifier", "task": {"name": "text_classification", **files},
+            config = {
+                "model": model, "task": {"name": "text_classification", **files},
                 "optimizer": {"lr": 1e-3}, "train": {"epochs": 10, "batch_size": 8, "max_length": 32},
             }
+            if name == "random":  # the same head for both; the pretrained model gets it by default (below)
+                config["head"] = "mean_pooled_classifier"
             run = lccore.train(config, tmp_path / f"{name}-{seed}", progress=False)
+            # masked LM alone leaves [CLS] untrained: a model an lccore mlm run made gets the head
+            # that reads the mean of the token states, as the README's two commands do
+            assert run.config.head.name == "mean_pooled_classifier"
             scores[name].append(run.metrics["test"]["after"]["accuracy"])
     mean = {name: sum(values) / len(values) for name, values in scores.items()}
     assert mean["pretrained"] >= mean["random"] + 0.1, scores
+
+
+def test_the_default_head_follows_how_an_lccore_run_made_the_model(pretrained, tiny_model, sentiment_files, tmp_path, capsys):
+    files = {"train": str(sentiment_files["train"]), "dev": str(sentiment_files["dev"])}
+    base = {"task": {"name": "text_classification", **files}, "train": {"max_steps": 1, "batch_size": 8, "max_length": 32}}
+    run = lccore.train({**base, "model": str(pretrained.model_dir)}, tmp_path / "from-mlm", progress=False)
+    assert run.config.head.name == "mean_pooled_classifier"
+    assert yaml.safe_load((run.output_dir / "config.yaml").read_text())["head"]["name"] == "mean_pooled_classifier"  # recorded
+    assert f"head: mean_pooled_classifier (the model was made by a 'mlm' run, {pretrained.model_dir}" in capsys.readouterr().err
+    named = lccore.train({**base, "model": str(pretrained.model_dir), "head": "sequence_classifier"}, tmp_path / "named", progress=False)
+    assert named.config.head.name == "sequence_classifier"  # a head the config names is kept
+    other = lccore.train({**base, "model": tiny_model}, tmp_path / "other", progress=False)
+    assert other.config.head.name == "sequence_classifier"  # a model lccore did not make: the task's usual head
 
 
 @pytest.mark.parametrize("architecture", ["bert", "gpt2"])

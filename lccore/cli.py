@@ -154,7 +154,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1 (repeatable)")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --output from its newest intact checkpoint")
-    train.add_argument("--init-from", metavar="RUN_DIR", help="start from an earlier run's model and head (sets train.init_from)")
+    train.add_argument("--init-from", metavar="RUN_DIR", help="start from an earlier run's model and head (sets train.init_from; the config then needs no model)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command=cmd_train)
 
@@ -379,9 +379,7 @@ def cmd_plugins(args) -> int:
 def cmd_train(args) -> int:
     from .config import load_config
 
-    config = load_config(args.config, args.overrides)  # config errors before the heavy imports
-    if args.init_from:
-        config.train.init_from = str(Path(args.init_from).resolve())
+    config = load_config(args.config, args.overrides, init_from=args.init_from)  # config errors before the heavy imports
     train_and_report(config, args)
     return 0
 

@@ -118,7 +118,7 @@ class TrainConfig:
         default=0.0, metadata=doc("Joint objective: add this times the model's own LM loss (masked or causal) on the task's inputs to the task loss (GPT-1: 0.5); 0: off.", min=0.0)
     )
     init_from: Optional[str] = attrs.field(
-        default=None, metadata=doc("Continue from an earlier run's model and head (its run directory) instead of `model`; `--init-from` sets it.")
+        default=None, metadata=doc("Continue from an earlier run's model and head (its run directory) instead of `model`, which may then be left out (the run records the earlier run's `model/` folder as its model); `--init-from` sets it.")
     )
     replay: float = attrs.field(
         default=0.0, metadata=doc("With init_from: add this fraction of the earlier run's training examples (sampled with the seed) to limit forgetting.", min=0.0, max=1.0)
@@ -439,9 +439,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConfig:
+def load_config(source: str | Path | dict, overrides: list[str] = (), *, init_from: str | Path | None = None) -> RunConfig:
     """A validated :class:`RunConfig` from a YAML path or a dict; data paths become absolute,
-    relative to the config file's folder (or the working directory for a dict)."""
+    relative to the config file's folder (or the working directory for a dict). ``init_from`` (an
+    earlier run's folder, as ``--init-from`` gives it) sets ``train.init_from``; with it the config
+    needs no ``model``: the weights are that run's, and ``model`` records its ``model/`` folder."""
     if isinstance(source, dict):
         import copy
 
@@ -449,6 +451,9 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
     else:
         data, base, origin = read_yaml(source), Path(source).resolve().parent, str(source)
     data = apply_overrides(data, list(overrides))
+    train_section = data.get("train") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "model" not in data and (init_from or (isinstance(train_section, dict) and train_section.get("init_from"))):
+        data["model"] = "(the model of train.init_from)"  # replaced below, once init_from is resolved
     try:
         config = structure(RunConfig, data)
         from .ethics import policy_specs
@@ -460,17 +465,22 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
         value = getattr(config.task, split)
         if value:
             setattr(config.task, split, _data_files(base, value, f"{origin}: task.{split}"))
+    if init_from:
+        config.train.init_from = str(Path(init_from).resolve())
     if config.train.init_from:
         config.train.init_from = str((base / config.train.init_from).resolve())
+        # the weights come from the earlier run: its model folder is what this run starts from (a
+        # `model:` the config also gives is not used, and is not recorded as if it were)
+        config.model = str(Path(config.train.init_from) / "model")
     if config.ethics:
         from .ethics import resolve_paths
 
         config.ethics = resolve_paths(config.ethics, base, config.plugins.disable)
     if config.explain.probe:
         config.explain.probe = str((base / config.explain.probe).resolve())
-    if isinstance(config.model, str):
+    if isinstance(config.model, str) and not config.train.init_from:
         config.model = _local_or_hub(base, config.model)
-    elif config.model.tokenizer:
+    elif not isinstance(config.model, str) and config.model.tokenizer:
         config.model.tokenizer = _local_or_hub(base, config.model.tokenizer, "model.tokenizer")
     return config
 

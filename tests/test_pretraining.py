@@ -13,6 +13,7 @@ import yaml
 from conftest import write_jsonl
 
 import lccore
+from lccore.cli import main
 
 POSITIVE = "great wonderful superb lovely brilliant delightful charming excellent marvelous splendid terrific fantastic".split()
 NEGATIVE = "awful terrible boring dreadful horrible dull dismal tedious atrocious lousy painful bland".split()
@@ -242,6 +243,17 @@ def test_init_from_continues_a_run_with_replay_and_reports_its_old_test_set(pret
     assert len(second.metrics["train"]) == 2 * -(-(60 + 40) // 16)  # 40 replayed = 25% of 160
     manifest = json.loads((second.output_dir / "manifest.json").read_text())
     assert manifest["data"]["previous_test"]["path"] == str(texts["cls_test"])
+    # the weights came from the first run: that is what the manifest and config.yaml record, not the ignored `model:`
+    assert manifest["model"] == str(first.output_dir / "model")
+    assert yaml.safe_load((second.output_dir / "config.yaml").read_text())["model"] == str(first.output_dir / "model")
+
+    # `model:` is not needed with --init-from
+    path = tmp_path / "more.yaml"
+    path.write_text(yaml.safe_dump({"task": config["task"], "train": {"epochs": 1, "batch_size": 16, "max_length": 32}}))
+    assert main(["train", str(path), "--output", str(tmp_path / "third"), "--init-from", str(first.output_dir), "-q"]) == 0
+    assert json.loads((tmp_path / "third" / "manifest.json").read_text())["model"] == str(first.output_dir / "model")
+    with pytest.raises(lccore.ConfigError, match="model: missing required key"):  # without it, model stays required
+        lccore.load_config(path)
 
 
 def test_pretrain_cli_refuses_a_task_that_is_not_language_modelling(texts, tmp_path):

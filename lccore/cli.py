@@ -472,9 +472,10 @@ def cmd_predict(args) -> int:
     # A window of rows at a time, each written and flushed as it is done (README: lccore predict streams).
     predict_file(predictor, args.input, args.output, resume=args.resume, batch_size=args.batch_size, window=args.window, progress=not args.quiet)
     choice = predictor.precision_choice
-    if choice and not args.quiet:
-        print(f"precision auto: {choice['chosen']} (bf16 {choice['bf16_speedup']:.2f}x the speed of fp32, "
-              f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree)", file=sys.stderr)
+    if choice:  # every time, --quiet too: it decides the numbers written
+        reason = choice.get("reason") or (f"bf16 {choice['bf16_speedup']:.2f}x the speed of fp32 on this machine, "
+                                          f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree")
+        print(f"precision auto: {choice['chosen']} ({reason})", file=sys.stderr)
     return 0
 
 

@@ -95,6 +95,8 @@ class Predictor:
             return []
         if self.autocast_dtype == "auto" and len(examples) >= AUTO_MIN_INPUTS:
             self.choose_precision(examples, batch_size=batch_size)
+        elif self.autocast_dtype == "auto" and self.precision_choice is None:  # said, not silent; a larger call still measures
+            self.precision_choice = {"chosen": "fp32", "measured_on": 0, "reason": f"{len(examples)} inputs, fewer than {AUTO_MIN_INPUTS}: not worth measuring"}
         predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
         return predictions
 

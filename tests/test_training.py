@@ -57,7 +57,10 @@ def test_auto_precision_measures_then_keeps_bf16_only_when_faster_and_in_agreeme
     fp32 = lccore.load(trained_run.output_dir).predict(texts)
     bf16 = lccore.load(trained_run.output_dir, precision="bf16").predict(texts)
     small = lccore.load(trained_run.output_dir, precision="auto")
-    assert small.predict(texts[:10]) == fp32[:10] and small.precision_choice is None  # too few to be worth measuring
+    assert small.predict(texts[:10]) == fp32[:10]
+    assert small.precision_choice == {"chosen": "fp32", "measured_on": 0, "reason": "10 inputs, fewer than 128: not worth measuring"}  # said, not silent
+    small.predict(texts)
+    assert small.precision_choice["measured_on"] == 64  # a larger call still measures
     monkeypatch.setattr(precision, "MIN_SPEEDUP", 0.0)
     monkeypatch.setattr(precision, "MIN_AGREEMENT", 0.0)
     chosen = lccore.load(trained_run.output_dir, precision="auto")
@@ -71,8 +74,11 @@ def test_auto_precision_measures_then_keeps_bf16_only_when_faster_and_in_agreeme
     source.write_text("".join(f'"{t}"\n' for t in texts))
     from lccore.cli import main
 
-    assert main(["predict", str(trained_run.output_dir), "--input", str(source), "--precision", "auto"]) == 0
-    assert "precision auto: fp32 (bf16 " in capsys.readouterr().err
+    assert main(["predict", str(trained_run.output_dir), "--input", str(source), "--precision", "auto", "-q"]) == 0
+    assert "precision auto: fp32 (bf16 " in capsys.readouterr().err  # said under --quiet too
+    source.write_text("".join(f'"{t}"\n' for t in texts[:5]))
+    assert main(["predict", str(trained_run.output_dir), "--input", str(source), "--precision", "auto", "-q"]) == 0
+    assert "precision auto: fp32 (5 inputs, fewer than 128: not worth measuring)" in capsys.readouterr().err
 
 
 def test_auto_mixed_precision_measures_once_and_trains_exactly_as_its_choice(tiny_config, tmp_path, monkeypatch):

@@ -385,10 +385,10 @@ def guarded_predict(policies, task, examples: list, predict, audit: AuditLog | N
     input gets a refusal record, a redacted one is predicted redacted) and ``output`` policies on
     the string fields of the records."""
     records: list = [None] * len(examples)
-    admitted = []
+    admitted, redacted = [], {}
     for i, example in enumerate(examples):
         texts = task.texts_of(example) or {}
-        changed, outcome = {}, None
+        changed, outcome, reasons = {}, None, []
         for field, text in texts.items():
             result = apply(policies, text, "input")
             if audit is not None:
@@ -398,9 +398,11 @@ def guarded_predict(policies, task, examples: list, predict, audit: AuditLog | N
                 break
             if result["decision"] == "redact":
                 changed[field] = result["redacted"]
+                reasons += result["reasons"]
         if outcome is None and changed:
             try:
                 example = task.with_texts(example, changed)
+                redacted[i] = list(dict.fromkeys(reasons))
             except NotImplementedError:
                 outcome = {"decision": "block", "reasons": ["the task cannot take a redacted input"]}
         if outcome is not None:
@@ -408,6 +410,8 @@ def guarded_predict(policies, task, examples: list, predict, audit: AuditLog | N
         else:
             admitted.append((i, example))
     for (i, _), record in zip(admitted, predict([example for _, example in admitted]) if admitted else []):
+        if i in redacted:  # the prediction is of the redacted text: the row says so, and why
+            record = {**record, "redacted_input": redacted[i]}
         records[i] = _guard_output(policies, record, audit, getattr(examples[i], "where", None))
     return records
 
@@ -415,7 +419,7 @@ def guarded_predict(policies, task, examples: list, predict, audit: AuditLog | N
 def _guard_output(policies, record: dict, audit: AuditLog | None, where: str | None) -> dict:
     if not any(acts_at(policy, "output") for _, policy in policies):
         return record
-    record = dict(record)
+    record, reasons = dict(record), []
     for key, value in list(record.items()):
         if not isinstance(value, str):
             continue
@@ -426,6 +430,9 @@ def _guard_output(policies, record: dict, audit: AuditLog | None, where: str | N
             return refusal("output", result)
         if result["decision"] == "redact":
             record[key] = result["redacted"]
+            reasons += result["reasons"]
+    if reasons:
+        record["redacted_output"] = list(dict.fromkeys(reasons))
     return record
 
 

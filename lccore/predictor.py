@@ -14,7 +14,7 @@ from . import precision as auto_precision
 from .config import load_config
 from .errors import ConfigError
 from .plugins import Engine
-from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model
+from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model, without_hf_bars
 
 
 class Predictor:
@@ -222,7 +222,7 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     spec = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"]
     task.restore(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with model_load_errors("model", run_dir / MODEL_DIR):
+    with model_load_errors("model", run_dir / MODEL_DIR), without_hf_bars():
         model = finetuning.load_trained_model(head, config, spec, run_dir / MODEL_DIR).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}

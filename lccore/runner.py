@@ -85,6 +85,21 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
 
 
 @contextlib.contextmanager
+def without_hf_bars():
+    """transformers' own bars ("Loading weights", "Writing model shards") off while lccore loads or
+    saves a model: a program that calls lccore.load sees lccore's output, not a bar per load."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
 def model_load_errors(key: str, source):
     """Turn transformers' errors for a missing or malformed model (a truncated or damaged
     ``model.safetensors`` among them) into a one-line config error."""
@@ -185,8 +200,9 @@ def save_model_atomically(model, tokenizer, run_dir: Path) -> Path:
             shutil.rmtree(leftover)
     if old.exists():  # killed between the two renames: the previous model is the intact one
         os.replace(old, final)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    with without_hf_bars():
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     if final.exists():
         os.replace(final, old)
         os.replace(partial, final)

@@ -44,6 +44,7 @@ from .runner import (
     resolve,
     run_chunks,
     save_model_atomically,
+    without_hf_bars,
     write_json,
 )
 
@@ -635,7 +636,7 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
     settings = config.train
     if previous is not None:
         source = str(previous.model_dir)
-        with model_load_errors("train.init_from", source):
+        with model_load_errors("train.init_from", source), without_hf_bars():
             return head.load(source), AutoTokenizer.from_pretrained(source), source
     source = config.model
     if isinstance(config.model, ScratchModelConfig):
@@ -667,7 +668,7 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
             source = cached_folder(cache / "scratch" / key, build_and_keep_rng)
             rng_state = (Path(source) / SCRATCH_RNG_FILE).read_bytes()
             torch.set_rng_state(torch.frombuffer(bytearray(rng_state), dtype=torch.uint8))
-    with model_load_errors("model", source):
+    with model_load_errors("model", source), without_hf_bars():
         return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
 
 

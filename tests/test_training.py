@@ -187,3 +187,18 @@ def test_a_split_may_be_several_files_a_glob_or_a_list(tiny_config, tmp_path):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(lccore.ConfigError, match=r"cfg\.yaml: task\.train: corpus/\*\.txt matches no file"):
         lccore.load_config(tmp_path / "cfg.yaml")
+
+
+def test_loading_and_saving_a_model_from_python_draws_no_transformers_bars(trained_run, tmp_path, capfd):
+    """A program that calls lccore.load sees its own output, not transformers' "Loading weights" bar per load."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a fresh program (a CLI test in this process may have turned them off)
+    capfd.readouterr()
+    predictor = lccore.load(trained_run.output_dir)
+    from lccore.runner import save_model_atomically
+
+    save_model_atomically(predictor.model, predictor.tokenizer, tmp_path)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's own setting is given back

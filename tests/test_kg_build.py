@@ -188,6 +188,11 @@ def test_literal_helpers():
     assert entity_iri("urn:lccore:", "LOC", "New York") == URIRef("urn:lccore:entity:loc:new_york")
     text = "One. Two!  Three?"
     assert [text[a:b] for a, b, _ in sentences(text)] == ["One.", "Two!", "Three?"]
+    # abbreviations, initials and decimals do not end a sentence (issue 18: "Dr." did)
+    text = "  Dr. Smith lives in New York. He works for Acme Inc. in Paris, says J. R. Doe.\nIt costs 3.5 million."
+    split = list(sentences(text))
+    assert [s for _, _, s in split] == ["Dr. Smith lives in New York.", "He works for Acme Inc. in Paris, says J. R. Doe.", "It costs 3.5 million."]
+    assert all(text[a:b] == s for a, b, s in split)  # offsets into the document, for provenance
 
 
 def test_kg_qa_with_a_generator_writes_the_evidence_into_its_prompt(graph, tmp_path):

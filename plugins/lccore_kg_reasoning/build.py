@@ -11,6 +11,8 @@ nothing. Documents are written in batches, one transaction each, so a crash leav
 
 from __future__ import annotations
 
+import functools
+
 import re
 import unicodedata
 from pathlib import Path
@@ -22,7 +24,6 @@ from rdflib import RDF, RDFS, Literal, URIRef
 import lccore
 from lccore.data import read_jsonl
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 DEFAULT_BASE = "urn:lccore:"
 #: ``batch_size`` (sentences per transaction, and per NER batch): at most this many.
 MAX_BATCH_SIZE = 4096
@@ -67,15 +68,29 @@ def relation_iri(base: str, relation: str) -> URIRef:
     return URIRef(f"{base}relation:{slug(relation)}")
 
 
+@functools.lru_cache(maxsize=1)
+def _segmenter():
+    import pysbd
+
+    return pysbd.Segmenter(language="en", clean=False, char_span=True)
+
+
 def sentences(text: str) -> Iterator[tuple[int, int, str]]:
-    """(start, end, sentence) spans of a document."""
-    start = 0
-    for match in SENTENCE_END.finditer(text):
-        if text[start : match.start()].strip():
-            yield start, match.start(), text[start : match.start()]
-        start = match.end()
-    if text[start:].strip():
-        yield start, len(text.rstrip()), text[start:].rstrip()
+    """(start, end, sentence) spans of a document, split by pysbd's rules (Golden Rules: "Dr.",
+    "Inc.", "U.S.", decimals and initials do not end a sentence)."""
+    done = 0
+    for span in _segmenter().segment(text):
+        sentence = span.sent.strip()
+        start = text.find(sentence, done) if sentence else done
+        if not sentence:
+            continue
+        if start < 0:  # pysbd should give the text back unchanged (clean=False); if not, the rest is one sentence
+            rest = text[done:]
+            if rest.strip():
+                yield done + len(rest) - len(rest.lstrip()), len(text.rstrip()), rest.strip()
+            return
+        done = start + len(sentence)
+        yield start, done, sentence
 
 
 def read_documents(path: str | Path) -> Iterator[tuple[str, str]]:

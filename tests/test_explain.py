@@ -114,6 +114,19 @@ def test_integrated_gradients_is_complete_and_reports_its_convergence_delta(pred
     assert details["f_baseline"] == pytest.approx(float(probabilities[label]), abs=1e-5)
 
 
+def test_integrated_gradients_adds_points_until_it_converges(predictor):
+    """Issue 18: the tutorial's settings warned "convergence delta is large"; too few points are
+    now doubled until the attributions sum to f(input) - f(baseline), up to max_n_steps."""
+    text = "the plot was lovely and the acting dull"
+    fixed = predictor.explain([text], "integrated_gradients", n_steps=1, max_n_steps=1)[0]
+    assert fixed["details"]["n_steps"] == 1 and any("convergence delta" in note for note in fixed["notes"])  # what a fixed budget gave
+    adaptive = predictor.explain([text], "integrated_gradients", n_steps=1, max_n_steps=256)[0]
+    details = adaptive["details"]
+    assert 1 < details["n_steps"] <= 256 and not any("convergence delta" in note for note in adaptive["notes"])
+    assert abs(details["convergence_delta"]) <= max(0.01, 0.05 * abs(details["f_input"] - details["f_baseline"]))
+    assert adaptive["cost"]["gradient_evaluations"] == sum(2**k for k in range(details["n_steps"].bit_length()))  # 1 + 2 + 4 + ...
+
+
 def test_the_sentiment_word_gets_the_top_attribution(test_records):
     # The tiny model decides by the sentiment word; it leans on positive words most (negative is
     # its default), so every positive prediction must be explained by its positive word.
@@ -205,7 +218,7 @@ def test_cli_evaluate_reports_each_explainer_and_random(trained_run, sentiment_f
     rows = [json.loads(line) for line in sentiment_files["dev"].read_text().splitlines()][:12]
     data = write_jsonl(tmp_path / "eval.jsonl", rows)
     args = ["explain", str(trained_run.output_dir), "--evaluate", "--data", str(data), "--explainer", "integrated_gradients"]
-    assert main([*args, "--option", "n_steps=16", "--json"]) == 0
+    assert main([*args, "--option", "n_steps=16", "--option", "max_n_steps=16", "--json"]) == 0  # a fixed budget: 16 points
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"integrated_gradients", "random"}
     for row in result.values():

@@ -34,6 +34,10 @@ class IntegratedGradientsOptions:
     # The quadrature rule costs O(n_steps³) before the first model call (6000 points: minutes),
     # where no time limit can stop it: hence the bound.
     n_steps: int = attrs.field(default=50, metadata={"doc": "Points on the path from the baseline to the input (Gauss-Legendre quadrature; at most 1024).", "min": 1, "max": 1024})
+    max_n_steps: int = attrs.field(
+        default=400,
+        metadata={"doc": "While the convergence delta exceeds max(0.01, 5% of f(input) - f(baseline)), the points are doubled, up to this many (n_steps or less: never).", "min": 1, "max": 1024},
+    )
     internal_batch_size: int = attrs.field(default=16, metadata={"doc": "Path points per forward/backward pass: bounds memory (at most 256).", "min": 1, "max": 256})
     baseline: Literal["pad", "mask", "zero"] = attrs.field(
         default="pad", metadata={"doc": "Embedding that replaces every non-special token at the path's start: the pad token's, the mask token's, or zeros."}

@@ -188,34 +188,48 @@ class IntegratedGradientsExplainer(Explainer):
             else:
                 baseline_ids[0, replace] = token
                 reference = layer(baseline_ids).detach().float()
-        nodes, weights = np.polynomial.legendre.leggauss(options.n_steps)
-        alphas = torch.tensor((nodes + 1) / 2, dtype=torch.float32, device=scorer.device)
-        weights = torch.tensor(weights / 2, dtype=torch.float32, device=scorer.device)
         baseline_scores = self.path_scores(scorer, layer, ids, reference, subject.targets, positions)
         results = []
         for j, (target, position) in enumerate(zip(subject.targets, positions)):
-            gradient_sum = torch.zeros_like(embedded[0])
-            for start in range(0, options.n_steps, options.internal_batch_size):
-                alpha = alphas[start : start + options.internal_batch_size, None, None]
-                points = (reference + alpha * (embedded - reference)).requires_grad_(True)
-                with replaced_embeddings(layer, points), torch.enable_grad():
-                    logits = scorer.logits(ids.expand(points.shape[0], -1)).logits
-                    probability = Scorer.select(logits, [target], [position])[:, 0]
-                    (gradient,) = torch.autograd.grad(probability.sum(), points)
-                scorer.gradient_evaluations += points.shape[0]
-                gradient_sum += (weights[start : start + options.internal_batch_size, None, None] * gradient.float()).sum(0)
-            scores = ((embedded - reference)[0] * gradient_sum).sum(-1)
             expected = target_scores[j] - baseline_scores[j]
-            delta = float(scores.sum()) - expected
+            tolerance = max(0.01, 0.05 * abs(expected))
+            # n_steps points first; while the sum misses f(input) - f(baseline) by more than the
+            # tolerance, twice as many, up to max_n_steps (a steep path needs more points)
+            steps = options.n_steps
+            while True:
+                scores = self.integrate(scorer, layer, ids, embedded, reference, target, position, steps)
+                delta = float(scores.sum()) - expected
+                if abs(delta) <= tolerance or steps >= options.max_n_steps:
+                    break
+                steps = min(2 * steps, options.max_n_steps)
             notes = ()
-            if abs(delta) > max(0.01, 0.05 * abs(expected)):
-                notes = (f"convergence delta {delta:+.3g} is large against f(input) - f(baseline) = {expected:+.3g}: raise n_steps",)
+            if abs(delta) > tolerance:
+                notes = (f"convergence delta {delta:+.3g} is large against f(input) - f(baseline) = {expected:+.3g} after {steps} steps: raise max_n_steps",)
             results.append(TargetResult(
                 subject.token_spans, scores.tolist(),
-                {"convergence_delta": round(delta, 8), "f_input": round(target_scores[j], 6), "f_baseline": round(baseline_scores[j], 6), "n_steps": options.n_steps},
+                {"convergence_delta": round(delta, 8), "f_input": round(target_scores[j], 6), "f_baseline": round(baseline_scores[j], 6), "n_steps": steps},
                 notes,
             ))
         return results
+
+    def integrate(self, scorer, layer, ids, embedded, reference, target, position, steps: int):
+        """Attributions per token: (input - baseline) times the path integral of the gradient, by
+        Gauss-Legendre quadrature of ``steps`` points, ``internal_batch_size`` at a time."""
+        batch = self.options.internal_batch_size
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        alphas = torch.tensor((nodes + 1) / 2, dtype=torch.float32, device=scorer.device)
+        weights = torch.tensor(weights / 2, dtype=torch.float32, device=scorer.device)
+        gradient_sum = torch.zeros_like(embedded[0])
+        for start in range(0, steps, batch):
+            alpha = alphas[start : start + batch, None, None]
+            points = (reference + alpha * (embedded - reference)).requires_grad_(True)
+            with replaced_embeddings(layer, points), torch.enable_grad():
+                logits = scorer.logits(ids.expand(points.shape[0], -1)).logits
+                probability = Scorer.select(logits, [target], [position])[:, 0]
+                (gradient,) = torch.autograd.grad(probability.sum(), points)
+            scorer.gradient_evaluations += points.shape[0]
+            gradient_sum += (weights[start : start + batch, None, None] * gradient.float()).sum(0)
+        return ((embedded - reference)[0] * gradient_sum).sum(-1)
 
     def baseline_token(self, tokenizer):
         order = {"pad": ("pad_token_id", "mask_token_id"), "mask": ("mask_token_id", "pad_token_id"), "zero": ()}[self.options.baseline]

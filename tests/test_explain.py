@@ -193,6 +193,26 @@ def test_cli_prints_json_records_and_top_words(trained_run, capsys):
     assert len([line for line in lines if re.match(r"  [+-]\d\.\d{4}  ", line)]) == 2
 
 
+def test_html_colours_are_on_one_absolute_scale():
+    """Issue 18: ±0.004 on a p=0.52 prediction looked saturated when colours were relative to the text's largest score."""
+    from lccore_explain.html import LEVELS, coloured_text, describe_method
+
+    def record(*scores):
+        words, text, position = [], "", 0
+        for i, score in enumerate(scores):
+            word = f"w{i}"
+            words.append({"text": word, "start": position, "end": position + len(word), "score": score})
+            text += word + " "
+            position += len(word) + 1
+        return {"text": text, "words": words, "method": "shap", "cost": {}}
+
+    faint = coloured_text(record(0.004, -0.002))
+    assert 'class="' not in faint  # tiny attributions stay uncoloured
+    strong = coloured_text(record(0.004, 0.25, -0.1))
+    assert f'<span title="+0.004">w0</span>' in strong and f'class="p{LEVELS}"' in strong and 'class="n3"' in strong
+    assert "largest |score|: 0.004" in describe_method(record(0.004, -0.002))
+
+
 def test_cli_html_page_is_static_and_works_under_a_strict_csp(trained_run, tmp_path, capsys):
     from lccore.cli import main
 

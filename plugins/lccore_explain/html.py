@@ -4,7 +4,9 @@ No scripts, no event handlers, no external resources: the only active content is
 element, which the page's own Content-Security-Policy allows by its SHA-256 hash, so the page
 also opens under a strict policy (``default-src 'none'``). Words are coloured on a diverging
 scale, red for words that raise the target's probability and blue for words that lower it, in
-five steps of |score| relative to the record's largest |score|; hovering a word shows its score.
+five steps of |score| on one absolute scale (the deepest at |score| >= FULL_SCALE, a fifth of the
+probability; a word that moves it by 0.004 stays pale however small the others are); hovering a
+word shows its score, and each section names its largest |score|.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import hashlib
 from html import escape
 
 LEVELS = 5
+#: |score| (a change in the target's probability) coloured deepest: the same scale for every text.
+FULL_SCALE = 0.2
 RED, BLUE = (214, 39, 40), (31, 119, 180)
 
 CSS = "\n".join(
@@ -52,7 +56,8 @@ def document(title: str, body: str) -> str:
 def legend() -> str:
     return (
         f"<p class=\"meta\">Word colour: <span class=\"p{LEVELS}\">&nbsp;raises the target's probability&nbsp;</span> "
-        f"<span class=\"n{LEVELS}\">&nbsp;lowers it&nbsp;</span>; deeper is stronger (relative to the text's largest score). "
+        f"<span class=\"n{LEVELS}\">&nbsp;lowers it&nbsp;</span>; deeper is stronger, the deepest at |score| {FULL_SCALE} or more "
+        "(one scale for every text: small attributions stay pale). "
         "Hover a word for its score.</p>\n"
     )
 
@@ -60,11 +65,10 @@ def legend() -> str:
 def coloured_text(record: dict) -> str:
     """The text with each word in a span coloured by its score; the text between words as is."""
     text, words = record["text"], record["words"]
-    largest = max((abs(w["score"]) for w in words), default=0.0)
     out, position = [], 0
     for word in words:
         out.append(escape(text[position : word["start"]]))
-        level = min(LEVELS, int(abs(word["score"]) / largest * LEVELS + 0.5)) if largest > 0 else 0
+        level = min(LEVELS, int(abs(word["score"]) / FULL_SCALE * LEVELS + 0.5))
         kind = "p" if word["score"] > 0 else "n"
         css = f" class=\"{kind}{level}\"" if level else ""
         out.append(f"<span{css} title=\"{word['score']:+.4g}\">{escape(text[word['start'] : word['end']])}</span>")
@@ -93,6 +97,8 @@ def describe_method(record: dict) -> str:
         parts.append(f"with gradients: {cost['gradient_evaluations']}")
     if "seconds" in cost:
         parts.append(f"{cost['seconds']:.2f} s")
+    largest = max((abs(w["score"]) for w in record.get("words", ())), default=0.0)
+    parts.append(f"largest |score|: {largest:.3g}")
     if "convergence_delta" in record.get("details", {}):
         parts.append(f"convergence delta: {record['details']['convergence_delta']:+.2g}")
     return " · ".join(parts)

@@ -257,6 +257,36 @@ def model_names(run_dirs) -> dict[str, Path]:
     return names
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _add_offline_docs(app) -> None:
+    """/docs: Swagger UI with its script and style served by this server (the `serve` extra's
+    swagger-ui-bundle), so the page works with no network; without the package, a page that says so."""
+    import importlib.util
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    bundle = importlib.util.find_spec("swagger_ui_bundle")
+    if bundle is None:
+        @app.get("/docs", include_in_schema=False)
+        def docs_missing():
+            return HTMLResponse("<!DOCTYPE html><title>lccore serve</title><p>The API page needs the swagger-ui-bundle package: "
+                                "pip install 'lccore[serve]'. The schema is at <a href=\"/openapi.json\">/openapi.json</a>.</p>")
+        return
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="lccore serve - API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
                ethics_items: list = (), audit_log: str | Path | None = None, kg=None, allowed_hosts=None):
     """The ASGI app serving ``predictors`` ({name: Predictor}) and, with ``kg`` (a
@@ -320,7 +350,10 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
             batcher.close()
         helpers.close()
 
-    app = FastAPI(lifespan=lifespan, title="lccore serve", version=_version(), description="Predictions, explanations and generated text from finished lccore runs.")
+    # FastAPI's /docs loads Swagger UI from a CDN (blank offline): served from the swagger-ui-bundle package instead.
+    app = FastAPI(lifespan=lifespan, title="lccore serve", version=_version(), description="Predictions, explanations and generated text from finished lccore runs.",
+                  docs_url=None, redoc_url=None)
+    _add_offline_docs(app)
     app.state.batchers = batchers
     app.state.helpers = helpers
     app.state.limits = limits

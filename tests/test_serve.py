@@ -57,7 +57,10 @@ def test_healthz_models_openapi_and_page(client):
     assert [m["id"] for m in models] == ["tiny"] and models[0]["task"] == "text_classification"
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/explain", "/v1/generate", "/v1/kg/query", "/v1/models", "/healthz"} <= set(schema["paths"])
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "http://" not in docs.text and "https://" not in docs.text  # no CDN: works offline
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert asset in docs.text and client.get(asset).status_code == 200 and len(client.get(asset).content) > 10_000
     page = client.get("/")
     assert page.status_code == 200 and "/v1/predict" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no external resources

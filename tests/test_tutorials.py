@@ -68,6 +68,8 @@ def test_knowledge_graph(tmp_path):
     output = run_tutorial("knowledge-graph.md", tmp_path)
     assert (tmp_path / "kg").is_dir()
     assert '"Maria"  "Athens"' in output
+    # a city of two words is one entity (issue 18: "New York" became the entity `york`)
+    assert "<urn:lccore:entity:per:alice> <urn:lccore:relation:lives_in> <urn:lccore:entity:loc:new_york>" in output
     assert "Athens\n  because: <urn:lccore:entity:per:maria> <urn:lccore:relation:lives_in> <urn:lccore:entity:loc:athens>" in output
     answer = json.loads((tmp_path / "answer.json").read_text())
     assert answer["answer"] == "Warsaw"

@@ -86,15 +86,18 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
 
 @contextlib.contextmanager
 def without_hf_bars():
-    """transformers' own bars ("Loading weights", "Writing model shards") off while lccore loads or
-    saves a model: a program that calls lccore.load sees lccore's output, not a bar per load."""
+    """transformers' own bars ("Loading weights", "Writing model shards") and load reports (a new
+    head's weights listed as MISSING: expected, lccore trains them) off while lccore loads or saves
+    a model: a program that calls lccore.load or lccore.train sees lccore's output. Errors still show."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

@@ -106,7 +106,8 @@ def train(
     # The main process (rank 0 of a torchrun launch) checks, marks and locks the folder; the
     # others only write into it after the main process has prepared it.
     main = int(os.environ.get("RANK", "0")) == 0
-    with RunDir(output_dir, overwrite=overwrite, resume=resume) if main else contextlib.nullcontext() as run_dir:
+    # transformers' own bars and load reports off for the whole run (its errors still show): the run prints its own
+    with RunDir(output_dir, overwrite=overwrite, resume=resume) if main else contextlib.nullcontext() as run_dir, without_hf_bars():
         return _train(config, Path(output_dir), run_dir, engine=engine, progress=progress, resume=resume)
 
 

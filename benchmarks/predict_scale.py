@@ -1,6 +1,6 @@
 """Prediction as the input grows: `lccore predict` (streamed) against the in-memory path it replaced.
 
-    HF_HUB_OFFLINE=1 python benchmarks/predict_scale.py [--rows 10000 100000 1000000] [--json OUT.json]
+    HF_HUB_OFFLINE=1 python benchmarks/predict_scale.py [--rows 10000 100000 1000000] [--in-memory-max 100000] [--repeats 3] [--json OUT.json]
 
 A tiny BERT text classifier (hidden 64, 2 layers, its WordPiece tokenizer learnt from the data)
 is trained once by `lccore.train` on 2,000 generated sentences. Then, for each input size (generated
@@ -9,12 +9,14 @@ the run first (not timed):
 
 - **streamed**: `lccore.predictor.predict_file` — what `lccore predict --input IN --output OUT`
   runs: 4,096 rows at a time, length-sorted within, each window written and flushed;
-- **in memory** (baseline, on the smallest size only): what `lccore predict` did before issue 17:
-  read and parse every row, `predict_parsed` on the whole list, write the file at the end.
+- **in memory** (baseline, on each size up to `--in-memory-max`, 100,000 rows): what `lccore
+  predict` did before issue 17: read and parse every row, `predict_parsed` on the whole list,
+  write the file at the end. Both paths run in interleaved rounds on those sizes (`--repeats`, 3),
+  the median kept.
 
 Each reports rows/second over that work and its peak RSS (`ru_maxrss`). Issue 17's goals: peak RSS
-at the largest size ≤ peak RSS at the smallest + 300 MB; throughput at the largest ≥ 0.95× the
-in-memory throughput at the smallest.
+at the largest size ≤ peak RSS at the smallest + 300 MB; streamed throughput ≥ 0.95× the in-memory
+path's on the same input (beyond `--in-memory-max`, against the largest in-memory measurement).
 
 Then a kill: `lccore predict` on the middle size is SIGKILLed at a random point, `--resume`d, and
 the file compared byte for byte with an uninterrupted run's.
@@ -89,6 +91,12 @@ def measure(system: str, run: Path, inputs: Path, output: Path) -> dict:
     return measured
 
 
+def median_of(measurements: list[dict]) -> dict:
+    """The measurement with the median rate, with every round's rate beside it."""
+    ordered = sorted(measurements, key=lambda m: m["rows_per_s"])
+    return {**ordered[len(ordered) // 2], "rounds_rows_per_s": [round(m["rows_per_s"]) for m in measurements]}
+
+
 def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
     """SIGKILL `lccore predict` at a random point, `--resume` it, compare with an uninterrupted run."""
     command = [sys.executable, "-m", "lccore", "predict", str(run), "--input", str(inputs), "-q"]
@@ -113,11 +121,15 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="input sizes (default 10000 100000 1000000)")
+    parser.add_argument("--in-memory-max", type=int, default=100_000, help="largest size the in-memory path is also measured on (default 100000)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both paths on each size up to --in-memory-max; the median is kept (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="where the kill falls")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     if not all(100 <= n <= 100_000_000 for n in args.rows):
         parser.error("--rows must lie in 100..100000000")
+    if not 1 <= args.repeats <= 20:
+        parser.error("--repeats must lie in 1..20")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sizes = sorted(args.rows)
     with tempfile.TemporaryDirectory(prefix="lccore-predict-scale-") as name:
@@ -128,21 +140,32 @@ def main() -> int:
         for size in sizes:
             inputs = folder / f"in-{size}.jsonl"
             inputs.write_text("".join(json.dumps(text) + "\n" for text in sentences(size, seed=size)), encoding="utf-8")
-            row = {"rows": size, "streamed": measure("streamed", run, inputs, folder / "out.jsonl")}
-            if size == sizes[0]:
-                row["in_memory"] = measure("in_memory", run, inputs, folder / "out-memory.jsonl")
+            row = {"rows": size}
+            if size <= args.in_memory_max:  # the path before issue 17, on the same input; interleaved rounds, the median kept
+                rounds = [(measure("in_memory", run, inputs, folder / "out-memory.jsonl"), measure("streamed", run, inputs, folder / "out.jsonl"))
+                          for _ in range(args.repeats)]
+                row["in_memory"], row["streamed"] = (median_of([r[k] for r in rounds]) for k in (0, 1))
+            else:
+                row["streamed"] = measure("streamed", run, inputs, folder / "out.jsonl")
+            if "in_memory" in row:
                 row["same_output"] = (folder / "out.jsonl").read_bytes() == (folder / "out-memory.jsonl").read_bytes()
             rows.append(row)
             if size != sizes[len(sizes) // 2]:
                 inputs.unlink()
-        baseline = rows[0]["in_memory"]
-        print(f"{'rows':>9} {'streamed rows/s':>16} {'vs in-memory @' + str(sizes[0]):>20} {'peak RSS MB':>12} {'RSS - smallest':>15}")
-        print(f"{sizes[0]:>9} {baseline['rows_per_s']:>16.0f} {'(in memory)':>20} {baseline['peak_rss_mb']:>12.0f} {'':>15}")
+        measured = [r for r in rows if "in_memory" in r]
+        if not measured:
+            raise SystemExit(f"--in-memory-max {args.in_memory_max} is below every size: nothing to compare with")
+        print(f"{'rows':>9} {'in-memory rows/s':>17} {'streamed rows/s':>16} {'streamed / in-memory':>21} {'in-memory RSS MB':>17} {'streamed RSS MB':>16} {'RSS - smallest':>15}")
         for row in rows:
             streamed = row["streamed"]
-            print(f"{row['rows']:>9} {streamed['rows_per_s']:>16.0f} {streamed['rows_per_s'] / baseline['rows_per_s']:>19.2f}x "
-                  f"{streamed['peak_rss_mb']:>12.0f} {streamed['peak_rss_mb'] - rows[0]['streamed']['peak_rss_mb']:>+15.0f}")
-        print(f"streamed output identical to the in-memory path's at {sizes[0]} rows: {rows[0]['same_output']}")
+            # beyond --in-memory-max, against the largest in-memory measurement (the old path needs the whole input in memory)
+            reference = row.get("in_memory") or measured[-1]["in_memory"]
+            label = f"{streamed['rows_per_s'] / reference['rows_per_s']:.2f}x" + ("" if "in_memory" in row else f" (vs @{measured[-1]['rows']})")
+            memory = f"{row['in_memory']['peak_rss_mb']:.0f}" if "in_memory" in row else "-"
+            speed = f"{row['in_memory']['rows_per_s']:.0f}" if "in_memory" in row else "-"
+            print(f"{row['rows']:>9} {speed:>17} {streamed['rows_per_s']:>16.0f} {label:>21} {memory:>17} {streamed['peak_rss_mb']:>16.0f} "
+                  f"{streamed['peak_rss_mb'] - rows[0]['streamed']['peak_rss_mb']:>+15.0f}")
+        print("streamed output identical to the in-memory path's: " + ", ".join(f"{r['rows']} rows {r['same_output']}" for r in measured))
         middle = sizes[len(sizes) // 2]
         killed = kill_and_resume(run, folder / f"in-{middle}.jsonl", folder, args.seed)
         print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), --resume: "

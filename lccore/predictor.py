@@ -281,6 +281,7 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
         "input": "-" if input_path == "-" else str(Path(input_path).resolve()),
         "batch_size": batch_size, "window": window, "precision": str(predictor.autocast_dtype),
         "policies": [name for name, _ in predictor.guard.policies],
+        "rows_hash": ROWS_HASH,
     }
     rows = read_prediction_inputs(input_path)
     prefix = hashlib.sha256()  # the input rows predicted so far (canonical JSON): a row fixed after them still resumes
@@ -348,8 +349,17 @@ def _next_window(task, rows: Iterator, size: int) -> tuple[list, Exception | Non
     return chunk, None
 
 
+#: How the predicted rows are hashed for --resume (recorded in the state file: another way is refused, never misread).
+ROWS_HASH = "canonical-v2"
+
+
 def _canonical(value) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+    """One input row as bytes for the prefix hash, the same whatever its JSON's spacing or key order;
+    a string (most rows) without a JSON encoder, as its length and UTF-8 bytes."""
+    if type(value) is str:
+        encoded = value.encode("utf-8", "surrogatepass")
+        return b"s%d:" % len(encoded) + encoded
+    return b"j" + json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
 def _count_rows(path: str) -> int:
@@ -385,7 +395,7 @@ def _resumable(output: Path, state_path: Path, identity: dict) -> tuple[int, dic
     differences = [key for key in identity if recorded.get(key) != identity[key]]
     if differences:
         names = {"run": "another run", "input": "another input file", "batch_size": "another --batch-size", "window": "another window",
-                 "precision": "another --precision", "policies": "other ethics policies"}
+                 "precision": "another --precision", "policies": "other ethics policies", "rows_hash": "another version of lccore"}
         raise ConfigError(f"--resume {output}: it was written with {', '.join(names[key] for key in differences)}; resume with the same, or start again without --resume")
     rows, keep = 0, 0
     with output.open("rb") if output.is_file() else contextlib.nullcontext([]) as handle:

@@ -446,7 +446,8 @@ def cmd_evaluate(args) -> int:
 
         raise ConfigError(f"evaluate: give --data FILE ({args.run_dir} records no test or dev file)")
     if not args.data and not args.quiet:
-        print(f"evaluate: on the run's own {'test' if predictor.config.task.test else 'dev'} file {data}", file=sys.stderr)
+        shown = data if isinstance(data, str) else ", ".join(data)
+        print(f"evaluate: on the run's own {'test' if predictor.config.task.test else 'dev'} data {shown}", file=sys.stderr)
     print(json.dumps(predictor.evaluate(data, batch_size=args.batch_size, progress=not args.quiet), indent=2))
     return 0
 

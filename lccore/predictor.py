@@ -157,29 +157,30 @@ class Predictor:
         engine = self.engine or Engine(disable=self.config.plugins.disable)
         return engine.create("explainer", explainer, options, key=f"explainer.{explainer}").explain(self, list(texts))
 
-    def evaluate(self, path: str | Path, *, batch_size: int | None = None, progress: bool = False) -> dict:
+    def evaluate(self, path: str | Path | list, *, batch_size: int | None = None, progress: bool = False) -> dict:
         """The task's metrics (and the loss) on a labelled data file, streamed: the file is
         tokenised a chunk at a time into the cache (``data.cache`` of the run's config; evaluating
         the same file again does not tokenise), and each chunk's predictions go into the task's
         :meth:`~lccore.Task.metrics_accumulator` with its examples, read again from the file. Memory
         is bounded by a chunk for tasks whose metrics are sums (the first-party ones)."""
-        from .data import file_sha256
+        from .data import data_files, split_sha256
         from .data.features import CHUNK_EXAMPLES, batched, cache_root, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint
         from .runner import progress_bar, run_chunks
 
         max_length = self.config.train.max_length
         # the key training gave its evaluation splits: a run's dev or test file is already cached
         task_key = task_fingerprint(self.config.task.name, self.task, self.config.task.options)
-        key = fingerprint(encoding_fingerprint(task_key, self.task, self.tokenizer, max_length), "eval", file_sha256(path))
-        features = split_features(self.task, lambda: stream_examples(self.task, [path]), tokenizer=self.tokenizer, max_length=max_length,
-                                  key=key, name=str(path), cache=cache_root() if self.config.data.cache else None, progress=progress,
+        files = data_files(path)  # one file, or a split of several (a run's own test split may be a list)
+        key = fingerprint(encoding_fingerprint(task_key, self.task, self.tokenizer, max_length), "eval", split_sha256(path))
+        features = split_features(self.task, lambda: stream_examples(self.task, files), tokenizer=self.tokenizer, max_length=max_length,
+                                  key=key, name=str(files[0]) if len(files) == 1 else f"{len(files)} files", cache=cache_root() if self.config.data.cache else None, progress=progress,
                                   num_proc=self.config.data.num_proc)
         accumulator = self.task.metrics_accumulator()
         loss_total, scored_total = 0.0, 0
         bar = progress_bar(total=features.examples, desc="evaluate", unit="ex", enabled=progress)
         try:
             # the features' chunks were encoded from these examples, CHUNK_EXAMPLES at a time, in file order
-            for chunk, examples in zip(features.chunks(), batched(stream_examples(self.task, [path]), CHUNK_EXAMPLES)):
+            for chunk, examples in zip(features.chunks(), batched(stream_examples(self.task, files), CHUNK_EXAMPLES)):
                 per_chunk, loss, scored = run_chunks(
                     self.model, self.task, self.tokenizer, features, chunks=[chunk], batch_size=batch_size or self.config.train.eval_batch_size,
                     device=self.device, autocast=self._autocast, loss_fn=self.head.loss, progress=False,

@@ -93,3 +93,26 @@ def test_evaluate_streams_chunks_into_the_accumulator_and_scores_as_predicting_a
     predictions, loss = predictor._run(examples, batch_size=None, progress=False, desc="evaluate", with_loss=True)
     assert streamed["accuracy"] == predictor.task.metrics(predictions, examples)["accuracy"]
     assert streamed["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_evaluate_without_data_scores_the_runs_own_test_split_of_several_files(tiny_config, tmp_path, capsys):
+    """`lccore evaluate RUN` with no --data (the README's line after the quickstart) takes the run's
+    test split, here two files; it scores what evaluating their rows as one file scores."""
+    import json
+
+    from lccore.cli import main
+
+    rows = sentiment_rows(40, seed=7)
+    parts = [write_jsonl(tmp_path / "test-a.jsonl", rows[:25]), write_jsonl(tmp_path / "test-b.jsonl", rows[25:])]
+    whole = write_jsonl(tmp_path / "test-all.jsonl", rows)
+    config = {**tiny_config, "task": {**tiny_config["task"], "test": [str(p) for p in parts]}, "train": {**tiny_config["train"], "max_steps": 2}}
+    run = lccore.train(config, tmp_path / "run", progress=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(run.output_dir), "-q"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own == run.load().evaluate(str(whole))
+    assert own["accuracy"] == pytest.approx(run.metrics["test"]["after"]["accuracy"])
+    bare = {**tiny_config, "task": {k: v for k, v in tiny_config["task"].items() if k not in ("test", "dev")}, "train": {**tiny_config["train"], "max_steps": 1}}
+    no_split = lccore.train(bare, tmp_path / "bare", progress=False)
+    assert main(["evaluate", str(no_split.output_dir), "-q"]) == 2
+    assert "give --data FILE" in capsys.readouterr().err

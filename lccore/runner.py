@@ -29,8 +29,6 @@ CURVE_FILE = "training_curve.png"
 def model_origin(model) -> dict | None:
     """The manifest of the lccore run whose ``model/`` folder ``model`` is (a pretraining run's
     output named by path), or None for a hub name, a scratch config or a folder lccore did not write."""
-    import json
-
     if not isinstance(model, str) or Path(model).name != "model":
         return None
     manifest = Path(model).parent / "manifest.json"

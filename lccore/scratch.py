@@ -44,11 +44,8 @@ def build(spec: ScratchModelConfig, texts: Iterable[str], directory: Path, *, ma
     config = model_config(spec, tokenizer, positions)
     torch.manual_seed(seed)
     model = model_class(spec)(config)
-    from .runner import without_hf_bars
-
-    with without_hf_bars():
-        model.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)  # under lccore.train, which keeps transformers' bars off
+    tokenizer.save_pretrained(directory)
     return str(directory)
 
 

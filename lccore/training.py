@@ -13,8 +13,8 @@ import json
 import math
 import os
 import platform
-import sys
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -637,7 +637,7 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
     settings = config.train
     if previous is not None:
         source = str(previous.model_dir)
-        with model_load_errors("train.init_from", source), without_hf_bars():
+        with model_load_errors("train.init_from", source):
             return head.load(source), AutoTokenizer.from_pretrained(source), source
     source = config.model
     if isinstance(config.model, ScratchModelConfig):
@@ -669,7 +669,7 @@ def starting_model(config: RunConfig, task, head, previous: PreviousRun | None, 
             source = cached_folder(cache / "scratch" / key, build_and_keep_rng)
             rng_state = (Path(source) / SCRATCH_RNG_FILE).read_bytes()
             torch.set_rng_state(torch.frombuffer(bytearray(rng_state), dtype=torch.uint8))
-    with model_load_errors("model", source), without_hf_bars():
+    with model_load_errors("model", source):
         return head.build(source, task.head_spec()), AutoTokenizer.from_pretrained(source), source
 
 
@@ -719,8 +719,6 @@ def diverged_message(loss: float, state: RunState, output_dir: Path) -> str:
 
 def find_checkpoint(output_dir: Path, config: RunConfig) -> Path | None:
     """The checkpoint ``--resume`` continues from; None (start afresh) when the run never wrote one."""
-    import sys
-
     if (output_dir / MANIFEST_FILE).exists():
         raise RunDirError(f"{output_dir}: this run already finished; nothing to resume")
     saved = output_dir / CONFIG_FILE

@@ -179,9 +179,8 @@ class Context:
                 j = i - 1
                 while j >= 0 and words[j] in DETERMINERS and i - j <= 3:
                     j -= 1
-                if j >= 0 and words[j] in lists["hostile_verbs"] and (
-                    words[j].startswith(("hat", "desp", "loat", "detes")) or j <= 1 or any(w in lists["first_person"] or w in ORDERS for w in words[max(0, j - 3) : j])
-                ):
+                ordered = j <= 1 or any(w in lists["first_person"] or w in ORDERS for w in words[max(0, j - 3) : j])
+                if j >= 0 and (words[j] in lists["hateful_verbs"] or (words[j] in lists["violent_verbs"] and ordered)):
                     hit(j, group_end, "toxicity: hostile to a group")
                     continue
                 # a slur-like adjective before it: "filthy immigrants"

@@ -183,11 +183,16 @@ class Engine:
         _check_kind(kind)
         return list(self._components[kind].get(name, []))
 
-    def component(self, kind: str, name: str, *, key: str | None = None) -> Component:
-        """The component ``name`` of ``kind``; a clear :class:`PluginError` if unknown or ambiguous."""
+    def component(self, kind: str, name: str, *, key: str | None = None, plugin: str | None = None) -> Component:
+        """The component ``name`` of ``kind``; a clear :class:`PluginError` if unknown or ambiguous.
+        ``plugin``: the plugin that gave it before (a finished run's manifest records it): its
+        registration is taken even when another plugin registers the same name since."""
         _check_kind(kind)
         registered = self._components[kind].get(name)
         where = f"{key}: " if key else ""
+        recorded = [c for c in registered or () if c.plugin == plugin]
+        if plugin is not None and recorded:
+            return recorded[0]
         if not registered:
             known = ", ".join(self.names(kind)) or "none"
             hint = close_matches(name, self.names(kind))
@@ -196,15 +201,16 @@ class Engine:
             raise PluginError(f"{where}unknown {kind} '{name}'{hint}; known: {known}{extra}")
         if len(registered) > 1:
             owners = " and ".join(f"'{c.plugin}' ({_origin(self.plugins[c.plugin])})" for c in registered)
+            gone = f"the run's own plugin '{plugin}' is not installed, and " if plugin is not None else ""
             raise PluginError(
-                f"{where}{kind} '{name}' is registered by two plugins: {owners}; "
+                f"{where}{gone}{kind} '{name}' is registered by two plugins: {owners}; "
                 f"disable one with {DISABLE_ENV} or the config key plugins.disable"
             )
         return registered[0]
 
-    def create(self, kind: str, name: str, options: dict | None = None, *, key: str | None = None, **kwargs):
-        """Build the component ``name`` of ``kind`` with validated ``options``."""
-        component = self.component(kind, name, key=key)
+    def create(self, kind: str, name: str, options: dict | None = None, *, key: str | None = None, plugin: str | None = None, **kwargs):
+        """Build the component ``name`` of ``kind`` with validated ``options`` (``plugin``: as :meth:`component`)."""
+        component = self.component(kind, name, key=key, plugin=plugin)
         parsed = self.parse_options(component, options or {}, key=key or kind)
         if component.options is not None:
             return component.factory(parsed, **kwargs)

@@ -219,8 +219,10 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     run_dir = check_run_dir(run_dir)
     config = load_config(run_dir / CONFIG_FILE)
     engine = engine or Engine(disable=config.plugins.disable)
-    config, task, head = resolve(config, engine)
-    spec = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["task_state"]
+    manifest = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    # each component from the plugin that gave it in training; no optimizer (inference builds none)
+    config, task, head = resolve(config, engine, recorded=manifest.get("components", {}))
+    spec = manifest["task_state"]
     task.restore(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with model_load_errors("model", run_dir / MODEL_DIR), without_hf_bars():

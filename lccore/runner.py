@@ -39,12 +39,16 @@ def model_origin(model) -> dict | None:
     return origin if isinstance(origin, dict) and "lccore" in origin else None
 
 
-def resolve(config: RunConfig, engine: Engine):
+def resolve(config: RunConfig, engine: Engine, *, recorded: dict | None = None):
     """Fill in the defaults that depend on plugins; returns (config, task, head).
 
     After this the config names every component it uses and holds every option's value, so the
-    saved copy reproduces the run exactly."""
-    task_component = engine.component("task", config.task.name, key="task.name")
+    saved copy reproduces the run exactly. ``recorded``: a finished run's manifest ``components``
+    (loading it for inference): each component comes from the plugin that gave it in training,
+    whatever other plugins registered since, and the optimizer, which inference does not use, is
+    not looked up."""
+    plugin_of = lambda kind: (recorded or {}).get(kind, {}).get("plugin")  # noqa: E731
+    task_component = engine.component("task", config.task.name, key="task.name", plugin=plugin_of("task"))
     task_options = engine.parse_options(task_component, config.task.options, key="task")
     task = task_component.factory(task_options) if task_component.options else task_component.factory()
     if task_options is not None:
@@ -57,12 +61,13 @@ def resolve(config: RunConfig, engine: Engine):
         if chosen and chosen != task.default_head and int(os.environ.get("RANK", "0")) == 0:
             made_by = origin.get("components", {}).get("task", {}).get("name")
             print(f"head: {chosen} (the model was made by a '{made_by}' run, {config.model}; name another with head: NAME)", file=sys.stderr, flush=True)
-    head = engine.create("head", config.head.name, config.head.options, key="head")
+    head = engine.create("head", config.head.name, config.head.options, key="head", plugin=plugin_of("head"))
 
-    optimizer = engine.component("optimizer", config.optimizer.name, key="optimizer.name")
-    parsed = engine.parse_options(optimizer, config.optimizer.options, key="optimizer")
-    if parsed is not None:
-        config.optimizer.options = unstructure(parsed)
+    if recorded is None:  # training: the optimizer is built (inference never looks it up)
+        optimizer = engine.component("optimizer", config.optimizer.name, key="optimizer.name")
+        parsed = engine.parse_options(optimizer, config.optimizer.options, key="optimizer")
+        if parsed is not None:
+            config.optimizer.options = unstructure(parsed)
 
     stopping = config.train.early_stopping
     if stopping.metric is None:

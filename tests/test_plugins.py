@@ -269,3 +269,43 @@ def test_every_hook_is_documented():
         function = getattr(hookspecs, name)
         assert hasattr(function, "lccore_spec"), name
         assert function.__doc__ and len(function.__doc__.split()) >= 10, f"{name} needs a docstring"
+
+
+CLASHING_PLUGIN = """
+    import lccore
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("text_classification", lambda: "not the task the run was trained with")
+
+    @lccore.hookimpl
+    def register_heads(register):
+        register("sequence_classifier", lambda: "not the head either")
+
+    @lccore.hookimpl
+    def register_optimizers(register):
+        register("adamw", lambda: "another adamw")
+"""
+
+
+def test_a_finished_run_keeps_loading_when_a_plugin_registering_its_names_is_installed(trained_run, tiny_config, site, tmp_path, capsys):
+    """Issue 19: a second plugin registering the run's task, head and optimizer names broke
+    `lccore.load`, `predict` and `evaluate` on runs already trained. Loading takes each component
+    from the plugin the manifest records, and looks up no optimizer; a new training run still has
+    to choose."""
+    from lccore.cli import main
+
+    before = lccore.load(trained_run.output_dir).predict(["a lovely film", "dull and boring"])
+    make_distribution(site, "lccore-clash", {"lccore_clash": CLASHING_PLUGIN}, {"clash": "lccore_clash"})
+    engine = lccore.Engine()
+    assert engine.plugins["clash"].status == "loaded" and len(engine.owners("optimizer", "adamw")) == 2
+    assert lccore.load(trained_run.output_dir).predict(["a lovely film", "dull and boring"]) == before
+    source = tmp_path / "in.jsonl"
+    source.write_text('"a lovely film"\n')
+    assert main(["predict", str(trained_run.output_dir), "--input", str(source), "-q"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == before[0]
+    with pytest.raises(lccore.PluginError, match="task 'text_classification' is registered by two plugins"):
+        lccore.train(tiny_config, tmp_path / "new", progress=False)
+    # the run's own plugin gone and two others left: ambiguous, and said so
+    with pytest.raises(lccore.PluginError, match="the run's own plugin 'lccore_tc_uninstalled' is not installed, and task 'text_classification' is registered by two"):
+        engine.component("task", "text_classification", plugin="lccore_tc_uninstalled")

@@ -117,10 +117,11 @@ class Engine:
     # --- loading ---------------------------------------------------------------------------------
 
     def _add(self, info: PluginInfo, load: Callable[[], Any]) -> None:
-        if info.name in self.plugins:
+        if info.name in self.plugins:  # entry-point names may collide: the first (lccore's own first) keeps it
             previous = self.plugins[info.name]
             info.status, info.reason = "failed", (
-                f"plugin name '{info.name}' is already taken by {_origin(previous)}"
+                f"plugin name '{info.name}' is already taken by {_origin(previous)} ({previous.module}); "
+                f"{_origin(info)} ({info.module}) is not loaded: its entry point needs another name"
             )
             self.plugins[f"{info.name} ({_origin(info)})"] = info
             return
@@ -134,6 +135,9 @@ class Engine:
                 plugin = load()
         except PLUGIN_FAILURES as exc:  # a broken plugin must not take the others (or lccore) down
             info.status, info.reason = "failed", f"import failed: {_describe_failure(exc)}"
+            return
+        if self._pm.is_registered(plugin):  # the same module given again (installed, and passed to Engine(plugins=...)): one plugin
+            del self.plugins[info.name]
             return
         try:
             _check_hook_names(plugin)
@@ -260,7 +264,9 @@ def _lccore_entry_points() -> list:
     seen, unique = set(), []
     # Sorted: the order plugins load in (and so the order of their commands and observers) must
     # not depend on where each distribution happens to be installed.
-    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+    # lccore's own plugins first among those of one name: a third party's entry point named `kg` does not displace lccore's
+    first_party = lambda e: getattr(getattr(e, "dist", None), "name", None) == "lccore"  # noqa: E731
+    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, not first_party(e), e.value)):
         if (entry_point.name, entry_point.value) not in seen:  # an editable and a normal install
             seen.add((entry_point.name, entry_point.value))
             unique.append(entry_point)

@@ -309,3 +309,24 @@ def test_a_finished_run_keeps_loading_when_a_plugin_registering_its_names_is_ins
     # the run's own plugin gone and two others left: ambiguous, and said so
     with pytest.raises(lccore.PluginError, match="the run's own plugin 'lccore_tc_uninstalled' is not installed, and task 'text_classification' is registered by two"):
         engine.component("task", "text_classification", plugin="lccore_tc_uninstalled")
+
+
+def test_an_entry_point_named_like_a_first_party_plugin_does_not_displace_it(site):
+    """Issue 19: a third party's entry point `kg` replaced lccore's own (`lccore kg stats` then
+    said "invalid choice"); lccore's stays, and the other is reported in one line naming both."""
+    make_distribution(site, "acme-kg", {"acme_kg": GOOD_PLUGIN}, {"kg": "acme_kg"})
+    engine = lccore.Engine()
+    assert engine.plugins["kg"].distribution == "lccore" and engine.plugins["kg"].status == "loaded"
+    other = engine.plugins["kg (acme-kg 1.2.3)"]
+    assert other.status == "failed" and "\n" not in other.reason and "{" not in other.reason
+    assert "already taken by lccore" in other.reason and "acme-kg 1.2.3 (acme_kg) is not loaded" in other.reason
+    assert "echo_task" not in engine.names("task")
+
+
+def test_a_module_both_installed_and_given_to_the_engine_is_one_plugin():
+    import lccore_text_classification
+
+    engine = lccore.Engine(plugins=[lccore_text_classification])
+    assert [p.name for p in engine.plugins.values() if p.status != "loaded"] == []  # no 'failed' entry, no pluggy dump
+    assert len(engine.owners("task", "text_classification")) == 1
+    assert engine.create("task", "text_classification", {}) is not None

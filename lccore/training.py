@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import attrs
@@ -112,6 +113,7 @@ def train(
 
 
 def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engine: Engine | None, progress: bool, resume: bool) -> Run:
+    started = time.monotonic()
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -339,6 +341,12 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     sign = -1.0 if stopping.metric == "loss" or not task.greater_is_better else 1.0
     best_value, evaluations_without_improvement, stop = None, 0, False
     start_epoch, batches_done, resumed_rng, resumed_position = 0, 0, None, None
+    earlier = {"seconds": 0.0, "sessions": 0}
+
+    def clock() -> None:
+        """metrics.json's wall time: this session's (data, training, evaluation) added to the interrupted ones'."""
+        metrics["time"] = {"seconds": round(earlier["seconds"] + time.monotonic() - started, 1), "sessions": earlier["sessions"] + 1}
+
     if checkpoint is not None:
         try:
             loop = checkpoints.load(checkpoint, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler, rank=accelerator.process_index)
@@ -347,6 +355,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             raise RunDirError(f"{checkpoint}: does not fit this run's model and optimiser ({reason})") from None
         check_resumable(checkpoint, loop, data_hashes, accelerator.num_processes)
         metrics.update(loop["metrics"])
+        earlier = metrics.get("time") or earlier  # the time the interrupted sessions took, up to this checkpoint
         state.step, start_epoch, batches_done = loop["step"], loop["epoch"], loop["batches_done"]
         best_value, evaluations_without_improvement = loop["best_value"], loop["evaluations_without_improvement"]
         resumed_rng, resumed_position = loop["rng"], loop.get("stream")
@@ -383,6 +392,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         checkpoints.write_rng_state(folder, accelerator.process_index)
         accelerator.wait_for_everyone()
         if main_process:
+            clock()
             loop = {
                 "step": state.step, "epoch": epoch, "batches_done": batches, "best_value": best_value,
                 "evaluations_without_improvement": evaluations_without_improvement, "metrics": metrics, "data": data_hashes,
@@ -481,6 +491,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
 
     if main_process:
         dump_yaml(config.to_dict(), output_dir / CONFIG_FILE)
+        clock()
         write_json(output_dir / METRICS_FILE, metrics)
         shutil.rmtree(output_dir / checkpoints.CHECKPOINTS_DIR, ignore_errors=True)  # a finished run is not resumed
         counts = {name: split.examples for name, split in features.items()}

@@ -90,6 +90,10 @@ def test_killed_run_resumes_to_the_same_weights_even_past_a_damaged_checkpoint(r
     assert [row["loss"] for row in ours["train"]] == [row["loss"] for row in theirs["train"]]
     assert ours["dev"] == theirs["dev"] and ours["test"] == theirs["test"]
     assert not (out / "checkpoints").exists()  # a finished run keeps its best model, not its checkpoints
+    # wall time: the uninterrupted run took one session; the resumed one adds its time to what the
+    # killed session had spent up to the checkpoint it resumed from
+    assert theirs["time"]["sessions"] == 1 and theirs["time"]["seconds"] > 0
+    assert ours["time"]["sessions"] == 2 and ours["time"]["seconds"] > 0
 
 
 def test_resume_refuses_a_changed_config_and_a_finished_run(resume_config, uninterrupted, tmp_path):

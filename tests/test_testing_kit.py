@@ -110,6 +110,8 @@ def test_kit_catches_a_task_whose_decode_loses_records(tiny_model):
         check_plugin(broken_plugin(), model=tiny_model)
     report = check_plugin(broken_plugin(), model=tiny_model, raise_on_failure=False)
     assert [c.check for c in report.failures] == ["encode/collate/decode/metrics round-trip"]
+    assert report.failed == report.failures and not report.ok  # issue 19: `report.failed` raised AttributeError
+    assert all(c.status in ("pass", "fail", "skip") for c in report.checks) and str(report).startswith("lccore plugin check of ")
 
 
 def test_kit_catches_a_metrics_accumulator_that_disagrees_with_metrics(tiny_model):

@@ -130,7 +130,12 @@ class Check:
 
 @attrs.define
 class Report:
-    """Every check :func:`check_plugin` ran, in order."""
+    """Every check :func:`check_plugin` ran, in order.
+
+    ``plugin``: the name checked; ``checks``: each :class:`Check` (``kind``, ``name``, ``check``,
+    ``status`` — ``pass``, ``fail`` or ``skip`` — and ``reason``); ``failures`` (also ``failed``),
+    ``passed`` and ``skipped``: the checks of that status; ``ok``: nothing failed; ``str(report)``:
+    one line per check, as the kit prints it."""
 
     plugin: str
     checks: list[Check] = attrs.Factory(list)
@@ -138,6 +143,15 @@ class Report:
     @property
     def failures(self) -> list[Check]:
         return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def failed(self) -> list[Check]:
+        """The same as :attr:`failures` (the name ``passed`` and ``skipped`` suggest)."""
+        return self.failures
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
 
     @property
     def passed(self) -> list[Check]:

@@ -160,7 +160,14 @@ class MetricsAccumulator:
 
 
 class Head:
-    """An output layer and loss on top of a pretrained backbone."""
+    """An output layer and loss on top of a pretrained backbone.
+
+    The model :meth:`build` and :meth:`load` return is a ``torch.nn.Module`` with ``forward(**batch)``
+    (an output with ``logits``, and ``loss`` given ``labels``), ``save_pretrained(directory)`` (the run
+    writes ``model/`` with it), ``config`` (the backbone's: dropout settings), and a
+    ``transformers.PreTrainedModel`` among its modules (layer freezing, layer-wise learning rates and
+    LoRA find its layers there). A Hugging Face ``*ForXxx`` class has all of it; a model of one's own
+    subclasses :class:`lccore.heads.BackboneWithHead`, which saves and loads it with safetensors."""
 
     #: Set by the training loop from ``train.label_smoothing``.
     label_smoothing: float = 0.0

@@ -226,64 +226,46 @@ HEAD = '''\
 """The `{name}` head: the mean of the encoder's token representations (padding left out), then
 dropout and a linear layer with one logit per label of the task's ``head_spec()["labels"]``.
 
-Saved as a Hugging Face encoder folder (it loads with ``transformers.AutoModel``) plus
-``{name}.safetensors`` and ``{name}.json`` for the linear layer and the labels.
+``lccore.heads.BackboneWithHead`` saves it as a Hugging Face encoder folder (it loads with
+``transformers.AutoModel``) plus ``head.safetensors`` (the layers below) and ``head.json`` (the
+labels), loads it back, and gives the fine-tuning controls what they read (``config``, the layers).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 import lccore
-
-WEIGHTS = "{name}.safetensors"
-LABELS = "{name}.json"
+from lccore.heads import BackboneWithHead
 
 
-class MeanPooledClassifier(torch.nn.Module):
-    def __init__(self, encoder, labels: list[str]):
-        super().__init__()
-        self.encoder = encoder
-        self.labels = list(labels)
-        self.dropout = torch.nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
-        self.classifier = torch.nn.Linear(encoder.config.hidden_size, len(self.labels))
+class MeanPooledClassifier(BackboneWithHead):
+    def __init__(self, backbone, settings):
+        super().__init__(backbone, settings)
+        self.dropout = torch.nn.Dropout(getattr(backbone.config, "hidden_dropout_prob", 0.1))
+        self.classifier = torch.nn.Linear(backbone.config.hidden_size, len(settings["labels"]))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
         inputs = {{"input_ids": input_ids, "attention_mask": attention_mask}}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state
+        hidden = self.backbone(**inputs).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def save_pretrained(self, directory):
-        directory = Path(directory)
-        self.encoder.save_pretrained(directory)
-        save_file({{k: v.contiguous() for k, v in self.classifier.state_dict().items()}}, directory / WEIGHTS)
-        (directory / LABELS).write_text(json.dumps({{"labels": self.labels}}, indent=2), encoding="utf-8")
-
 
 class {cls}Head(lccore.Head):
     def build(self, model, spec):
         if "labels" not in spec:
             raise lccore.ConfigError("head.name: '{name}' needs a task whose head_spec() lists 'labels' (e.g. text_classification)")
-        return MeanPooledClassifier(AutoModel.from_pretrained(model), spec["labels"])
+        return MeanPooledClassifier.from_backbone(model, {{"labels": spec["labels"]}})
 
     def load(self, model_dir):
-        model_dir = Path(model_dir)
-        labels = json.loads((model_dir / LABELS).read_text(encoding="utf-8"))["labels"]
-        model = MeanPooledClassifier(AutoModel.from_pretrained(model_dir), labels)
-        model.classifier.load_state_dict(load_file(model_dir / WEIGHTS))
-        return model
+        return MeanPooledClassifier.load(model_dir)
 '''
 
 HEAD_TEST = '''\

@@ -9,51 +9,36 @@ beside `classifier.safetensors` and `classifier.json`."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 import lccore
+from lccore.heads import BackboneWithHead
 
-HEAD_WEIGHTS, HEAD_CONFIG = "classifier.safetensors", "classifier.json"
 
+class MeanPooledClassifier(BackboneWithHead):
+    # the file names runs written before lccore.heads existed use
+    WEIGHTS_FILE, SETTINGS_FILE = "classifier.safetensors", "classifier.json"
 
-class MeanPooledClassifier(torch.nn.Module):
-    def __init__(self, encoder, labels: list[str]):
-        super().__init__()
-        self.encoder, self.labels = encoder, list(labels)
-        self.config = encoder.config  # what the fine-tuning controls read (dropout, layers)
-        self.dropout = torch.nn.Dropout(getattr(encoder.config, "hidden_dropout_prob", 0.1))
-        self.classifier = torch.nn.Linear(encoder.config.hidden_size, len(labels))
+    def __init__(self, backbone, settings: dict):
+        super().__init__(backbone, settings)
+        self.labels = list(settings["labels"])
+        self.dropout = torch.nn.Dropout(getattr(backbone.config, "hidden_dropout_prob", 0.1))
+        self.classifier = torch.nn.Linear(backbone.config.hidden_size, len(self.labels))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **kwargs):
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         loss = torch.nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def save_pretrained(self, directory):
-        directory = Path(directory)
-        self.encoder.save_pretrained(directory)
-        save_file({f"classifier.{k}": v.contiguous() for k, v in self.classifier.state_dict().items()}, directory / HEAD_WEIGHTS)
-        (directory / HEAD_CONFIG).write_text(json.dumps({"labels": self.labels}, indent=2), encoding="utf-8")
-
 
 class MeanPooledClassifierHead(lccore.Head):
     def build(self, model, spec):
-        return MeanPooledClassifier(AutoModel.from_pretrained(model, add_pooling_layer=False), spec["labels"])
+        return MeanPooledClassifier.from_backbone(model, {"labels": spec["labels"]}, add_pooling_layer=False)
 
     def load(self, model_dir):
-        model_dir = Path(model_dir)
-        config = json.loads((model_dir / HEAD_CONFIG).read_text(encoding="utf-8"))
-        model = MeanPooledClassifier(AutoModel.from_pretrained(model_dir, add_pooling_layer=False), config["labels"])
-        weights = load_file(model_dir / HEAD_WEIGHTS)
-        model.classifier.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items()})
-        return model
+        return MeanPooledClassifier.load(model_dir, add_pooling_layer=False)

@@ -215,10 +215,15 @@ class Engine:
     def create(self, kind: str, name: str, options: dict | None = None, *, key: str | None = None, plugin: str | None = None, **kwargs):
         """Build the component ``name`` of ``kind`` with validated ``options`` (``plugin``: as :meth:`component`)."""
         component = self.component(kind, name, key=key, plugin=plugin)
-        parsed = self.parse_options(component, options or {}, key=key or kind)
-        if component.options is not None:
-            return component.factory(parsed, **kwargs)
-        return component.factory(**kwargs)
+        return self.instantiate(component, self.parse_options(component, options or {}, key=key or kind), **kwargs)
+
+    def instantiate(self, component: Component, parsed, *args, **kwargs):
+        """``component.factory`` called with ``parsed`` options (when it was registered with
+        ``options=``) and ``args``; a factory that cannot take them is a :class:`PluginError` naming
+        the plugin and the file and line of the factory."""
+        arguments = ((parsed,) if component.options is not None else ()) + args
+        _check_factory_call(component, arguments, kwargs)
+        return component.factory(*arguments, **kwargs)
 
     def parse_options(self, component: Component, options: dict, *, key: str):
         from .config import structure
@@ -258,6 +263,24 @@ class Engine:
 
     def report(self) -> list[dict]:
         return [info.to_dict() for info in self.plugins.values()]
+
+
+def _check_factory_call(component: Component, args: tuple, kwargs: dict) -> None:
+    """A factory that cannot take what lccore passes (an options object when it was registered
+    with ``options=``, nothing otherwise) is the plugin's mistake: say which, and where its code is."""
+    import inspect
+
+    try:
+        signature = inspect.signature(component.factory)
+    except (TypeError, ValueError):  # a builtin or C callable: let the call speak
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        code = getattr(inspect.unwrap(component.factory), "__code__", None)
+        where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        given = "an options object (it was registered with options=)" if args else "no argument (it was registered without options=)"
+        raise PluginError(f"{component.kind} '{component.name}' of plugin '{component.plugin}': its factory{where} is called with {given}: {exc}") from None
 
 
 def _lccore_entry_points() -> list:

@@ -50,7 +50,7 @@ def resolve(config: RunConfig, engine: Engine, *, recorded: dict | None = None):
     plugin_of = lambda kind: (recorded or {}).get(kind, {}).get("plugin")  # noqa: E731
     task_component = engine.component("task", config.task.name, key="task.name", plugin=plugin_of("task"))
     task_options = engine.parse_options(task_component, config.task.options, key="task")
-    task = task_component.factory(task_options) if task_component.options else task_component.factory()
+    task = engine.instantiate(task_component, task_options)
     if task_options is not None:
         config.task.options = unstructure(task_options)
 

@@ -330,3 +330,23 @@ def test_a_module_both_installed_and_given_to_the_engine_is_one_plugin():
     assert [p.name for p in engine.plugins.values() if p.status != "loaded"] == []  # no 'failed' entry, no pluggy dump
     assert len(engine.owners("task", "text_classification")) == 1
     assert engine.create("task", "text_classification", {}) is not None
+
+
+def test_a_factory_that_cannot_take_what_it_is_given_is_named_with_its_file_and_line():
+    """Issue 19: a factory registered without options= that takes an argument was a bare TypeError."""
+    module = types.ModuleType("lccore_wrong_factory")
+
+    def make_task(options):  # registered without options=: lccore calls it with no argument
+        return options
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("wrong_factory_task", make_task)
+
+    module.register_tasks = register_tasks
+    engine = lccore.Engine(entry_points=False, plugins=[module])
+    with pytest.raises(lccore.PluginError) as caught:
+        engine.create("task", "wrong_factory_task")
+    message = str(caught.value)
+    assert "task 'wrong_factory_task' of plugin 'lccore_wrong_factory'" in message and "registered without options=" in message
+    assert f"{__file__}:" in message and "\n" not in message

@@ -80,6 +80,28 @@ def test_a_killed_prediction_resumes_to_the_file_an_uninterrupted_one_writes(pre
     assert not (tmp_path / ("out.jsonl" + PREDICT_STATE_SUFFIX)).exists()
 
 
+def test_long_lived_objects_are_left_out_of_collections_while_predicting_and_given_back_after(predictor, tmp_path, monkeypatch):
+    import gc
+
+    inputs = write_inputs(tmp_path / "in.jsonl", 20)
+    frozen_while_predicting = []
+    original = Predictor.predict_parsed
+    monkeypatch.setattr(Predictor, "predict_parsed", lambda self, examples, **kw: frozen_while_predicting.append(gc.get_freeze_count()) or original(self, examples, **kw))
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            predict_file(predictor, str(inputs), str(tmp_path / "out.jsonl"), window=7, progress=False)
+    assert frozen_while_predicting[0] > 10_000  # the model and the libraries: not scanned by each window's full collections
+    assert gc.get_freeze_count() == 0  # given back, after an interruption too
+    gc.freeze()  # a program that froze objects itself keeps its freeze
+    try:
+        mine = gc.get_freeze_count()
+        predict_file(predictor, str(inputs), str(tmp_path / "again.jsonl"), window=7, progress=False)
+        assert gc.get_freeze_count() > mine // 2  # still frozen (less what refcounting freed meanwhile)
+    finally:
+        gc.unfreeze()
+
+
 def test_resume_refuses_another_input_run_or_options(predictor, tmp_path, monkeypatch):
     inputs = write_inputs(tmp_path / "in.jsonl", 30)
     out = tmp_path / "out.jsonl"

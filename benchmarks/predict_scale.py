@@ -127,7 +127,9 @@ def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
     process.wait()
     rows_at_kill = sum(1 for _ in out.open("rb")) if out.exists() else 0
     # killed before its first window was written (a small input): nothing to resume, start again as a user would
-    started = (folder / ("resumed.jsonl" + ".lccore-predict.json")).exists()
+    from lccore.predictor import PREDICT_STATE_SUFFIX
+
+    started = out.with_name(out.name + PREDICT_STATE_SUFFIX).exists()
     subprocess.run([*command, "--output", str(out), *(["--resume"] if started else [])], check=True)
     return {"killed_after_s": round(killed_after, 1), "rows_at_kill": rows_at_kill, "identical": out.read_bytes() == straight.read_bytes()}
 

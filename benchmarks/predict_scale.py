@@ -131,7 +131,7 @@ def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
 
     started = out.with_name(out.name + PREDICT_STATE_SUFFIX).exists()
     subprocess.run([*command, "--output", str(out), *(["--resume"] if started else [])], check=True)
-    return {"killed_after_s": round(killed_after, 1), "rows_at_kill": rows_at_kill, "identical": out.read_bytes() == straight.read_bytes()}
+    return {"killed_after_s": round(killed_after, 1), "rows_at_kill": rows_at_kill, "resumed": started, "identical": out.read_bytes() == straight.read_bytes()}
 
 
 def main() -> int:
@@ -193,7 +193,7 @@ def main() -> int:
               f"{largest['streamed']['peak_rss_mb'] - rows[0]['streamed']['peak_rss_mb']:+.0f} MB peak RSS over {rows[0]['rows']} rows (goal <= +300)")
         middle = sizes[len(sizes) // 2]
         killed = kill_and_resume(run, folder / f"in-{middle}.jsonl", folder, args.seed)
-        print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), --resume: "
+        print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), {'--resume' if killed['resumed'] else 'started again (nothing to resume yet)'}: "
               f"{'identical' if killed['identical'] else 'DIFFERENT'} to an uninterrupted run")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "kill_and_resume": killed}, indent=2), encoding="utf-8")

@@ -126,7 +126,7 @@ def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
     process.send_signal(signal.SIGKILL)
     process.wait()
     rows_at_kill = sum(1 for _ in out.open("rb")) if out.exists() else 0
-    # killed before its first window was written (a small input): nothing to resume, start again as a user would
+    # on a small input the kill can fall before the first window or after the last: no state to resume, run again as a user would
     from lccore.predictor import PREDICT_STATE_SUFFIX
 
     started = out.with_name(out.name + PREDICT_STATE_SUFFIX).exists()
@@ -193,7 +193,7 @@ def main() -> int:
               f"{largest['streamed']['peak_rss_mb'] - rows[0]['streamed']['peak_rss_mb']:+.0f} MB peak RSS over {rows[0]['rows']} rows (goal <= +300)")
         middle = sizes[len(sizes) // 2]
         killed = kill_and_resume(run, folder / f"in-{middle}.jsonl", folder, args.seed)
-        print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), {'--resume' if killed['resumed'] else 'started again (nothing to resume yet)'}: "
+        print(f"kill at {killed['killed_after_s']} s ({killed['rows_at_kill']} of {middle} rows written), {'--resume' if killed['resumed'] else 'run again (no state file: the kill fell before the first window or after the last)'}: "
               f"{'identical' if killed['identical'] else 'DIFFERENT'} to an uninterrupted run")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "kill_and_resume": killed}, indent=2), encoding="utf-8")

@@ -27,6 +27,7 @@ __all__ = [
     "LccoreError",
     "MetricsAccumulator",
     "PluginError",
+    "Predictor",
     "RunConfig",
     "RunDirError",
     "Task",
@@ -61,3 +62,13 @@ def load(run_dir, **kwargs):
     from .predictor import load as _load
 
     return _load(run_dir, **kwargs)
+
+
+def __getattr__(name):
+    # lccore.Predictor (what load gives, and what explainers and reasoners receive) without
+    # importing the inference module on `import lccore`
+    if name == "Predictor":
+        from .predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'lccore' has no attribute {name!r}")

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import sys
+from typing import Iterable
 from pathlib import Path
 
 from . import __version__
@@ -63,9 +64,13 @@ def write_output(path: str, text: str) -> None:
         raise OSError(exc.errno, exc.strerror, path) from None
 
 
-def check_output_path(path: str | None, flag: str) -> None:
+def check_output_path(path: str | None, flag: str, *, overwrite: bool | None = None, inputs: Iterable[str | None] = ()) -> None:
     """Refuse, before any model loads, an output file that cannot be written: a folder, a path in
-    a folder that does not exist, or a read-only file or folder. ``-`` (stdout) is always fine."""
+    a folder that does not exist, or a read-only file or folder. ``-`` (stdout) is always fine.
+
+    ``overwrite`` (given for a file the command replaces, not one it appends to): a file already
+    there and not empty is the user's until they say otherwise (``--overwrite``); ``inputs`` are
+    files the command reads, which it must never write over, ``--overwrite`` or not."""
     from .errors import ConfigError
 
     if path is None or path == "-":
@@ -73,6 +78,11 @@ def check_output_path(path: str | None, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{flag} {path}: is a directory; expected a file path")
+    for source in inputs:
+        if source and source != "-" and target.exists() and Path(source).exists() and os.path.samefile(source, target):
+            raise ConfigError(f"{flag} {path}: is the file the command reads ({source}); write to another file")
+    if overwrite is False and target.is_file() and target.stat().st_size > 0:
+        raise ConfigError(f"{flag} {path}: the file exists; pass --overwrite to replace it (or choose another path)")
     folder = target.parent
     if not folder.is_dir():
         raise ConfigError(f"{flag} {path}: the folder {folder} does not exist")
@@ -186,17 +196,20 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     predict.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
     predict.add_argument("--window", type=WINDOW, help="rows read, predicted (sorted by length into batches) and written at a time (default 4096): memory grows with it")
     predict.add_argument("--resume", action="store_true", help="continue an interrupted prediction into --output after its last complete row (same run, input rows and options)")
+    predict.add_argument("--overwrite", action="store_true", help="replace an --output file that exists (without it, an existing file is left alone)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(command=cmd_predict)
 
     explain = commands.add_parser("explain", help="attribute a run's predictions to the input words, or measure explainers' faithfulness")
     explain.add_argument("run_dir")
     explain.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to explain (repeatable)")
+    explain.add_argument("--text-pair", action="append", default=[], metavar="TEXT", help="the second text of a pair, for each --text in order (a run trained with task.text_pair_field)")
     explain.add_argument("--explainer", action="append", metavar="NAME", help="shap (default), integrated_gradients, attention, random, or a plugin's (repeatable)")
     explain.add_argument("--target", metavar="LABEL", help="the class to explain (default: the predicted one); for NER an entity's text or type")
     explain.add_argument("--option", dest="options", action="append", default=[], metavar="[EXPLAINER.]KEY=VALUE", help="an explainer option, e.g. n_steps=32 (repeatable)")
     explain.add_argument("--top", type=bounded(int, 1, 1 << 20), default=5, metavar="N", help="words printed per explanation (default 5)")
     explain.add_argument("--html", metavar="FILE", help="also write a static HTML page with the text coloured by attribution")
+    explain.add_argument("--overwrite", action="store_true", help="replace an --html file that exists")
     explain.add_argument("--json", action="store_true", help="print the attribution records (or the faithfulness scores) as JSON")
     explain.add_argument("--evaluate", action="store_true", help="faithfulness: comprehensiveness and sufficiency of each explainer and of random, on --data")
     explain.add_argument("--data", metavar="FILE", help="with --evaluate: JSONL of texts (strings or objects the task reads), or '-' for stdin")
@@ -271,6 +284,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     check.add_argument("--input", required=True, help="JSONL file of strings or {\"text\": ...} objects, or '-' for stdin")
     check.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
     check.add_argument("--audit-log", metavar="FILE", help="append one JSON line per policy decision (hashes, never the text)")
+    check.add_argument("--overwrite", action="store_true", help="replace an --output file that exists (without it, an existing file is left alone)")
     check.add_argument("--stage", choices=["training_data", "input", "output"], default="input", help="the stage the texts are checked at (default input)")
     check.set_defaults(command=cmd_ethics_check)
 
@@ -460,8 +474,11 @@ def cmd_predict(args) -> int:
     from . import ethics
 
     extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
-    check_output_path(args.output, "--output")
-    check_output_path(args.audit_log, "--audit-log")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite: choose one (continue the output, or replace it)")
+    # --resume continues the file it finds; otherwise a file already there is the user's
+    check_output_path(args.output, "--output", overwrite=args.overwrite or args.resume, inputs=[args.input, args.audit_log])
+    check_output_path(args.audit_log, "--audit-log", inputs=[args.input])
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     if processes > 1:  # started by torchrun: the windows are shared out, one output in input order
         import torch
@@ -532,6 +549,8 @@ def cmd_explain(args) -> int:
             raise ConfigError("explain --evaluate: give the texts with --data FILE.jsonl (not --text or --html)")
     elif not args.text or args.data:
         raise ConfigError("explain: give --text TEXT (repeatable), or --evaluate --data FILE.jsonl")
+    if args.text_pair and len(args.text_pair) != len(args.text):
+        raise ConfigError(f"explain: {len(args.text_pair)} --text-pair for {len(args.text)} --text; give one --text-pair for each --text")
     names = asked + (["random"] if args.evaluate and "random" not in asked else [])
     options: dict[str, dict] = {name: ({"target": args.target} if args.target is not None else {}) for name in names}
     for item in args.options:
@@ -544,7 +563,7 @@ def cmd_explain(args) -> int:
     # Explainers and their options are checked before the model loads: a typo fails in a second.
     engine = Engine()
     explainers = {name: engine.create("explainer", name, options[name], key=f"explainer.{name}") for name in names}
-    check_output_path(args.html, "--html")
+    check_output_path(args.html, "--html", overwrite=args.overwrite, inputs=[args.data])
     _quiet_transformers()
     from .predictor import load, read_prediction_inputs
 
@@ -568,7 +587,8 @@ def cmd_explain(args) -> int:
         print("comprehensiveness: drop in p(predicted class) when the top 10-50% of the words are deleted (higher is better);\n"
               "sufficiency: the drop when only those words are kept (lower is better); averaged over the bins and the texts")
         return 0
-    records = [r for explainer in explainers.values() for r in _explain(explainer, predictor, args.text, progress=not args.quiet)]
+    texts = [{"text": text, "text_pair": pair} for text, pair in zip(args.text, args.text_pair)] if args.text_pair else args.text
+    records = [r for explainer in explainers.values() for r in _explain(explainer, predictor, texts, progress=not args.quiet)]
     if args.html:
         renderer = next((e for e in explainers.values() if hasattr(e, "render_html")), None) or engine.create("explainer", "random")
         Path(args.html).write_text(renderer.render_html(records, title=f"lccore explain: {Path(args.run_dir).name}"), encoding="utf-8")
@@ -592,9 +612,10 @@ def explanation_summary(record: dict, top: int) -> str:
     else:
         predicted = record["prediction"].get("label")
         what = f"{target['label']} (p = {record['target_score']:.3f})" + ("" if predicted == target["label"] else f"; predicted: {predicted}")
-    lines = [json.dumps(record["text"], ensure_ascii=False), f"  {what}  [{record['method']}: {cost.get('model_evaluations', '?')} model evaluations, {cost.get('seconds', 0):.2f} s]"]
+    shown = json.dumps(record["text"], ensure_ascii=False) + ("" if record.get("text_pair") is None else " | " + json.dumps(record["text_pair"], ensure_ascii=False))
+    lines = [shown, f"  {what}  [{record['method']}: {cost.get('model_evaluations', '?')} model evaluations, {cost.get('seconds', 0):.2f} s]"]
     for word in sorted(record["words"], key=lambda w: -abs(w["score"]))[:top]:
-        lines.append(f"  {word['score']:+.4f}  {word['text']}")
+        lines.append(f"  {word['score']:+.4f}  {word['text']}" + (" (text_pair)" if word.get("field") == "text_pair" else ""))
     lines += [f"  note: {note}" for note in record.get("notes", ())]
     return "\n".join(lines)
 
@@ -663,8 +684,8 @@ def cmd_ethics_check(args) -> int:
     items = ethics.items_from_cli(args.policy, args.config, args.options)
     if not items:
         raise ConfigError("ethics check: name at least one policy with --policy NAME or --config FILE")
-    check_output_path(args.output, "--output")
-    check_output_path(args.audit_log, "--audit-log")
+    check_output_path(args.output, "--output", overwrite=args.overwrite, inputs=[args.input, args.config, args.audit_log])
+    check_output_path(args.audit_log, "--audit-log", inputs=[args.input, args.config])
     policies = ethics.build_policies(Engine(), items)
     audit = ethics.AuditLog(args.audit_log)
     rows = []

@@ -23,6 +23,12 @@ class Task:
     #: Every metric :meth:`metrics` reports.
     metric_names: tuple[str, ...] = ()
     greater_is_better: bool = True
+    #: Metrics for which lower is better although :attr:`greater_is_better` holds (a regression's
+    #: mse beside its main pearson): early stopping on one of them looks for a fall.
+    lower_is_better: tuple[str, ...] = ()
+    #: False when the task's targets are not one class out of several (a number, independent
+    #: labels): a run that asks for label smoothing is then refused, whatever the head.
+    supports_label_smoothing: bool = True
 
     def default_head_for(self, origin: dict) -> str | None:
         """Optional: the head to use when the config names none and the starting model was made

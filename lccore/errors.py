@@ -37,3 +37,12 @@ def close_matches(word: str, candidates) -> str:
 
     match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def defined_at(function) -> str:
+    """``FILE:LINE`` where a function (a plugin's factory, a task's ``encode``) is defined: errors
+    that are a plugin's mistake point its author at the code."""
+    import inspect
+
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else getattr(function, "__qualname__", repr(function))

@@ -94,10 +94,12 @@ def load_trained_model(head, config, spec: dict, model_dir):
     return peft.PeftModel.from_pretrained(base, model_dir)
 
 
-def check_head(head, config) -> None:
-    """Refuse settings the head cannot honour (called once the head is resolved)."""
+def check_head(head, config, task=None) -> None:
+    """Refuse settings the head (or the task) cannot honour (called once the head is resolved)."""
     if config.train.label_smoothing > 0 and not getattr(head, "supports_label_smoothing", False):
         raise ConfigError(f"train.label_smoothing: head '{config.head.name}' does not use a cross-entropy loss")
+    if config.train.label_smoothing > 0 and not getattr(task, "supports_label_smoothing", True):
+        raise ConfigError(f"train.label_smoothing: task '{config.task.name}', as configured, does not predict one class out of several (a number, or several labels per text): nothing to smooth")
 
 
 # --- anatomy ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError, close_matches
+from .errors import ConfigError, PluginError, close_matches, defined_at
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,7 @@ def _check_factory_call(component: Component, args: tuple, kwargs: dict) -> None
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        code = getattr(inspect.unwrap(component.factory), "__code__", None)
-        where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        where = f" ({defined_at(component.factory)})"
         given = "an options object (it was registered with options=)" if args else "no argument (it was registered without options=)"
         raise PluginError(f"{component.kind} '{component.name}' of plugin '{component.plugin}': its factory{where} is called with {given}: {exc}") from None
 

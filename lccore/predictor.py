@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from . import deadline
 from . import ethics as ethics_module
 from . import finetuning
 from . import precision as auto_precision
@@ -20,8 +21,19 @@ from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_
 class Predictor:
     """A trained model with its task: predicts, and evaluates on labelled files.
 
-    ``guard`` holds the ethics policies (the run's ``ethics:`` list and any given to :func:`load`):
-    :meth:`predict` and the reasoners from :meth:`reasoner` apply them to inputs and outputs."""
+    This is what a plugin (an explainer, a reasoner, a policy's judge) may use; the rest is private.
+
+    Attributes: ``run_dir`` (the run directory), ``config`` (its resolved :class:`lccore.config.Config`),
+    ``task`` (restored from the run: labels and options), ``head``, ``model`` (in eval mode, on
+    ``device``), ``tokenizer``, ``device``, ``engine`` (the plugins that resolved the run: create
+    other components from it), ``guard`` (the ethics policies: the run's ``ethics:`` list and any
+    given to :func:`load`; :meth:`predict` and the reasoners apply them to inputs and outputs).
+
+    Methods: :meth:`predict` / :meth:`predict_stream` (inputs as users give them, guarded),
+    :meth:`predict_examples` (parsed examples, unguarded: what explainers compare against),
+    :meth:`logits` (one batched forward pass over parsed examples: the raw scores an explainer
+    perturbs and reads), :meth:`autocast` (the run's precision, for a plugin's own forward passes),
+    :meth:`evaluate`, :meth:`explain` and :meth:`reasoner`."""
 
     def __init__(self, run_dir: Path, config, task, head, model, tokenizer, device, autocast_dtype=None, engine: Engine | None = None, guard=None):
         self.run_dir = run_dir
@@ -39,14 +51,15 @@ class Predictor:
         #: The ethics policies on inputs and outputs (an empty guard lets everything through).
         self.guard = guard if guard is not None else ethics_module.Guard()
 
-    def _autocast(self):
-        if self.autocast_dtype == "auto":
-            return contextlib.nullcontext()  # until measured: fp32
-        if self.autocast_dtype is None:
+    def autocast(self):
+        """A context for forward passes in the precision the run was loaded with (``precision=``):
+        bf16/fp16 autocast, or nothing for fp32 (and for ``auto`` until it has measured)."""
+        if self.autocast_dtype == "auto" or self.autocast_dtype is None:
             return contextlib.nullcontext()
         import torch
 
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
 
     def _run(self, examples, *, batch_size, progress, desc, with_loss=False, features=None):
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
@@ -56,7 +69,7 @@ class Predictor:
         return run_model(
             self.model, self.task, self.tokenizer, features,
             batch_size=batch_size or self.config.train.eval_batch_size, device=self.device,
-            autocast=self._autocast, loss_fn=self.head.loss if with_loss else None, progress=progress, desc=desc,
+            autocast=self.autocast, loss_fn=self.head.loss if with_loss else None, progress=progress, desc=desc,
         )
 
     def predict(self, inputs: Iterable[Any], *, batch_size: int | None = None, progress: bool = False, guard: bool = True) -> list[dict]:
@@ -99,6 +112,52 @@ class Predictor:
             self.precision_choice = {"chosen": "fp32", "measured_on": 0, "reason": f"{len(examples)} inputs, fewer than {AUTO_MIN_INPUTS}: not worth measuring"}
         predictions, _ = self._run(examples, batch_size=batch_size, progress=progress, desc="predict")
         return predictions
+
+    def logits(self, examples: list, *, batch_size: int | None = None) -> list:
+        """The model's ``logits`` for parsed examples, in one batched pass: ``task.encode`` ->
+        length-sorted batches -> ``task.collate`` -> ``device`` -> the run's precision ->
+        ``task.forward``, without gradients and with no ethics policies. One float32 CPU tensor per
+        feature, in the order ``encode`` made them (one per example for tasks that make one
+        feature an example, as text classification, NER and relation extraction do): ``[classes]``
+        for a sequence-level head, ``[tokens, classes]`` for a token-level one, cut to the
+        feature's own tokens (no padding). An explainer varies the examples (``task.with_texts``)
+        and reads how these scores move."""
+        import torch
+
+        from .batching import sorted_batches
+
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
+            raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
+        examples = list(examples)
+        if not examples:
+            return []
+        features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
+        lengths = [len(f["input_ids"]) for f in features]
+        left_padded = getattr(self.tokenizer, "padding_side", "right") == "left"
+        results: list = [None] * len(features)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for indices in sorted_batches(lengths, batch_size or self.config.train.eval_batch_size):
+                    deadline.check()  # a time limit (the server's) stops the work between batches
+                    batch = self.task.collate([features[i] for i in indices], self.tokenizer)
+                    batch = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items()}
+                    with self.autocast():
+                        outputs = self.task.forward(self.model, batch)
+                    scores = getattr(outputs, "logits", None)
+                    if scores is None:
+                        raise ConfigError(f"logits: the '{self.config.task.name}' model's outputs have no 'logits' ({type(outputs).__name__})")
+                    scores = scores.detach().float().cpu()
+                    padded = batch["input_ids"].shape[1]
+                    for row, index in enumerate(indices):
+                        value = scores[row]
+                        if value.dim() >= 2 and value.shape[0] == padded:  # token-level: drop the padding
+                            value = value[padded - lengths[index]:] if left_padded else value[: lengths[index]]
+                        results[index] = value
+        finally:
+            self.model.train(was_training)
+        return results
 
     def choose_precision(self, examples: list, *, batch_size: int | None = None) -> dict:
         """Measure fp32 and bf16 autocast on (up to) the first :data:`AUTO_SAMPLE` examples and keep
@@ -183,7 +242,7 @@ class Predictor:
             for chunk, examples in zip(features.chunks(), batched(stream_examples(self.task, files), CHUNK_EXAMPLES)):
                 per_chunk, loss, scored = run_chunks(
                     self.model, self.task, self.tokenizer, features, chunks=[chunk], batch_size=batch_size or self.config.train.eval_batch_size,
-                    device=self.device, autocast=self._autocast, loss_fn=self.head.loss, progress=False,
+                    device=self.device, autocast=self.autocast, loss_fn=self.head.loss, progress=False,
                 )
                 accumulator.update(per_chunk[0], examples)
                 if loss is not None and scored:

@@ -30,7 +30,7 @@ from .data.features import (
     FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
 )
 from .data.stream import StreamedSplit
-from .errors import ConfigError, DataError, LccoreError, RunDirError
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, defined_at
 from .plugins import Engine
 from .rundir import MARKER_FILE, RunDir, user_entries
 from .runner import (
@@ -125,7 +125,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
 
     engine = engine or Engine(disable=config.plugins.disable)
     config, task, head = resolve(config, engine)
-    finetuning.check_head(head, config)
+    finetuning.check_head(head, config, task)
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
@@ -338,7 +338,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             notify("on_checkpoint", run=state, path=path)
         accelerator.wait_for_everyone()
 
-    sign = -1.0 if stopping.metric == "loss" or not task.greater_is_better else 1.0
+    lower_is_better = stopping.metric == "loss" or stopping.metric in getattr(task, "lower_is_better", ()) or not task.greater_is_better
+    sign = -1.0 if lower_is_better else 1.0
     best_value, evaluations_without_improvement, stop = None, 0, False
     start_epoch, batches_done, resumed_rng, resumed_position = 0, 0, None, None
     earlier = {"seconds": 0.0, "sessions": 0}
@@ -432,6 +433,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             with accelerator.accumulate(model):
                 outputs = model(**batch)
                 loss = task_loss = head.loss(outputs, batch)
+                if loss is None:
+                    raise PluginError(no_loss_message(config, engine, task, head, batch))
                 if settings.aux_lm_weight:
                     loss = task_loss + settings.aux_lm_weight * outputs["lm_loss"]
                     accumulated_parts.append(torch.stack([task_loss.detach(), outputs["lm_loss"].detach()]))
@@ -717,6 +720,16 @@ class TrainingError(LccoreError, FloatingPointError):
     """Training cannot go on (the loss diverged)."""
 
     exit_status = 1
+
+
+def no_loss_message(config: RunConfig, engine: Engine, task, head, batch: dict) -> str:
+    """Why a training batch gave no loss, naming the plugin and the line of code to look at."""
+    if "labels" not in batch:
+        return (f"task '{config.task.name}' of plugin '{engine.plugin_of('task', config.task.name).name}': the training batch has no "
+                f"'labels', so the model computed no loss; its encode ({defined_at(type(task).encode)}) must put each example's label "
+                "in its feature as 'labels' (collate passes that key to the model)")
+    return (f"head '{config.head.name}' of plugin '{engine.plugin_of('head', config.head.name).name}': loss() returned None for a batch "
+            f"with 'labels' ({defined_at(type(head).loss)}); the model's forward must compute a loss from labels, or the head's loss() must")
 
 
 def diverged_message(loss: float, state: RunState, output_dir: Path) -> str:

@@ -289,3 +289,100 @@ def test_probe_is_explained_at_each_dev_evaluation_without_changing_training(tin
     # Explaining during training draws nothing from the training's random streams.
     assert [r["loss"] for r in run.metrics["train"]] == [r["loss"] for r in plain.metrics["train"]]
     assert run.config.explain.probe == str(probe)
+
+
+def test_predictor_logits_is_one_batched_forward_pass_in_input_order(predictor, ner_predictor, test_texts):
+    """The helper an explainer calls instead of encode -> collate -> device -> forward: its scores
+    are the ones predictions come from, in input order whatever the batching, without padding."""
+    import torch
+
+    examples = [predictor.task.parse_input(text, f"text {i}") for i, text in enumerate(test_texts[:9])]
+    logits = predictor.logits(examples, batch_size=4)  # length-sorted batches of 4: order must be restored
+    predictions = predictor.predict_examples(examples)
+    assert [tuple(row.shape) for row in logits] == [(len(predictor.task.labels),)] * len(examples)
+    for row, prediction in zip(logits, predictions):
+        probabilities = torch.softmax(row, dim=-1)
+        assert predictor.task.labels[int(probabilities.argmax())] == prediction["label"]
+        assert float(probabilities.max()) == pytest.approx(prediction["score"], abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(logits, predictor.logits(examples, batch_size=1)))
+
+    texts = ["Alice lives in Paris", "Bob works at Acme Corp in London today"]  # two lengths: one is padded in a batch
+    ner_examples = [ner_predictor.task.parse_input(text, f"text {i}") for i, text in enumerate(texts)]
+    token_logits = ner_predictor.logits(ner_examples)
+    features = ner_predictor.task.encode(ner_examples, ner_predictor.tokenizer, ner_predictor.config.train.max_length)
+    lengths = [len(f["input_ids"]) for f in features]
+    assert lengths[0] < lengths[1]
+    assert [row.shape[0] for row in token_logits] == lengths
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(token_logits, ner_predictor.logits(ner_examples, batch_size=1)))
+    with pytest.raises(lccore.ConfigError, match="batch_size"):
+        predictor.logits(examples, batch_size=0)
+
+
+PAIR_WORDS = "film book show plot meal story song city river game".split()
+
+
+def pair_rows(count: int, seed: int) -> list[dict]:
+    """The label is in the second text only (a sentiment word); the first is noise."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        a, b = rng.choice(PAIR_WORDS), rng.choice(PAIR_WORDS)
+        good = i % 2 == 0
+        rows.append({"headline": f"the {a} and the {b}", "body": f"a {'great' if good else 'awful'} {b} indeed", "label": "positive" if good else "negative"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pair_run(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explain-pair")
+    config = {
+        "model": tiny_model,
+        "task": {"name": "text_classification", "train": str(write_jsonl(folder / "train.jsonl", pair_rows(200, 0))),
+                 "text_field": "headline", "text_pair_field": "body"},
+        "optimizer": {"lr": 3e-3},
+        "train": {"epochs": 4, "batch_size": 16, "max_length": 32, "seed": 1},
+    }
+    return lccore.train(config, folder / "run", progress=False)
+
+
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_a_text_pair_is_explained_word_by_word_in_both_of_its_texts(pair_run, name):
+    predictor = lccore.load(pair_run.output_dir)
+    inputs = [{"text": "the film and the song", "text_pair": "a great song indeed"},
+              {"headline": "the river and the city", "body": "an awful city indeed"}]  # the run's own field names too
+    predictions = predictor.predict([{"headline": "the film and the song", "body": "a great song indeed"}, inputs[1]])
+    records = predictor.explain(inputs, name)
+    assert [(r["text"], r["text_pair"]) for r in records] == [("the film and the song", "a great song indeed"), ("the river and the city", "an awful city indeed")]
+    for record, prediction in zip(records, predictions):
+        for field in ("text", "text_pair"):
+            words = [w for w in record["words"] if w["field"] == field]
+            assert [w["text"] for w in words] == record[field].split()
+            assert all(record[field][w["start"]:w["end"]] == w["text"] for w in words)
+        # scored as the task scores the pair: two segments, the second of token type 1
+        assert record["target"] == {"label": prediction["label"]}
+        assert record["target_score"] == pytest.approx(prediction["score"], abs=1e-4)
+        if name in ("shap", "integrated_gradients"):  # the label is in the second text's sentiment word
+            top = max(record["words"], key=lambda w: w["score"])
+            assert (top["field"], top["text"]) in {("text_pair", "great"), ("text_pair", "awful")}, record["words"]
+
+
+def test_faithfulness_and_the_page_take_text_pairs(pair_run, tmp_path, capsys):
+    from lccore.cli import main
+
+    predictor = lccore.load(pair_run.output_dir)
+    inputs = [{"text": r["headline"], "text_pair": r["body"]} for r in pair_rows(6, 7)]
+    scores = {name: predictor.engine.create("explainer", name, {}).faithfulness(predictor, predictor.explain(inputs, name))
+              for name in ("shap", "random")}
+    assert scores["shap"]["texts"] == 6 and scores["shap"]["comprehensiveness"] > scores["random"]["comprehensiveness"] + 0.02
+
+    page = tmp_path / "why.html"
+    assert main(["explain", str(pair_run.output_dir), "--text", "the film and the song", "--text-pair", "a great song indeed",
+                 "--explainer", "integrated_gradients", "--html", str(page), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert '"the film and the song" | "a great song indeed"' in out and "great (text_pair)" in out
+    html = page.read_text(encoding="utf-8")
+    assert ">great</span>" in html and ">film</span>" in html and "pair-sep" in html
+    assert main(["explain", str(pair_run.output_dir), "--text", "a", "--text", "b", "--text-pair", "c"]) == 2
+    assert "1 --text-pair for 2 --text" in capsys.readouterr().err

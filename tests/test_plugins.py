@@ -350,3 +350,28 @@ def test_a_factory_that_cannot_take_what_it_is_given_is_named_with_its_file_and_
     message = str(caught.value)
     assert "task 'wrong_factory_task' of plugin 'lccore_wrong_factory'" in message and "registered without options=" in message
     assert f"{__file__}:" in message and "\n" not in message
+
+
+def test_an_encode_that_drops_the_labels_is_named_with_its_plugin_and_line(tiny_model, sentiment_files, tmp_path):
+    """Issue 19: a task whose encode forgets 'labels' trained into a TypeError deep inside accelerate."""
+    import lccore_text_classification
+    from lccore_text_classification.task import TextClassificationTask
+
+    class LabelDroppingTask(TextClassificationTask):
+        def encode(self, examples, tokenizer, max_length):
+            return [{k: v for k, v in f.items() if k != "labels"} for f in super().encode(examples, tokenizer, max_length)]
+
+    module = types.ModuleType("lccore_label_dropper")
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("label_dropper", LabelDroppingTask, options=lccore_text_classification.TextClassificationOptions)
+
+    module.register_tasks = register_tasks
+    engine = lccore.Engine(plugins=[module])
+    config = {"model": tiny_model, "task": {"name": "label_dropper", "train": str(sentiment_files["train"])}, "train": {"max_steps": 2}}
+    with pytest.raises(lccore.PluginError) as caught:
+        lccore.train(config, tmp_path / "run", engine=engine, progress=False)
+    message = str(caught.value)
+    assert "task 'label_dropper' of plugin 'lccore_label_dropper'" in message and "no 'labels'" in message
+    assert f"{__file__}:" in message and "\n" not in message

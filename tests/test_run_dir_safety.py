@@ -92,3 +92,36 @@ def test_a_failed_start_leaves_no_folder_behind(quick_config, tmp_path):
     with pytest.raises(lccore.PluginError):
         lccore.train({**quick_config, "task": {**quick_config["task"], "name": "no_such_task"}}, tmp_path / "new" / "run", progress=False)
     assert not (tmp_path / "new" / "run").exists()
+
+
+def test_commands_that_write_a_file_leave_an_existing_one_alone_unless_told(trained_run, tmp_path, capsys):
+    """A typo'd --output (the test file, yesterday's predictions) was silently replaced."""
+    from lccore.cli import main
+
+    run = str(trained_run.output_dir)
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('"a great film"\n"an awful film"\n', encoding="utf-8")
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("the user's own rows\n", encoding="utf-8")
+    writers = [
+        ["predict", run, "--input", str(inputs), "--output", str(mine), "-q"],
+        ["ethics", "check", "--policy", "pii", "--input", str(inputs), "--output", str(mine)],
+        ["explain", run, "--text", "a great film", "--explainer", "random", "--html", str(mine), "-q"],
+        ["audit", run, "--data", str(inputs), "--html", str(mine), "-q"],
+    ]
+    for command in writers:
+        assert main(command) == 2, command
+        error = capsys.readouterr().err.strip()
+        assert "mine.jsonl: the file exists; pass --overwrite" in error and "\n" not in error, command
+        assert mine.read_text(encoding="utf-8") == "the user's own rows\n", command
+
+    # told: replaced; the file read is never the file written, --overwrite or not
+    assert main(writers[0] + ["--overwrite"]) == 0
+    rows = [json.loads(line) for line in mine.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all("label" in row for row in rows)
+    capsys.readouterr()
+    before = inputs.read_bytes()
+    assert main(["predict", run, "--input", str(inputs), "--output", str(inputs), "--overwrite", "-q"]) == 2
+    assert "is the file the command reads" in capsys.readouterr().err
+    assert inputs.read_bytes() == before
+    assert main(["predict", run, "--input", str(inputs), "--output", str(mine), "--overwrite", "--resume"]) == 2

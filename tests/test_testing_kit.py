@@ -1,10 +1,12 @@
 """lccore.testing: the conformance kit passes every first-party plugin with none of its tasks or
 heads skipped (each on the tiny model it needs), catches a broken one, passes a freshly scaffolded
-plugin of every kind, and checks an example third-party distribution once installed."""
+plugin of every kind, and checks an example third-party distribution once installed: its kit and
+its own tests pass, and its runs keep loading after a plugin registering the same names arrives."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ import pytest
 
 import lccore
 from lccore.testing import check_plugin
+from conftest import make_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lccore"]
@@ -191,28 +194,155 @@ def test_new_plugin_refuses_an_unknown_kind(tmp_path):
         new_plugin("anything", tmp_path, kind="optimizer")
 
 
-def test_example_distribution_installs_and_passes_the_kit(tmp_path):
-    """pip installs examples/lccore-example-plugin into an empty prefix; a fresh interpreter with only
-    that prefix added discovers it through its entry point and runs the kit, with the fixtures plugin."""
-    target = tmp_path / "site"
+EXAMPLE = ROOT / "examples" / "lccore-example-plugin"
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory) -> Path:
+    """examples/lccore-example-plugin, pip-installed into an empty prefix (once for this module)."""
+    target = tmp_path_factory.mktemp("example-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT / "examples" / "lccore-example-plugin")],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
         check=True, capture_output=True, text=True,
     )
+    return target
+
+
+def fresh_interpreter(arguments: list[str], cwd: Path, *paths: Path) -> subprocess.CompletedProcess:
+    """``python ARGUMENTS`` with only ``paths`` added to the installed packages (no plugin disabled)."""
+    environ = {key: value for key, value in os.environ.items() if key != "LCCORE_DISABLE_PLUGINS"}
+    environ.update(PYTHONPATH=os.pathsep.join(str(p) for p in paths), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, *arguments], cwd=cwd, env=environ, capture_output=True, text=True)
+
+
+def test_example_distribution_installs_and_passes_the_kit(installed_example, tmp_path):
+    """pip installs examples/lccore-example-plugin into an empty prefix; a fresh interpreter with only
+    that prefix added discovers its two plugins through their entry points and runs the kit, with
+    the fixtures plugin (the occlusion explainer on the distribution's own pair task), then the
+    distribution's own tests against the installed copy (training its task on a tiny model)."""
+    shutil.copy(EXAMPLE / "tests" / "test_plugin.py", tmp_path / "test_example_plugin.py")
     test_file = tmp_path / "test_installed.py"
     test_file.write_text(textwrap.dedent("""
         from lccore.testing import check_plugin
 
         def test_installed(lccore_engine, tiny_model_dir):
             assert lccore_engine.plugin_of("ethics_policy", "word_blocklist").distribution == "lccore-example-plugin"
-            report = check_plugin("lccore-example-plugin", model=tiny_model_dir)
-            assert [c.name for c in report.passed] == ["lccore_word_blocklist", "word_blocklist"]
+            assert lccore_engine.plugin_of("task", "headline_match").distribution == "lccore-example-plugin"
+            report = check_plugin("lccore-example-plugin", model=tiny_model_dir, explainer_tasks={"occlusion": "headline_match"})
+            assert not report.skipped
+            assert sorted({(c.kind, c.name) for c in report.passed}) == [
+                ("ethics_policy", "word_blocklist"), ("explainer", "occlusion"), ("head", "headline_body_head"),
+                ("optimizer", "lion"), ("plugin", "lccore_headline_match"), ("plugin", "lccore_word_blocklist"),
+                ("task", "headline_match"),
+            ]
     """))
-    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "lccore.testing.fixtures", "-p", "no:cacheprovider", str(test_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
-    )
+    result = fresh_interpreter(["-m", "pytest", "-q", "-p", "lccore.testing.fixtures", "-p", "no:cacheprovider", str(test_file),
+                                str(tmp_path / "test_example_plugin.py")], tmp_path, installed_example)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    own = (EXAMPLE / "tests" / "test_plugin.py").read_text().count("\ndef test_")
+    assert f"{1 + own} passed" in result.stdout and "skipped" not in result.stdout, result.stdout
+
+
+#: Another distribution installed later that registers every name the example's run uses (and its explainer).
+CLASHING_EXAMPLE = """
+    import lccore
+
+    @lccore.hookimpl
+    def register_tasks(register):
+        register("headline_match", lambda: "not the task the run was trained with")
+
+    @lccore.hookimpl
+    def register_heads(register):
+        register("headline_body_head", lambda: "not the head either")
+
+    @lccore.hookimpl
+    def register_optimizers(register):
+        register("lion", lambda param_groups, config: "another lion")
+
+    @lccore.hookimpl
+    def register_explainers(register):
+        register("occlusion", lambda: "another occlusion")
+"""
+
+TRAIN_WITH_THE_EXAMPLE = """
+import json, sys
+from pathlib import Path
+
+import lccore
+from lccore.testing import build_tiny_model
+
+work = Path(sys.argv[1])
+data = lccore.Engine().create("task", "headline_match").example_data(work)  # its own sample rows
+config = {"model": build_tiny_model(work / "tiny"), "task": {"name": "headline_match", "train": str(data["train"]), "dev": str(data["dev"])},
+          "optimizer": {"name": "lion", "lr": 1e-3}, "train": {"epochs": 2, "batch_size": 4, "max_length": 32, "seed": 7}}
+run = lccore.train(config, work / "run", progress=False)
+manifest = json.loads((run.output_dir / "manifest.json").read_text())
+assert {kind: c["plugin"] for kind, c in manifest["components"].items()} == {"task": "headline_match", "head": "headline_match", "optimizer": "headline_match"}
+predictor = run.load()
+inputs = [{"headline": "alice visited paris", "body": "alice went to paris today"}, {"headline": "a great film", "body": "the meal was dreadful"}]
+before = {"inputs": inputs, "dev": str(data["dev"]), "predictions": predictor.predict(inputs), "metrics": predictor.evaluate(data["dev"]),
+          "explained": predictor.explain(inputs, explainer="occlusion")}
+(work / "before.json").write_text(json.dumps(before))
+"""
+
+LOAD_AFTER_THE_CLASH = """
+import contextlib, io, json, os, sys
+from pathlib import Path
+
+import lccore
+from lccore.cli import main
+
+work = Path(sys.argv[1])
+before = json.loads((work / "before.json").read_text())
+engine = lccore.Engine()
+assert engine.plugins["clash"].status == "loaded", engine.report()
+assert [c.plugin for c in engine.owners("task", "headline_match")] == ["clash", "headline_match"]
+
+# the finished run takes its task and head from the plugin its manifest records, and needs no optimizer
+predictor = lccore.load(work / "run")
+assert predictor.predict(before["inputs"]) == before["predictions"]
+assert predictor.evaluate(before["dev"]) == before["metrics"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    assert main(["evaluate", str(work / "run"), "--data", before["dev"], "-q"]) == 0
+assert json.loads(out.getvalue()) == before["metrics"]
+
+# an explainer is not part of a run: its name is looked up among the installed plugins, and two have it
+try:
+    predictor.explain(before["inputs"], explainer="occlusion")
+except lccore.PluginError as exc:
+    assert "explainer 'occlusion' is registered by two plugins" in str(exc), exc
+else:
+    raise AssertionError("an ambiguous explainer name was resolved")
+# a new run must choose as well: by disabling one of the two plugins
+config = {"model": str(work / "tiny"), "task": {"name": "headline_match", "train": before["dev"]}, "train": {"max_steps": 1, "max_length": 32}}
+try:
+    lccore.train(config, work / "new", progress=False)
+except lccore.PluginError as exc:
+    assert "task 'headline_match' is registered by two plugins" in str(exc) and "plugins.disable" in str(exc), exc
+else:
+    raise AssertionError("an ambiguous task name was resolved")
+lccore.train({**config, "plugins": {"disable": ["clash"]}}, work / "chosen", progress=False)
+os.environ["LCCORE_DISABLE_PLUGINS"] = "clash"  # or for every command: the explainer is the example's again
+without_time = lambda records: [{**r, "cost": {**r["cost"], "seconds": None}} for r in records]
+assert without_time(lccore.load(work / "run").explain(before["inputs"], explainer="occlusion")) == without_time(before["explained"])
+print("ok")
+"""
+
+
+def test_a_run_of_the_installed_example_keeps_loading_after_a_clashing_plugin_is_installed(installed_example, tmp_path):
+    """Issue 19: the installed example distribution trains on a tiny model in a fresh interpreter;
+    then a second distribution registering the same task, head, optimizer and explainer names is
+    installed, and in another fresh interpreter the run still loads, predicts and evaluates (the
+    Python API and `lccore evaluate`) as before. Names no run records (an explainer, a new run's
+    task) are ambiguous until one plugin is disabled."""
+    later = tmp_path / "later-site"  # on the path from the start, empty until the clashing distribution is installed
+    later.mkdir()
+    (tmp_path / "train.py").write_text(TRAIN_WITH_THE_EXAMPLE)
+    result = fresh_interpreter(["train.py", str(tmp_path)], tmp_path, installed_example, later)
+    assert result.returncode == 0, result.stdout + result.stderr
+    make_distribution(later, "lccore-clash", {"lccore_clash": CLASHING_EXAMPLE}, {"clash": "lccore_clash"})
+    (tmp_path / "load.py").write_text(LOAD_AFTER_THE_CLASH)
+    result = fresh_interpreter(["load.py", str(tmp_path)], tmp_path, installed_example, later)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok")

@@ -15,7 +15,8 @@ sample data its :meth:`~lccore.components.Task.example_data` writes and round-tr
 collate / forward / decode / gather / metrics; a head builds (with the task ``head_tasks`` names,
 else one that uses it by default, else a task of its own plugin), trains one step, saves and
 reloads with equal outputs;
-an optimiser steps; an explainer returns one attribution per word; an ethics policy returns valid
+an optimiser steps; an explainer returns one attribution per word (on the task ``explainer_tasks``
+names, else text classification); an ethics policy returns valid
 decisions; a KG backend adds, queries and looks up; a reasoner has ``answer``. It returns a
 :class:`Report` and raises :class:`AssertionError` listing every failed check.
 
@@ -29,6 +30,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import json
+import itertools
 import math
 import re
 import tempfile
@@ -180,6 +182,7 @@ def check_plugin(
     skip: dict[str, str] | Iterable[str] = (),
     options: dict[str, dict] | None = None,
     head_tasks: dict[str, str] | None = None,
+    explainer_tasks: dict[str, str] | None = None,
     raise_on_failure: bool = True,
 ) -> Report:
     """Run every component ``plugin`` registers through the contract of its kind.
@@ -194,7 +197,10 @@ def check_plugin(
     ``head_tasks`` names the task to check a head with, by head name (``{"my_head":
     "text_classification"}``); by default a head is checked with a task that uses it as its
     ``default_head``, else with a task of its own plugin whose default head builds on the same
-    tiny model.
+    tiny model. ``explainer_tasks`` names the task to check an explainer with, by explainer name
+    (``{"occlusion": "headline_pair"}``): the task's default head on the tiny model explains the
+    first two rows of the task's ``example_data``; by default an explainer explains two sentences
+    of ``text_classification``.
 
     Returns the :class:`Report`; raises :class:`AssertionError` listing the failures unless
     ``raise_on_failure`` is false.
@@ -207,7 +213,7 @@ def check_plugin(
         status = "pass" if info.status == "loaded" else "fail"
         report.checks.append(Check("plugin", info.name, "loads and registers", status, info.reason or ""))
     with tempfile.TemporaryDirectory(prefix="lccore-check-") as tmp, _quiet_transformers():
-        context = _Context(engine, Path(tmp), model, options or {}, head_tasks or {})
+        context = _Context(engine, Path(tmp), model, options or {}, head_tasks or {}, explainer_tasks or {})
         for kind in COMPONENT_KINDS:
             for name in engine.names(kind):
                 reason = skip.get(f"{kind}:{name}", skip.get(kind))
@@ -272,7 +278,7 @@ def _normalise(name: str) -> str:
 
 
 class _Context:
-    def __init__(self, engine: Engine, tmp: Path, model: str | dict | None, options: dict, head_tasks: dict):
+    def __init__(self, engine: Engine, tmp: Path, model: str | dict | None, options: dict, head_tasks: dict, explainer_tasks: dict):
         self.engine = engine
         self.tmp = tmp
         given = model if isinstance(model, dict) else {} if model is None else {"encoder": model}
@@ -283,6 +289,7 @@ class _Context:
         self._tokenizers: dict[str, Any] = {}
         self._options = options
         self.head_tasks = head_tasks
+        self.explainer_tasks = explainer_tasks
         self._full_engine = None
         self._counter = 0
 
@@ -664,36 +671,54 @@ def _check_explainer(context: _Context, name: str, record) -> None:
         import torch
 
         from ..config import load_config
-        from ..predictor import Predictor
+        from ..predictor import Predictor, read_prediction_inputs
 
-        engine = context.full_engine
-        if "text_classification" not in engine.names("task"):
-            raise _Skip("needs the first-party text_classification task")
-        task, _, _ = context.task_with_data("text_classification", engine)
-        head = context.create("head", task.default_head, engine)
+        task_name = context.explainer_tasks.get(name, "text_classification")
+        engine = next((e for e in (context.engine, context.full_engine) if task_name in e.names("task")), None)
+        if engine is None:
+            if name in context.explainer_tasks:
+                raise AssertionError(f"explainer_tasks names task '{task_name}', which is not installed")
+            raise _Skip("needs the first-party text_classification task (or name the task: explainer_tasks=)")
+        task, _, paths = context.task_with_data(task_name, engine)
+        head_engine = next(e for e in (engine, context.engine, context.full_engine) if task.default_head in e.names("head"))
+        head = context.create("head", task.default_head, head_engine)
         model = head.build(context.model, task.head_spec()).eval()
-        config = load_config({"model": context.model, "task": {"name": "text_classification", "train": "unused.jsonl"}})
+        config = load_config({"model": context.model, "task": {"name": task_name, "train": str(paths["train"])}})
         predictor = Predictor(context.tmp, config, task, head, model, context.tokenizer, torch.device("cpu"), engine=engine)
         explainer = context.create("explainer", name)
-        texts = ["the film was great", "a boring show"]
-        records = explainer.explain(predictor, texts)
+        if task_name == "text_classification" and name not in context.explainer_tasks:
+            inputs: list = ["the film was great", "a boring show"]
+        else:  # the first rows of the task's own example data, as `lccore explain --input` would read them
+            inputs = [value for _, value in itertools.islice(read_prediction_inputs(str(paths["train"])), 2)]
+        records = explainer.explain(predictor, inputs)
         assert isinstance(records, list) and records, "explain returned no records"
         covered = set()
         for item in records:
             item = item.to_dict() if hasattr(item, "to_dict") else item
-            text = item["text"]
-            words = item["words"]
-            expected = text.split()
-            got = [w["text"] for w in words]
-            assert got == expected, f"words {got} are not the words of {text!r}"
-            scores = [w["score"] for w in words]
+            # a word lies in the record's "text", or in the input field its "field" names (the
+            # second text of a pair: "text_pair")
+            fields = list(dict.fromkeys(w.get("field", "text") for w in item["words"])) or ["text"]
+            for field in fields:
+                assert isinstance(item.get(field), str), f"words name the field '{field}', which the record does not hold as a string"
+                got = [w["text"] for w in item["words"] if w.get("field", "text") == field]
+                assert got == item[field].split(), f"words {got} are not the words of {field} {item[field]!r}"
+            scores = [w["score"] for w in item["words"]]
             assert all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores), f"non-numeric or infinite word score in {scores}"
             json.dumps(item)
-            covered.add(text)
-        assert covered == set(texts), f"records explain {sorted(covered)}, expected every text of {texts}"
-        return f"{len(records)} records"
+            covered.add(item["text_index"] if isinstance(item.get("text_index"), int) else _input_index(inputs, item["text"]))
+        missing = [inputs[i] for i in range(len(inputs)) if i not in covered]
+        assert not missing, f"no record explains {missing}"
+        return f"{len(records)} records (task {task_name})"
 
     record("one attribution per word", explains)
+
+
+def _input_index(inputs: list, text: str) -> int | None:
+    """The input a record's text came from (a string, or a JSON object holding it)."""
+    for index, value in enumerate(inputs):
+        if value == text or (isinstance(value, dict) and text in value.values()):
+            return index
+    return None
 
 
 def _check_ethics_policy(context: _Context, name: str, record) -> None:

@@ -84,7 +84,7 @@ def probabilities(predictor, texts: list[str], batch_size: int = 64, bar=None):
     for start in range(0, len(examples), batch_size):
         features = task.encode(examples[start : start + batch_size], predictor.tokenizer, predictor.config.train.max_length)
         batch = {k: v.to(predictor.device) for k, v in task.collate(features, predictor.tokenizer).items() if k != "labels"}
-        with torch.no_grad(), predictor._autocast():
+        with torch.no_grad(), predictor.autocast():
             rows.append(torch.softmax(predictor.model(**batch).logits.float(), dim=-1).cpu())
         if bar is not None:
             bar.update(len(features))

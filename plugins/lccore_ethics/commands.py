@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -16,18 +17,20 @@ def add_commands(commands) -> None:
     audit.add_argument("--top", type=commands.bounded(int, 1, 1000), default=5, metavar="N", help="worst examples kept per group (default 5, at most 1000)")
     audit.add_argument("--json", action="store_true", help="print the full report as JSON")
     audit.add_argument("--html", metavar="FILE", help="also write the report as an HTML page (groups, flip-rate bars, the worst counterfactuals)")
+    audit.add_argument("--overwrite", action="store_true", help="replace an --html file that exists")
     audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    audit.set_defaults(command=run_audit)
+    audit.set_defaults(command=functools.partial(run_audit, commands))
 
 
-def run_audit(args) -> int:
+def run_audit(commands, args) -> int:
     import transformers
 
     from lccore.predictor import read_prediction_inputs
 
     from .audit import audit, load_terms, render, render_html
 
-    groups = load_terms(args.terms)  # a bad term file fails before the model loads
+    groups = load_terms(args.terms)  # a bad term file or --html path fails before the model loads
+    commands.check_output_path(args.html, "--html", overwrite=args.overwrite, inputs=[args.data, args.terms])
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     predictor = lccore.load(args.run_dir)

@@ -63,11 +63,12 @@ class Explainer:
         return [r.to_dict() for r in records]
 
     def explain_subject(self, predictor, adapter, subject: Subject) -> list[record.Attribution]:
-        common = dict(text=subject.text, text_index=subject.index, task=adapter.name, words=subject.words, method=self.name, baseline=self.baseline)
+        common = dict(text=subject.text, text_index=subject.index, task=adapter.name, words=subject.words, method=self.name, baseline=self.baseline,
+                      pair_start=subject.pair_start)
         if not subject.targets:
             return [record.build(**common, target={}, prediction=subject.prediction, target_score=0.0, token_spans=subject.token_spans,
                                  token_scores=[0.0] * len(subject.token_spans), notes=subject.notes, cost={"model_evaluations": 0, "seconds": 0.0})]
-        scorer = Scorer(predictor)
+        scorer = Scorer(predictor, subject)
         started = time.perf_counter()
         positions = [subject.position(t) for t in subject.targets]
         target_scores = scorer.probabilities([subject.input_ids], subject.targets, positions)[0].tolist()
@@ -115,10 +116,14 @@ class ShapExplainer(Explainer):
         import shap
 
         tokenizer = scorer.predictor.tokenizer
-        seen = [span[1] for span in subject.token_spans if span is not None]
-        text = subject.text[: max(seen)] if seen else ""  # the part within train.max_length
-        encoded = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
-        spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
+        if subject.pair_start is not None:  # the masker splits the pair as the task does, on the subject's own tokens
+            text, tokenizer, spans = subject.text, PairTokenizer(tokenizer, subject.pair_start, scorer.predictor.config.train.max_length), subject.token_spans
+            encoded = tokenizer(text)
+        else:
+            seen = [span[1] for span in subject.token_spans if span is not None]
+            text = subject.text[: max(seen)] if seen else ""  # the part within train.max_length
+            encoded = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+            spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
         targets = subject.targets
         where = [token_at(t.char_start, spans) for t in targets]
         options = self.options
@@ -154,6 +159,34 @@ class ShapExplainer(Explainer):
             TargetResult(spans, values[:, j].tolist(), {"base_value": round(float(base[j]), 6), "max_evals": options.max_evals}, notes)
             for j in range(len(targets))
         ]
+
+
+class PairTokenizer:
+    """A text pair, held as one text (``first``, separator, ``second``), tokenised for shap's Text
+    masker as the task tokenises the pair: ``tokenizer(first, second)`` with the offsets of the
+    second text moved to where it starts. Anything else is the wrapped tokenizer's."""
+
+    def __init__(self, tokenizer, pair_start: int, max_length: int):
+        self.tokenizer, self.pair_start, self.max_length = tokenizer, pair_start, max_length
+
+    def __call__(self, text, return_offsets_mapping=True, **kwargs):
+        from .subjects import pair_encoding
+
+        if len(text) < self.pair_start:  # shap probes the tokenizer with short strings of its own
+            return self.tokenizer(text, return_offsets_mapping=return_offsets_mapping, **kwargs)
+        first, second = text[: self.pair_start - len(record.PAIR_SEPARATOR)], text[self.pair_start :]
+        encoded = pair_encoding(self.tokenizer, first, second, self.max_length)
+        offsets = [
+            (0, 0) if sequence is None else (start + (self.pair_start if sequence == 1 else 0), end + (self.pair_start if sequence == 1 else 0))
+            for (start, end), sequence in zip(encoded["offset_mapping"], encoded.sequence_ids())
+        ]
+        out = {"input_ids": encoded["input_ids"], "special_tokens_mask": encoded["special_tokens_mask"]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = offsets
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
 
 
 # --- integrated gradients ------------------------------------------------------------------------

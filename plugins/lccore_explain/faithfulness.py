@@ -32,15 +32,17 @@ def rationale_sizes(words: int) -> list[int]:
     return sizes
 
 
-def perturbations(record: dict) -> list[tuple[str, str]]:
-    """(text without the rationale, the rationale alone) for each rationale size."""
+def perturbations(record: dict) -> list[tuple[dict, dict]]:
+    """(the texts without the rationale, the rationale alone) for each rationale size, as
+    ``{field: text}`` (``text``, and ``text_pair`` for a pair: its words are removed from both)."""
     words = record["words"]
+    fields = ["text"] if record.get("text_pair") is None else ["text", "text_pair"]
     order = sorted(range(len(words)), key=lambda i: (-words[i]["score"], i))
     out = []
     for size in rationale_sizes(len(words)):
         top = set(order[:size])
-        kept = " ".join(w["text"] for i, w in enumerate(words) if i not in top)
-        alone = " ".join(w["text"] for i, w in enumerate(words) if i in top)
+        kept = {f: " ".join(w["text"] for i, w in enumerate(words) if i not in top and w.get("field", "text") == f) for f in fields}
+        alone = {f: " ".join(w["text"] for i, w in enumerate(words) if i in top and w.get("field", "text") == f) for f in fields}
         out.append((kept, alone))
     return out
 
@@ -53,16 +55,16 @@ def evaluate(predictor, records: list[dict]) -> dict:
         raise lccore.ConfigError(f"faithfulness is measured for text_classification runs, not '{other}'")
     usable = [r for r in records if r["words"] and r["target"]]
     labels = list(predictor.task.labels)
-    texts, classes, layout = [], [], []
+    inputs, classes, layout = [], [], []
     for r in usable:
         pairs = perturbations(r)
         layout.append(len(pairs))
         label = labels.index(r["target"]["label"])
-        texts.append(r["text"])
+        inputs.append({"text": r["text"]} if r.get("text_pair") is None else {"text": r["text"], "text_pair": r["text_pair"]})
         for kept, alone in pairs:
-            texts += [kept, alone]
+            inputs += [kept, alone]
         classes += [label] * (1 + 2 * len(pairs))
-    probabilities = class_probabilities(predictor, texts, classes)
+    probabilities = class_probabilities(predictor, inputs, classes)
     comprehensiveness, sufficiency, position = [], [], 0
     for count in layout:
         full = probabilities[position]
@@ -71,25 +73,23 @@ def evaluate(predictor, records: list[dict]) -> dict:
         sufficiency.append(sum(full - p for p in pairs[1::2]) / count)
         position += 1 + 2 * count
     mean = (lambda values: round(sum(values) / len(values), 6) if values else None)
-    return {"comprehensiveness": mean(comprehensiveness), "sufficiency": mean(sufficiency), "texts": len(usable), "perturbed_texts": len(texts) - len(usable)}
+    return {"comprehensiveness": mean(comprehensiveness), "sufficiency": mean(sufficiency), "texts": len(usable), "perturbed_texts": len(inputs) - len(usable)}
 
 
-def class_probabilities(predictor, texts: list[str], classes: list[int]) -> list[float]:
-    """p(class | text) for each pair, in length-sorted padded batches."""
+def class_probabilities(predictor, inputs: list[dict], classes: list[int]) -> list[float]:
+    """p(class | texts) for each input (``{field: text}``), through the predictor's batched forward pass."""
     import torch
 
-    from .subjects import autocast, evaluation_mode
+    task = predictor.task
+    template = task.parse_input(dict(zip(text_keys(task), ("", ""))), "faithfulness")
+    logits = predictor.logits([task.with_texts(template, texts) for texts in inputs])
+    return [float(torch.softmax(row, dim=-1)[label]) for row, label in zip(logits, classes)]
 
-    tokenizer, model = predictor.tokenizer, predictor.model
-    batch_size = predictor.config.train.eval_batch_size
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = [0.0] * len(texts)
-    with evaluation_mode(model), torch.inference_mode(), autocast(predictor):
-        for start in range(0, len(order), batch_size):
-            chosen = order[start : start + batch_size]
-            encoded = tokenizer([texts[i] for i in chosen], padding=True, truncation=True, max_length=predictor.config.train.max_length, return_tensors="pt")
-            batch = {k: v.to(predictor.device) for k, v in encoded.items() if k in tokenizer.model_input_names}
-            probabilities = torch.softmax(model(**batch).logits.float(), dim=-1)
-            for row, i in enumerate(chosen):
-                out[i] = float(probabilities[row, classes[i]])
-    return out
+
+def text_keys(task) -> list[str]:
+    """The input keys the task reads its text (and the pair's second text) from."""
+    options = getattr(task, "options", None)
+    keys = [getattr(options, "text_field", "text")]
+    if getattr(options, "text_pair_field", None):
+        keys.append(options.text_pair_field)
+    return keys

@@ -63,8 +63,15 @@ def legend() -> str:
 
 
 def coloured_text(record: dict) -> str:
-    """The text with each word in a span coloured by its score; the text between words as is."""
-    text, words = record["text"], record["words"]
+    """The text with each word in a span coloured by its score; the text between words as is. A
+    pair's two texts are shown one after the other, apart."""
+    if record.get("text_pair") is None:
+        return coloured_field(record["text"], record["words"])
+    parts = [coloured_field(record[field], [w for w in record["words"] if w.get("field", "text") == field]) for field in ("text", "text_pair")]
+    return '<span class="pair">' + '</span><br><span class="pair-sep">&#8597;</span><br><span class="pair">'.join(parts) + "</span>"
+
+
+def coloured_field(text: str, words: list[dict]) -> str:
     out, position = [], 0
     for word in words:
         out.append(escape(text[position : word["start"]]))

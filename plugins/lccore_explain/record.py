@@ -16,15 +16,20 @@ import attrs
 #: Bumped when a field changes meaning; readers can refuse records they do not understand.
 FORMAT = "lccore.attribution/1"
 
+#: Between the two texts of a pair where an explainer holds them as one text: no token spans it.
+PAIR_SEPARATOR = "\n"
+
 
 @attrs.frozen
 class Word:
-    """A word of the text: ``text[start:end]`` and its attribution."""
+    """A word of the text: ``text[start:end]`` and its attribution. In a text pair's record,
+    ``field`` says which text the offsets index: ``"text"`` or ``"text_pair"``."""
 
     text: str
     start: int
     end: int
     score: float
+    field: Optional[str] = None
 
 
 @attrs.frozen
@@ -36,6 +41,7 @@ class Token:
     end: int
     word: Optional[int]
     score: float
+    field: Optional[str] = None
 
 
 @attrs.frozen
@@ -56,9 +62,12 @@ class Attribution:
     notes: tuple[str, ...] = ()
     details: dict = attrs.Factory(dict)  # method-specific numbers (IG convergence delta, SHAP base value)
     cost: dict = attrs.Factory(dict)  # {"model_evaluations": n, "gradient_evaluations": g, "seconds": s}
+    text_pair: Optional[str] = None  # the second text of a pair (its words say field "text_pair")
 
     def to_dict(self) -> dict:
-        out = attrs.asdict(self, recurse=True)
+        # a record of one text has no "field" or "text_pair" keys: they exist for pairs
+        drop_none = lambda attribute, value: not (attribute.name in ("field", "text_pair") and value is None)  # noqa: E731
+        out = attrs.asdict(self, recurse=True, filter=drop_none)
         for key in ("words", "tokens", "notes"):  # JSON arrays are lists
             out[key] = list(out[key])
         return {"format": FORMAT, **out}
@@ -103,19 +112,31 @@ def aggregate(token_spans: Sequence[Optional[tuple[int, int]]], token_scores: Se
 def build(
     *, text: str, text_index: int, task: str, target: dict, prediction: dict, target_score: float,
     words: Sequence[tuple[int, int]], token_spans, token_scores, method: str, baseline: str, notes=(), details=None, cost=None,
+    pair_start: Optional[int] = None,
 ) -> Attribution:
-    """An :class:`Attribution` from token-level scores, summed into ``words``."""
+    """An :class:`Attribution` from token-level scores, summed into ``words``. ``pair_start``: the
+    text is a pair joined by one separator, the second starting there; the record holds the two
+    texts apart (``text``, ``text_pair``) and each word and token says which it lies in."""
     scores, owners = aggregate(token_spans, token_scores, words)
+
+    def placed(start: int, end: int) -> tuple[int, int, Optional[str]]:
+        if pair_start is None:
+            return start, end, None
+        if start >= pair_start:
+            return start - pair_start, end - pair_start, "text_pair"
+        return start, end, "text"
+
     return Attribution(
-        text=text,
+        text=text if pair_start is None else text[: pair_start - len(PAIR_SEPARATOR)],
+        text_pair=None if pair_start is None else text[pair_start:],
         text_index=text_index,
         task=task,
         target=target,
         prediction=prediction,
         target_score=round(float(target_score), 6),
-        words=tuple(Word(text[s:e], s, e, _number(score)) for (s, e), score in zip(words, scores)),
+        words=tuple(Word(text[s:e], *placed(s, e)[:2], _number(score), placed(s, e)[2]) for (s, e), score in zip(words, scores)),
         tokens=tuple(
-            Token(text[span[0] : span[1]], span[0], span[1], owner, _number(score))
+            Token(text[span[0] : span[1]], *placed(*span)[:2], owner, _number(score), placed(*span)[2])
             for span, owner, score in zip(token_spans, owners, token_scores)
             if span is not None and owner is not None
         ),

@@ -1,8 +1,10 @@
 """What an explainer explains: a text tokenised as its task tokenises it, its words, and its
 prediction targets, plus a scoring function from token ids to the targets' probabilities.
 
-Two tasks are supported: ``text_classification`` (the target is a class) and ``ner`` (each
-predicted entity is a target: the probability of its tag at its first sub-token).
+Two tasks are supported: ``text_classification`` (the target is a class; a text pair is
+explained as one text, the first field, a line break and the second, and split back into its
+fields in the record) and ``ner`` (each predicted entity is a target: the probability of its tag
+at its first sub-token).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 
 import lccore
 from lccore import deadline
+
+from .record import PAIR_SEPARATOR
 
 SUPPORTED_TASKS = ("text_classification", "ner")
 
@@ -39,6 +43,21 @@ class Subject:
     targets: list[Target]
     prediction: dict
     notes: list[str] = attrs.Factory(list)
+    #: A text pair: where the second text starts in ``text`` (None: one text)
+    pair_start: Optional[int] = None
+    #: The token type of each token (a pair's second segment is 1), for models that take them
+    token_type_ids: Optional[list[int]] = None
+
+    def fields(self) -> dict[str, tuple[str, int]]:
+        """Each input field's text and where it starts in ``text``."""
+        if self.pair_start is None:
+            return {"text": (self.text, 0)}
+        first = self.pair_start - len(PAIR_SEPARATOR)
+        return {"text": (self.text[:first], 0), "text_pair": (self.text[self.pair_start:], self.pair_start)}
+
+    @property
+    def special_positions(self) -> list[int]:
+        return [i for i, span in enumerate(self.token_spans) if span is None]
 
     def position(self, target: Target, spans=None) -> Optional[int]:
         """The token the target is read at (None: the sequence's pooled output)."""
@@ -59,19 +78,24 @@ class Scorer:
 
     Every row passed through the model counts as one model evaluation."""
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, subject: Optional[Subject] = None):
         self.predictor = predictor
         self.model = predictor.model
         self.device = predictor.device
         self.evaluations = 0
         self.gradient_evaluations = 0
         self.with_token_types = "token_type_ids" in predictor.tokenizer.model_input_names
+        self.subject = subject
 
     def inputs(self, ids: torch.Tensor) -> dict:
         ids = ids.to(self.device)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         if self.with_token_types:
-            batch["token_type_ids"] = torch.zeros_like(ids)
+            types = self.subject.token_type_ids if self.subject is not None else None
+            if types is not None and len(types) == ids.shape[1]:  # a pair: its second segment is type 1
+                batch["token_type_ids"] = torch.tensor(types, device=self.device).expand_as(ids)
+            else:
+                batch["token_type_ids"] = torch.zeros_like(ids)
         return batch
 
     def logits(self, ids: torch.Tensor, **kwargs):
@@ -93,6 +117,12 @@ class Scorer:
         ids = torch.as_tensor(ids, dtype=torch.long)
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
+        if self.subject is not None and self.subject.pair_start is not None and ids.shape[1] == len(self.subject.input_ids):
+            # a masker may hide the separator between a pair's texts like any token: it is kept, as
+            # the special tokens at the ends are
+            special = self.subject.special_positions
+            ids = ids.clone()
+            ids[:, special] = torch.tensor(self.subject.input_ids, dtype=torch.long)[special]
         out = []
         with torch.inference_mode(), autocast(self.predictor):
             for start in range(0, ids.shape[0], batch_size):
@@ -102,9 +132,7 @@ class Scorer:
 
 def autocast(predictor):
     """The predictor's precision (``lccore.load(..., precision="bf16")``) for forward passes."""
-    if predictor.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(predictor.device.type, dtype=predictor.autocast_dtype)
+    return predictor.autocast()
 
 
 @contextlib.contextmanager
@@ -136,19 +164,66 @@ class TaskAdapter:
 
 
 class ClassificationAdapter(TaskAdapter):
+    def parse(self, value, where: str):
+        # A pair given as {"text", "text_pair"} (as `lccore explain --text-pair` and the serve
+        # endpoint give it) for a run whose fields have other names (sentence1, sentence2)
+        options = self.task.options
+        pair_field = getattr(options, "text_pair_field", None)
+        if isinstance(value, dict) and pair_field and "text_pair" in value and pair_field not in value:
+            value = {**{k: v for k, v in value.items() if k not in ("text", "text_pair")},
+                     options.text_field: value.get("text"), pair_field: value["text_pair"]}
+        return self.task.parse_input(value, where)
+
     def subject(self, index, example, prediction, target):
-        text = example.text
-        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
-        spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
-        words = words_from(encoded.word_ids(), spans)
         labels = list(self.task.labels)
+        if "label" not in prediction or not labels:
+            raise lccore.ConfigError(f"explain: the run's labels are not single classes (task.label_type: {getattr(self.task, 'label_type', '?')}); "
+                                     "explainers attribute single-label classification")
         label = target if target is not None else prediction["label"]
         if label not in labels:
             raise lccore.ConfigError(f"target: '{label}' is not a label of this run (labels: {', '.join(labels)})")
-        subject = Subject(index, text, words, list(encoded["input_ids"]), spans, [Target({"label": label}, prediction, labels.index(label))], prediction)
+        targets = [Target({"label": label}, prediction, labels.index(label))]
+        texts = self.task.texts_of(example) or {"text": example.text}
+        if texts.get("text_pair") is not None:
+            return self.pair_subject(index, texts["text"], texts["text_pair"], prediction, targets)
+        text = texts["text"]
+        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
+        spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
+        words = words_from(encoded.word_ids(), spans)
+        subject = Subject(index, text, words, list(encoded["input_ids"]), spans, targets, prediction)
         if words and words[-1][1] < len(text.rstrip()):
             subject.notes.append(f"the text is longer than train.max_length ({self.max_length} tokens): only its first {words[-1][1]} characters are explained")
         return subject
+
+    def pair_subject(self, index, first: str, second: str, prediction, targets) -> Subject:
+        """The pair tokenised as the task tokenises it (the longer text truncated first), on one
+        text: ``first``, :data:`PAIR_SEPARATOR`, ``second``."""
+        text = first + PAIR_SEPARATOR + second
+        pair_start = len(first) + len(PAIR_SEPARATOR)
+        encoded = pair_encoding(self.tokenizer, first, second, self.max_length)
+        spans, word_keys = [], []
+        for span, special, sequence, word in zip(encoded["offset_mapping"], encoded["special_tokens_mask"], encoded.sequence_ids(), encoded.word_ids()):
+            if special or sequence is None:
+                spans.append(None)
+                word_keys.append(None)
+                continue
+            shift = 0 if sequence == 0 else pair_start
+            spans.append(trim((span[0] + shift, span[1] + shift), text))
+            word_keys.append(None if word is None else (sequence, word))
+        words = words_from(word_keys, spans)
+        types = encoded.get("token_type_ids")  # None for a model without token types (RoBERTa)
+        subject = Subject(index, text, words, list(encoded["input_ids"]), spans, targets, prediction, pair_start=pair_start, token_type_ids=None if types is None else list(types))
+        for name, (value, start) in subject.fields().items():
+            covered = [end for s, end in words if start <= s < start + len(value) + 1]
+            if value.strip() and (not covered or max(covered) - start < len(value.rstrip())):
+                subject.notes.append(f"the pair is longer than train.max_length ({self.max_length} tokens): part of its {name} is not explained")
+        return subject
+
+
+def pair_encoding(tokenizer, first: str, second: str, max_length: int):
+    """A text pair as text classification encodes it: the longer text truncated first."""
+    return tokenizer(first, second, truncation="longest_first", max_length=max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
+
 
 
 class EntityAdapter(TaskAdapter):
@@ -190,15 +265,16 @@ def trim(span, text: str) -> tuple[int, int]:
 
 
 def words_from(word_ids, spans) -> list[tuple[int, int]]:
-    """Word character spans from a fast tokenizer's word ids and (trimmed) token spans."""
-    found: dict[int, list[int]] = {}
+    """Word character spans from a fast tokenizer's word ids (or any keys that name a word) and
+    (trimmed) token spans, in order of position."""
+    found: dict = {}
     for word, span in zip(word_ids, spans):
         if word is None or span is None or span[1] <= span[0]:
             continue
         start, end = span
         bounds = found.setdefault(word, [start, end])
         bounds[0], bounds[1] = min(bounds[0], start), max(bounds[1], end)
-    return [tuple(found[word]) for word in sorted(found)]
+    return sorted(tuple(bounds) for bounds in found.values())
 
 
 def adapter_for(predictor) -> TaskAdapter:

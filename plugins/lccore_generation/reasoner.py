@@ -139,8 +139,7 @@ class GenerateReasoner:
 
     @staticmethod
     def _autocast(predictor):
-        dtype = getattr(predictor, "autocast_dtype", None)
-        return torch.autocast(predictor.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        return predictor.autocast()
 
 
 @contextlib.contextmanager

@@ -6,18 +6,44 @@ one of the components.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import attrs
 
 import lccore
 
 
+def _check_threshold(instance, attribute, value) -> None:
+    # 0 or 1 would predict every label or none, whatever the model says
+    if not 0.0 < value < 1.0:
+        raise lccore.ConfigError(f"task.threshold: must be between 0 and 1 (both excluded), got {value}")
+
+
 @attrs.define
 class TextClassificationOptions:
     text_field: str = attrs.field(default="text", metadata={"doc": "Key (JSONL) or column (CSV) holding the text."})
+    text_pair_field: Optional[str] = attrs.field(
+        default=None,
+        metadata={"doc": "Key or column holding a second text (sentence pairs: NLI, paraphrase, question/passage); the two are "
+                         "tokenised as a pair, the longer one cut first past `train.max_length`. null: one text."},
+    )
     label_field: str = attrs.field(default="label", metadata={"doc": "Key or column holding the label."})
+    label_type: Literal["single", "multi", "regression"] = attrs.field(
+        default="single",
+        metadata={"doc": "`single`: one label per text (softmax, cross-entropy); `multi`: any number of labels per text (a JSONL list, "
+                         "or in CSV labels separated by `;`; sigmoid, binary cross-entropy); `regression`: a number (mean squared error)."},
+    )
     labels: Optional[list[str]] = attrs.field(default=None, metadata={"doc": "Fixed label order; default: the sorted labels of the training file."})
+    threshold: float = attrs.field(
+        default=0.5, validator=_check_threshold,
+        metadata={"doc": "`multi`: a label is predicted when its probability is at least this (between 0 and 1)."},
+    )
+
+    def __attrs_post_init__(self):
+        if self.text_pair_field is not None and self.text_pair_field in (self.text_field, self.label_field):
+            raise lccore.ConfigError(f"task.text_pair_field: '{self.text_pair_field}' is already the text or label field; name the second text's own key")
+        if self.label_type == "regression" and self.labels:
+            raise lccore.ConfigError("task.labels: a regression task predicts a number and has no labels; remove task.labels")
 
 
 @lccore.hookimpl
@@ -31,7 +57,7 @@ def register_tasks(register):
         "text_classification",
         make_task,
         options=TextClassificationOptions,
-        description="Single-label text classification from JSONL {text, label} or CSV text,label.",
+        description="Text or text-pair classification (one label, several labels, or a number) from JSONL {text, label} or CSV text,label.",
     )
 
 
@@ -42,11 +68,11 @@ def register_heads(register):
 
         return SequenceClassifierHead()
 
-    register("sequence_classifier", make_head, description="Linear layer over the pooled representation, cross-entropy.")
+    register("sequence_classifier", make_head, description="Linear layer over the pooled representation; cross-entropy, binary cross-entropy or squared error by task.label_type.")
 
     def make_mean_pooled():
         from .mean_pooled import MeanPooledClassifierHead
 
         return MeanPooledClassifierHead()
 
-    register("mean_pooled_classifier", make_mean_pooled, description="Linear layer over the mean of the token states (for encoders pretrained by masked LM alone), cross-entropy.")
+    register("mean_pooled_classifier", make_mean_pooled, description="Linear layer over the mean of the token states (for encoders pretrained by masked LM alone); loss by task.label_type.")

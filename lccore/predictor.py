@@ -62,8 +62,7 @@ class Predictor:
 
 
     def _run(self, examples, *, batch_size, progress, desc, with_loss=False, features=None):
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
-            raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
+        _check_batch_size(batch_size)
         if features is None:
             features = self.task.encode(examples, self.tokenizer, self.config.train.max_length)
         return run_model(
@@ -126,8 +125,7 @@ class Predictor:
 
         from .batching import sorted_batches
 
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
-            raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
+        _check_batch_size(batch_size)
         examples = list(examples)
         if not examples:
             return []
@@ -394,6 +392,11 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     if state_path is not None:
         state_path.unlink(missing_ok=True)  # complete: nothing to resume
     return written - skip
+
+
+def _check_batch_size(batch_size) -> None:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 1 << 20):
+        raise ConfigError(f"batch_size: expected an integer from 1 to {1 << 20}, got {batch_size!r}")
 
 
 @contextlib.contextmanager

@@ -124,15 +124,10 @@ class Scorer:
             ids = ids.clone()
             ids[:, special] = torch.tensor(self.subject.input_ids, dtype=torch.long)[special]
         out = []
-        with torch.inference_mode(), autocast(self.predictor):
+        with torch.inference_mode(), self.predictor.autocast():
             for start in range(0, ids.shape[0], batch_size):
                 out.append(self.select(self.logits(ids[start : start + batch_size]).logits, targets, positions).cpu())
         return torch.cat(out) if out else torch.zeros((0, len(targets)))
-
-
-def autocast(predictor):
-    """The predictor's precision (``lccore.load(..., precision="bf16")``) for forward passes."""
-    return predictor.autocast()
 
 
 @contextlib.contextmanager

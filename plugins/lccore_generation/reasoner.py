@@ -58,7 +58,7 @@ class GenerateReasoner:
 
         def run() -> None:
             try:
-                with self._seeded(predictor), self._autocast(predictor):
+                with self._seeded(predictor), predictor.autocast():
                     unwrap(model).generate(
                         input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
@@ -122,7 +122,7 @@ class GenerateReasoner:
     def _generate(self, prompts: list[list[int]], predictor) -> list[dict]:
         tokenizer = predictor.tokenizer
         ids, mask = self._batch(prompts, predictor)
-        with torch.inference_mode(), self._seeded(predictor), self._autocast(predictor):
+        with torch.inference_mode(), self._seeded(predictor), predictor.autocast():
             rows = generate(predictor.model, tokenizer, ids, mask, **self.settings(tokenizer))
         answers = []
         for row, ended in rows:
@@ -137,9 +137,6 @@ class GenerateReasoner:
             return contextlib.nullcontext()
         return _fork_and_seed(self.options.seed, predictor.device)
 
-    @staticmethod
-    def _autocast(predictor):
-        return predictor.autocast()
 
 
 @contextlib.contextmanager

@@ -210,6 +210,14 @@ class Engine:
                 f"{where}{gone}{kind} '{name}' is registered by two plugins: {owners}; "
                 f"disable one with {DISABLE_ENV} or the config key plugins.disable"
             )
+        if plugin is not None and (plugin, f"{kind}:{name}") not in self._warned:
+            # the run's own plugin is gone; one other plugin gives the name: use it, but say so
+            self._warned.add((plugin, f"{kind}:{name}"))
+            print(
+                f"lccore: warning: {where}{kind} '{name}' was given by plugin '{plugin}', which is not installed; "
+                f"using the one from '{registered[0].plugin}' ({_origin(self.plugins[registered[0].plugin])})",
+                file=sys.stderr, flush=True,
+            )
         return registered[0]
 
     def create(self, kind: str, name: str, options: dict | None = None, *, key: str | None = None, plugin: str | None = None, **kwargs):

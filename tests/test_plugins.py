@@ -309,6 +309,14 @@ def test_a_finished_run_keeps_loading_when_a_plugin_registering_its_names_is_ins
     # the run's own plugin gone and two others left: ambiguous, and said so
     with pytest.raises(lccore.PluginError, match="the run's own plugin 'lccore_tc_uninstalled' is not installed, and task 'text_classification' is registered by two"):
         engine.component("task", "text_classification", plugin="lccore_tc_uninstalled")
+    # the run's own plugin gone and one other left: used, with a warning naming both
+    capsys.readouterr()
+    head = engine.component("head", "mean_pooled_classifier", plugin="lccore_heads_uninstalled")
+    assert head.plugin == "text_classification"
+    warning = capsys.readouterr().err
+    assert "head 'mean_pooled_classifier' was given by plugin 'lccore_heads_uninstalled', which is not installed; using the one from 'text_classification'" in warning
+    engine.component("head", "mean_pooled_classifier", plugin="lccore_heads_uninstalled")
+    assert capsys.readouterr().err == ""  # said once
 
 
 def test_an_entry_point_named_like_a_first_party_plugin_does_not_displace_it(site):

@@ -69,6 +69,10 @@ def test_a_pair_task_reads_the_second_text_and_predicts_from_both(pair_run, tiny
     records = predictor.predict([{"premise": "the film and the show", "hypothesis": "a wonderful book"},
                                  {"premise": "the film and the show", "hypothesis": "a dreadful book"}])
     assert [r["label"] for r in records] == ["positive", "negative"]
+    # the generic pair spelling works for any pair run, whatever its field names
+    generic = predictor.predict([{"text": "the film and the show", "text_pair": "a wonderful book"},
+                                 {"text": "the film and the show", "text_pair": "a dreadful book"}])
+    assert generic == records
     with pytest.raises(lccore.DataError, match=r"input 1: expected an object with strings 'premise' and 'hypothesis'; 'hypothesis' is missing"):
         predictor.predict([{"premise": "a film"}])
     with pytest.raises(lccore.DataError, match=r"input 1: expected an object with strings 'premise' and 'hypothesis', got a string: this task takes text pairs"):

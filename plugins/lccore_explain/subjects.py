@@ -159,16 +159,6 @@ class TaskAdapter:
 
 
 class ClassificationAdapter(TaskAdapter):
-    def parse(self, value, where: str):
-        # A pair given as {"text", "text_pair"} (as `lccore explain --text-pair` and the serve
-        # endpoint give it) for a run whose fields have other names (sentence1, sentence2)
-        options = self.task.options
-        pair_field = getattr(options, "text_pair_field", None)
-        if isinstance(value, dict) and pair_field and "text_pair" in value and pair_field not in value:
-            value = {**{k: v for k, v in value.items() if k not in ("text", "text_pair")},
-                     options.text_field: value.get("text"), pair_field: value["text_pair"]}
-        return self.task.parse_input(value, where)
-
     def subject(self, index, example, prediction, target):
         labels = list(self.task.labels)
         if "label" not in prediction or not labels:

@@ -25,7 +25,8 @@ class TextClassificationOptions:
     text_pair_field: Optional[str] = attrs.field(
         default=None,
         metadata={"doc": "Key or column holding a second text (sentence pairs: NLI, paraphrase, question/passage); the two are "
-                         "tokenised as a pair, the longer one cut first past `train.max_length`. null: one text."},
+                         "tokenised as a pair, the longer one cut first past `train.max_length`; prediction inputs may also be "
+                         "`{\"text\": ..., \"text_pair\": ...}`. null: one text."},
     )
     label_field: str = attrs.field(default="label", metadata={"doc": "Key or column holding the label."})
     label_type: Literal["single", "multi", "regression"] = attrs.field(

@@ -206,6 +206,12 @@ class TextClassificationTask(lccore.Task):
         text_key, pair_key = self.options.text_field, self.options.text_pair_field
         if isinstance(value, str) and pair_key is None:
             return Example(value, None, where)
+        if isinstance(value, dict) and pair_key and "text_pair" in value and pair_key not in value:
+            # the generic pair spelling ({"text", "text_pair"}: `lccore explain --text-pair`,
+            # the HTTP API, programs written for any pair run) for a run whose fields are named
+            # otherwise (sentence1/sentence2); with the run's own names present, those count
+            value = {**{k: v for k, v in value.items() if k not in ("text", "text_pair")},
+                     text_key: value.get(text_key, value.get("text")), pair_key: value["text_pair"]}
         wanted = f"an object with strings '{text_key}' and '{pair_key}'" if pair_key else f"a string or an object with a string '{text_key}'"
         if not isinstance(value, dict):
             given = "a string: this task takes text pairs" if isinstance(value, str) else type(value).__name__

@@ -282,6 +282,9 @@ predictor = run.load()
 inputs = [{"headline": "alice visited paris", "body": "alice went to paris today"}, {"headline": "a great film", "body": "the meal was dreadful"}]
 before = {"inputs": inputs, "dev": str(data["dev"]), "predictions": predictor.predict(inputs), "metrics": predictor.evaluate(data["dev"]),
           "explained": predictor.explain(inputs, explainer="occlusion")}
+# lccore's own explainers take another plugin's pair classifier too, words from both texts
+[shap] = predictor.explain(inputs[:1], explainer="shap")
+assert shap["target"]["label"] in ("match", "mismatch") and {w.get("field") for w in shap["words"]} == {"text", "text_pair"}, shap
 (work / "before.json").write_text(json.dumps(before))
 """
 

@@ -160,7 +160,7 @@ class TaskAdapter:
 
 class ClassificationAdapter(TaskAdapter):
     def subject(self, index, example, prediction, target):
-        labels = list(self.task.labels)
+        labels = class_labels(self.task)
         if "label" not in prediction or not labels:
             raise lccore.ConfigError(f"explain: the run's labels are not single classes (task.label_type: {getattr(self.task, 'label_type', '?')}); "
                                      "explainers attribute single-label classification")
@@ -262,13 +262,26 @@ def words_from(word_ids, spans) -> list[tuple[int, int]]:
     return sorted(tuple(bounds) for bounds in found.values())
 
 
+def class_labels(task) -> list:
+    """A classifier's labels in logit order: ``task.labels``, or what its ``head_spec`` saves."""
+    labels = getattr(task, "labels", None) or task.head_spec().get("labels")
+    return list(labels) if isinstance(labels, (list, tuple)) and all(isinstance(label, str) for label in labels) else []
+
+
 def adapter_for(predictor) -> TaskAdapter:
     name = predictor.config.task.name
     if name == "text_classification":
         return ClassificationAdapter(predictor)
     if name == "ner":
         return EntityAdapter(predictor)
-    raise lccore.ConfigError(f"explain: task '{name}' is not supported; explainers handle {', '.join(SUPPORTED_TASKS)}")
+    if class_labels(predictor.task):
+        # Another plugin's classifier (one of its labels a text or pair, sequence logits in the
+        # order of head_spec()["labels"]): explained as text classification, on its texts_of
+        return ClassificationAdapter(predictor)
+    raise lccore.ConfigError(
+        f"explain: task '{name}' is not supported; explainers handle {', '.join(SUPPORTED_TASKS)} and tasks "
+        "that predict one label of head_spec()['labels'] from sequence logits (use an explainer of the task's own plugin)"
+    )
 
 
 def input_embeddings(model):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import attrs
 
-from . import __version__, checkpoints, ethics, finetuning, scratch
+from . import __version__, checkpoints, ethics, finetuning, scratch, tracking
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
@@ -117,7 +117,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
@@ -129,6 +129,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if not config.task.train:
         raise ConfigError("task.train: missing; training needs a training data file")
     settings, stopping = config.train, config.train.early_stopping
+    tracking.check_trackers(settings.report_to)
     if config.data.streaming and not settings.max_steps:
         raise ConfigError("data.streaming: a streamed training split has no length, so the run needs a step budget: set train.max_steps")
     # A folder lccore cannot show it wrote is only ever resumed from a checkpoint, never cleared;
@@ -193,6 +194,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             # batch_size is the global batch: with N processes each takes 1/N of it, so a run's
             # optimisation (steps, schedule, effective batch) does not depend on the process count.
             dataloader_config=DataLoaderConfiguration(split_batches=True),
+            log_with=settings.report_to or None,
+            project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / tracking.TRACKERS_DIR)),
         )
 
     auto_precision = settings.mixed_precision == "auto"  # decided below, once the model and data are ready
@@ -264,6 +267,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             accelerator = make_accelerator("bf16")
         if main_process and progress:
             print(f"precision auto: {precision_choice['chosen']} ({precision_choice['reason']})", flush=True)
+    finish_tracking = tracking.start(accelerator, settings.report_to, config.to_dict(), output_dir)
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it. A
@@ -377,6 +381,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         nonlocal best_value, evaluations_without_improvement
         result = evaluate("dev", model)
         metrics["dev"].append({"step": state.step, "epoch": state.epoch + 1, **result})
+        tracking.log(accelerator, settings.report_to, "dev", result, state.step)
         notify("on_evaluate", run=state, split="dev", metrics=result)
         if best_value is None or sign * result[stopping.metric] > best_value + stopping.min_delta:
             best_value, evaluations_without_improvement = sign * result[stopping.metric], 0
@@ -458,6 +463,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                 logs.update(task_loss=task_part, lm_loss=lm_part)
                 accumulated_parts = []
             metrics["train"].append(logs)
+            tracking.log(accelerator, settings.report_to, "train", logs, state.step)
             notify("on_train_step", run=state, step=state.step, logs=logs)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", epoch=state.epoch + 1, refresh=False)
@@ -490,6 +496,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         for split in ("test", "previous_test"):
             if split in features:
                 metrics[split]["after"] = evaluate(split, best_model)
+                tracking.log(accelerator, settings.report_to, split, metrics[split]["after"], state.step)
                 notify("on_evaluate", run=state, split=f"{split}.after", metrics=metrics[split]["after"])
 
     if main_process:
@@ -506,6 +513,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         write_json(output_dir / MANIFEST_FILE, run_manifest)
         if metrics["train"]:
             plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)
+    finish_tracking()
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)

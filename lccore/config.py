@@ -125,6 +125,10 @@ class TrainConfig:
     )
     checkpoint_every: Optional[int] = attrs.field(default=None, metadata=doc("Also write a resumable checkpoint every this many optimiser steps (one is written at each epoch's end).", min=1))
     keep_checkpoints: int = attrs.field(default=2, metadata=doc("Resumable checkpoints kept in `checkpoints/` (the newest); the best model is always in `model/`.", min=1, max=1000))
+    gradient_checkpointing: bool = attrs.field(default=False, metadata=doc(
+        "Recompute each layer's activations in the backward pass instead of keeping them: less memory (longer inputs, larger "
+        "batches), about a third more compute, the same loss. See benchmarks/README.md."
+    ))
     report_to: list[str] = attrs.field(factory=list, metadata=doc(
         "Experiment trackers that also get the run's config and metrics, through Accelerate (`tensorboard`, `mlflow`, `wandb`, ...); "
         "local ones write under the run's `trackers/` folder. `metrics.json` stays the record. See docs/runs.md."

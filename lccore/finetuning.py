@@ -38,10 +38,28 @@ def prepare_model(model, config):
     anatomy = find_anatomy(model)
     check_freeze(config, anatomy)
     override_dropout(model, config.train.dropout)
+    if config.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if config.train.lora is not None:
         return add_lora(model, config.train.lora, anatomy)
     apply_freeze(model, config, epoch=0)
     return model
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """``train.gradient_checkpointing``: each transformer layer's activations are recomputed in
+    the backward pass instead of kept (transformers' own switch, on the model or, for a head of a
+    plugin's own, on the Hugging Face models inside it). Non-reentrant: frozen embeddings, LoRA
+    and FSDP need no input that requires grad."""
+    from transformers import PreTrainedModel
+
+    found = [module for module in model.modules() if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing]
+    outermost = [m for m in found if not any(m is not other and any(sub is m for sub in other.modules()) for other in found)]
+    if not outermost:
+        raise ConfigError(f"train.gradient_checkpointing: the model ({type(model).__name__}) has no transformers model inside that supports it")
+    for module in outermost:  # transformers 5 names it activation checkpointing (the old name warns)
+        enable = getattr(module, "activation_checkpointing_enable", None) or module.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
 
 
 def start_epoch(model, config, epoch: int) -> None:

@@ -3,6 +3,8 @@ rates, label smoothing, LoRA adapters with their export, and the adafactor optim
 
 from __future__ import annotations
 
+import copy
+
 import types
 from pathlib import Path
 
@@ -378,3 +380,36 @@ def test_fine_tuning_guide_example_is_a_valid_config():
     from lccore.cli import build_parser
 
     assert build_parser().parse_args(command).merge is True
+
+
+@pytest.mark.parametrize("head_name", ["sequence_classifier", "mean_pooled_classifier"])
+def test_gradient_checkpointing_recomputes_layers_and_leaves_the_losses_alone(tiny_config, tmp_path, head_name):
+    """Issue 20: train.gradient_checkpointing on a Hugging Face model and on a head built around
+    one (BackboneWithHead), with and without LoRA: each layer runs again in the backward pass, and
+    the losses step by step are those of a run without it (no dropout)."""
+    import torch
+
+    runs = {}
+    for checkpointing in (False, True):
+        config = copy.deepcopy(tiny_config)
+        config["head"] = head_name
+        config["train"].update(epochs=1, dropout={"hidden": 0.0, "attention": 0.0}, gradient_checkpointing=checkpointing)
+        runs[checkpointing] = lccore.train(config, tmp_path / f"{head_name}-{checkpointing}", progress=False)
+    losses = {key: [row["loss"] for row in run.metrics["train"]] for key, run in runs.items()}
+    assert len(losses[True]) >= 5 and losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-6)
+    assert load_config(runs[True].output_dir / "config.yaml").train.gradient_checkpointing is True
+
+    for lora in (None, {}):
+        config = load_config({"model": tiny_config["model"], "task": "text_classification", "head": head_name,
+                              "train": {"gradient_checkpointing": True, "lora": lora}})
+        head = lccore.Engine().create("head", head_name, {})
+        model = finetuning.prepare_model(head.build(tiny_config["model"], {"labels": ["a", "b"]}), config)
+        layer = next(m for name, m in model.named_modules() if name.endswith("layer.0.attention"))
+        calls = []
+        layer.register_forward_pre_hook(lambda *args: calls.append(1))
+        model.train()
+        batch = {"input_ids": torch.tensor([[2, 10, 11, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long)}
+        outputs = model(**batch)
+        logits = outputs["logits"] if isinstance(outputs, dict) or hasattr(outputs, "keys") else outputs.logits
+        logits.sum().backward()
+        assert len(calls) == 2, (lora, calls)  # forward, then again in the backward pass

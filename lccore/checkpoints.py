@@ -195,5 +195,8 @@ def load(folder: Path, *, model, optimizer, scheduler, rank: int) -> dict:
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
     loop = json.loads((folder / LOOP_FILE).read_text(encoding="utf-8"))
-    loop["rng"] = json.loads((folder / rng_file(rank)).read_text(encoding="utf-8"))
+    # a process the writing run did not have (it ran on fewer) takes the main process's states:
+    # every process is seeded alike, so they draw the same streams
+    rng = folder / rng_file(rank) if (folder / rng_file(rank)).is_file() else folder / rng_file(0)
+    loop["rng"] = json.loads(rng.read_text(encoding="utf-8"))
     return loop

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 from typing import Iterable
 from pathlib import Path
@@ -44,6 +45,31 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     except OSError as exc:  # a full disk, a read-only file, a folder given for a file: the user can act on it
         print(f"lccore: error: {os_error(exc)}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        lost = lost_contact(exc)
+        if lost is None:
+            raise
+        print(f"lccore: error: {lost}", file=sys.stderr, flush=True)
+        return 1
+
+
+#: How gloo and NCCL say that another process of the group is gone.
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted", "remote process exited")
+
+
+def lost_contact(exc: RuntimeError) -> str | None:
+    """One line for a collective that failed because another process of a torchrun launch (a
+    node, a GPU's process) stopped; None for any other error."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed = sys.modules.get("torch.distributed")
+    is_dist_error = distributed is not None and isinstance(exc, getattr(distributed, "DistError", ()))
+    message = str(exc)
+    if world < 2 or not (is_dist_error or any(marker in message for marker in LOST_PEER)):
+        return None
+    reason = next((line.strip() for line in message.splitlines() if any(marker in line for marker in LOST_PEER)), message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", reason)[:200]  # gloo's source-file prefix
+    return (f"lost contact with another process of this run (this is rank {os.environ.get('RANK', '?')} of {world}): a node or process stopped "
+            f"({reason}); start the run again with --resume on every node to continue from its last checkpoint")
 
 
 def os_error(exc: OSError) -> str:

@@ -71,7 +71,8 @@ def start(accelerator, names: list[str], config: dict, output_dir: Path):
 
     def finish() -> None:
         global _store_we_chose
-        accelerator.end_training()
+        for tracker in accelerator.trackers:  # not accelerator.end_training(): it also ends the process group
+            tracker.finish()
         if chose_store:  # mlflow keeps the store in the process (and its environment): give it back
             import mlflow
 

@@ -358,7 +358,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         except (RuntimeError, ValueError, KeyError, OSError) as exc:  # it passed its checks, yet does not fit this model
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise RunDirError(f"{checkpoint}: does not fit this run's model and optimiser ({reason})") from None
-        check_resumable(checkpoint, loop, data_hashes, accelerator.num_processes)
+        check_resumable(checkpoint, loop, data_hashes)
         metrics.update(loop["metrics"])
         earlier = metrics.get("time") or earlier  # the time the interrupted sessions took, up to this checkpoint
         state.step, start_epoch, batches_done = loop["step"], loop["epoch"], loop["batches_done"]
@@ -369,7 +369,10 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         ):
             raise RunDirError(f"{checkpoint}: its stream position {resumed_position!r} is not [examples, features]; the checkpoint is damaged")
         if main_process:
-            print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1})", flush=True)
+            # batch_size is global and every process is seeded alike, so the data order and the
+            # schedule do not depend on the number of processes: a run may resume on another one
+            moved = f"; written by {loop['processes']} processes, continuing on {accelerator.num_processes}" if loop["processes"] != accelerator.num_processes else ""
+            print(f"resuming from {checkpoint} (step {state.step}, epoch {start_epoch + 1}{moved})", flush=True)
     else:
         for split in ("test", "previous_test"):
             if split in features:
@@ -775,9 +778,7 @@ def config_differences(old, new, key: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old!r} then, {new!r} now"]
 
 
-def check_resumable(folder: Path, loop: dict, data_hashes: dict, processes: int) -> None:
-    if loop["processes"] != processes:
-        raise ConfigError(f"{folder}: written by {loop['processes']} processes; resume with the same number (now {processes})")
+def check_resumable(folder: Path, loop: dict, data_hashes: dict) -> None:
     for split, digest in loop["data"].items():
         if data_hashes.get(split) != digest:
             raise ConfigError(f"task.{split}: the file changed since {folder} was written (its SHA-256 differs)")

@@ -151,7 +151,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_path):
     config = json.loads(json.dumps(tiny_config))
-    config["train"].update(epochs=4)
+    config["train"].update(epochs=4, report_to=["tensorboard"], gradient_checkpointing=True)  # both fine under DDP
     config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
     # An odd number of test examples: sharding over two processes must not pad or drop any.
     config["task"]["test"] = str(write_jsonl(tmp_path / "test.jsonl", sentiment_rows(37, seed=5)))
@@ -161,6 +161,13 @@ def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_p
     result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    # only the main process logs: one event file, one value per optimiser step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((tmp_path / "two" / "trackers" / "two").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(tmp_path / "two" / "trackers" / "two"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [row["step"] for row in json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]]
 
     single = lccore.train(config, tmp_path / "one", progress=False)
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -221,3 +228,35 @@ def test_a_killed_budgeted_run_resumes_to_the_same_weights(tiny_config, tmp_path
     ran = json.loads((out / "metrics.json").read_text())["train"]
     assert [row["step"] for row in ran] == list(range(1, 18))
     assert ran == json.loads((straight / "metrics.json").read_text())["train"]
+
+
+def test_a_run_resumes_on_another_number_of_processes(tiny_config, tmp_path):
+    """Issue 20: a run checkpointed by 2 processes finishes on 1, and one checkpointed by 1 on 2,
+    with the weights of an uninterrupted run (within float summation order; no dropout)."""
+    import torch
+
+    config = json.loads(json.dumps(tiny_config))
+    config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
+    config["train"].update(epochs=1, max_steps=12, checkpoint_every=4)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]
+    single = [sys.executable, "-m", "lccore"]
+    straight = lccore.train(config, tmp_path / "straight", progress=False)
+    site = make_distribution(tmp_path / "site", "lccore-killer", {"lccore_killer": KILLER}, {"killer": "lccore_killer"})
+    killing = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "KILL_AT_STEP": "9"}
+    for first, then, name in ((torchrun, single, "two-then-one"), (single, torchrun, "one-then-two")):
+        out = tmp_path / name
+        killed = subprocess.run([*first, "train", str(path), "--output", str(out), "-q"], capture_output=True, text=True, timeout=600, env=killing)
+        assert killed.returncode != 0 and (out / "checkpoints" / "step-00000008").is_dir(), killed.stderr[-2000:]
+        resumed = subprocess.run([*then, "train", str(path), "--output", str(out), "--resume"], capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        processes = (2, 1) if first is torchrun else (1, 2)
+        assert f"written by {processes[0]} processes, continuing on {processes[1]}" in resumed.stdout
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert [row["step"] for row in metrics["train"]] == list(range(1, 13))
+        assert [row["loss"] for row in metrics["train"]] == pytest.approx([row["loss"] for row in straight.metrics["train"]], rel=1e-3, abs=1e-4)
+        expected, got = weights(straight.output_dir / "model"), weights(out / "model")
+        assert expected.keys() == got.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-3, atol=1e-4, msg=f"{name}: {key}")

@@ -1,0 +1,112 @@
+"""Several nodes (issue 20): two torchrun agents on 127.0.0.1, each `--nnodes 2 --node-rank i`, as
+docs/runs.md shows for two machines, train one run; losing a node stops the other with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import yaml
+
+import lccore
+from conftest import make_distribution
+from test_resume import without_dropout
+
+SLOW = """
+import os, time
+import lccore
+
+@lccore.hookimpl
+def on_train_step(run, step, logs):
+    time.sleep(float(os.environ.get("SLOW_STEP", "0")))  # time to lose a node mid-run
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nodes(config_path, output, env=None, extra=()) -> list[subprocess.Popen]:
+    port = free_port()
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+             "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "lccore", "train", str(config_path), "--output", str(output), "-q", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        )
+        for rank in (0, 1)
+    ]
+
+
+@pytest.fixture
+def node_config(tiny_config, tmp_path):
+    config = json.loads(json.dumps(tiny_config))
+    config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
+    config["train"].update(epochs=2, checkpoint_every=3)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return config, path
+
+
+def test_two_nodes_train_one_run_like_one_process(node_config, tmp_path):
+    config, path = node_config
+    nodes = start_nodes(path, tmp_path / "nodes")
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert json.loads((tmp_path / "nodes" / "manifest.json").read_text())["processes"] == 2
+    single = lccore.train(config, tmp_path / "one", progress=False)
+    both = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
+    assert len(both["train"]) == len(single.metrics["train"]) == 20
+    for one, two in zip(single.metrics["train"] + single.metrics["dev"], both["train"] + both["dev"]):
+        assert one["loss"] == pytest.approx(two["loss"], rel=1e-3, abs=1e-4)
+
+
+def test_a_lost_node_stops_the_other_with_one_line_and_the_run_resumes(node_config, tmp_path):
+    _, path = node_config
+    out = tmp_path / "nodes"
+    site = make_distribution(tmp_path / "site", "lccore-slow", {"lccore_slow": SLOW}, {"slow": "lccore_slow"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "SLOW_STEP": "0.3"}
+    nodes = start_nodes(path, out, env=env)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints").is_dir() or not any(p.name.startswith("step-") and not p.name.endswith(".partial") for p in (out / "checkpoints").iterdir()):
+        assert time.monotonic() < deadline and nodes[0].poll() is None, nodes[0].communicate()[1][-2000:]
+        time.sleep(0.2)
+    # the second machine goes away: its agent and its worker (which torchrun starts in a session of its own)
+    agent = psutil.Process(nodes[1].pid)
+    for process in [*agent.children(recursive=True), agent]:
+        process.kill()
+    started = time.monotonic()
+    _, err = nodes[0].communicate(timeout=300)
+    waited = time.monotonic() - started
+    assert nodes[0].returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("lccore: error:")]
+    assert lines and "lost contact with another process" in lines[0], err[-3000:]
+    assert waited < 120, waited
+    nodes[1].communicate()
+
+    resumed = start_nodes(path, out, extra=("--resume",))
+    outputs = [node.communicate(timeout=600) for node in resumed]
+    assert [node.returncode for node in resumed] == [0, 0], [e[-2000:] for _, e in outputs]
+    assert [row["step"] for row in json.loads((out / "metrics.json").read_text())["train"]] == list(range(1, 21))
+
+
+def test_only_a_lost_peer_becomes_the_lost_contact_line(monkeypatch):
+    from lccore.cli import lost_contact
+
+    gloo = RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:29575. This is typically caused by a remote worker crashing.")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    line = lost_contact(gloo)
+    assert line.startswith("lost contact with another process of this run (this is rank 2 of 4)") and "Connection closed by peer [10.0.0.2]:29575" in line
+    assert "pair.cc" not in line and "--resume" in line
+    assert lost_contact(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # a bug stays a traceback
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert lost_contact(gloo) is None

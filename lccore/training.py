@@ -205,6 +205,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if settings.freeze.strategy == "gradual" and accelerator.num_processes > 1:
         raise ConfigError("train.freeze.strategy: gradual unfreezing needs a single process (the trained parameters change per epoch)")
     main_process = accelerator.is_main_process
+    if main_process and (line := fsdp_not_applied(accelerator)):
+        print(f"lccore: warning: {line}", file=sys.stderr, flush=True)
     notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
     progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
@@ -520,6 +522,17 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)
+
+
+def fsdp_not_applied(accelerator) -> str | None:
+    """Why an Accelerate config that asks for FSDP is not what runs, or None. Accelerate applies
+    FSDP only to processes on accelerators (GPUs and the like); on CPU processes it trains plain
+    data-parallel, every process holding the whole model, without a word."""
+    running = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)  # DistributedType is a str enum
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or running == "FSDP":
+        return None
+    return (f"the Accelerate config asks for FSDP, but Accelerate applies it only on GPUs; these {accelerator.num_processes} "
+            f"CPU process(es) train data-parallel ({running}), each holding the whole model")
 
 
 def measured_precision(model, head, first_batches, checkpoint: Path | None, accelerator, *, total_batches: int) -> dict:

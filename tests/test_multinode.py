@@ -110,3 +110,19 @@ def test_only_a_lost_peer_becomes_the_lost_contact_line(monkeypatch):
     assert lost_contact(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # a bug stays a traceback
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert lost_contact(gloo) is None
+
+
+def test_an_fsdp_config_that_accelerate_does_not_apply_is_said(monkeypatch):
+    """Accelerate 1.16 applies FSDP only on GPUs: `accelerate launch --config_file fsdp2.yaml` on
+    CPU processes trains data-parallel. lccore says so instead of letting the user believe the
+    model is sharded."""
+    import types
+
+    from lccore.training import fsdp_not_applied
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    line = fsdp_not_applied(types.SimpleNamespace(distributed_type="MULTI_CPU", num_processes=2))
+    assert "asks for FSDP, but Accelerate applies it only on GPUs; these 2 CPU process(es) train data-parallel (MULTI_CPU)" in line
+    assert fsdp_not_applied(types.SimpleNamespace(distributed_type="FSDP", num_processes=2)) is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert fsdp_not_applied(types.SimpleNamespace(distributed_type="MULTI_CPU", num_processes=2)) is None

@@ -231,7 +231,10 @@ class Engine:
         the plugin and the file and line of the factory."""
         arguments = ((parsed,) if component.options is not None else ()) + args
         _check_factory_call(component, arguments, kwargs)
-        return component.factory(*arguments, **kwargs)
+        built = component.factory(*arguments, **kwargs)
+        if built is None:  # a factory that forgot its return: said here, not as an AttributeError later
+            raise PluginError(f"{component.kind} '{component.name}' of plugin '{component.plugin}': its factory ({defined_at(component.factory)}) returned None")
+        return built
 
     def parse_options(self, component: Component, options: dict, *, key: str):
         from .config import structure

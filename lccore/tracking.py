@@ -11,6 +11,7 @@ files, MLflow (unless ``MLFLOW_TRACKING_URI`` or the program chose a store) an S
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def start(accelerator, names: list[str], config: dict, output_dir: Path):
         current = mlflow.get_tracking_uri() if is_store_set() else None
         if current is None or current == _store_we_chose:  # mlflow's own default would be ./mlflow.db, wherever the user stands
             folder.mkdir(parents=True, exist_ok=True)
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
             _store_we_chose = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
             mlflow.set_tracking_uri(_store_we_chose)
             chose_store = True

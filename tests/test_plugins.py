@@ -359,6 +359,20 @@ def test_a_factory_that_cannot_take_what_it_is_given_is_named_with_its_file_and_
     assert "task 'wrong_factory_task' of plugin 'lccore_wrong_factory'" in message and "registered without options=" in message
     assert f"{__file__}:" in message and "\n" not in message
 
+    # a factory that returns nothing (a forgotten return) is named too, not an AttributeError later
+    def forgot_return():
+        lccore.Task()
+
+    @lccore.hookimpl
+    def register_heads(register):
+        register("forgetful_head", forgot_return)
+
+    other = types.ModuleType("lccore_forgetful")
+    other.register_heads = register_heads
+    engine = lccore.Engine(entry_points=False, plugins=[other])
+    with pytest.raises(lccore.PluginError, match=r"^head 'forgetful_head' of plugin 'lccore_forgetful': its factory \(.*test_plugins.py:\d+\) returned None$"):
+        engine.create("head", "forgetful_head")
+
 
 def test_an_encode_that_drops_the_labels_is_named_with_its_plugin_and_line(tiny_model, sentiment_files, tmp_path):
     """Issue 19: a task whose encode forgets 'labels' trained into a TypeError deep inside accelerate."""

@@ -120,7 +120,7 @@ def test_two_processes_stream_the_same_batches_as_one(tiny_config, tmp_path):
     config["data"] = {"streaming": True, "shuffle_buffer": 32}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
     result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

@@ -56,21 +56,10 @@ def node_config(tiny_config, tmp_path):
     return config, path
 
 
-def test_two_nodes_train_one_run_like_one_process(node_config, tmp_path):
+def test_two_nodes_train_like_one_process_and_a_lost_node_stops_the_other_with_one_line(node_config, tmp_path):
+    """Two nodes start, the second is lost after the first checkpoint, the first stops at once
+    with one line; `--resume` on both finishes the run, whose every step matches a one-process run."""
     config, path = node_config
-    nodes = start_nodes(path, tmp_path / "nodes")
-    outputs = [node.communicate(timeout=600) for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert json.loads((tmp_path / "nodes" / "manifest.json").read_text())["processes"] == 2
-    single = lccore.train(config, tmp_path / "one", progress=False)
-    both = json.loads((tmp_path / "nodes" / "metrics.json").read_text())
-    assert len(both["train"]) == len(single.metrics["train"]) == 20
-    for one, two in zip(single.metrics["train"] + single.metrics["dev"], both["train"] + both["dev"]):
-        assert one["loss"] == pytest.approx(two["loss"], rel=1e-3, abs=1e-4)
-
-
-def test_a_lost_node_stops_the_other_with_one_line_and_the_run_resumes(node_config, tmp_path):
-    _, path = node_config
     out = tmp_path / "nodes"
     site = make_distribution(tmp_path / "site", "lccore-slow", {"lccore_slow": SLOW}, {"slow": "lccore_slow"})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "SLOW_STEP": "0.3"}
@@ -95,7 +84,12 @@ def test_a_lost_node_stops_the_other_with_one_line_and_the_run_resumes(node_conf
     resumed = start_nodes(path, out, extra=("--resume",))
     outputs = [node.communicate(timeout=600) for node in resumed]
     assert [node.returncode for node in resumed] == [0, 0], [e[-2000:] for _, e in outputs]
-    assert [row["step"] for row in json.loads((out / "metrics.json").read_text())["train"]] == list(range(1, 21))
+    assert json.loads((out / "manifest.json").read_text())["processes"] == 2
+    both = json.loads((out / "metrics.json").read_text())
+    assert [row["step"] for row in both["train"]] == list(range(1, 21))
+    single = lccore.train(config, tmp_path / "one", progress=False)
+    for one, two in zip(single.metrics["train"] + single.metrics["dev"], both["train"] + both["dev"], strict=True):
+        assert one["loss"] == pytest.approx(two["loss"], rel=1e-3, abs=1e-4)
 
 
 def test_only_a_lost_peer_becomes_the_lost_contact_line(monkeypatch):

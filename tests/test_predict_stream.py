@@ -164,7 +164,7 @@ def test_two_processes_write_the_file_one_writes(trained_run, tmp_path):
     inputs = write_inputs(tmp_path / "in.jsonl", 45)
     one = tmp_path / "one.jsonl"
     assert cli(["predict", str(trained_run.output_dir), "--input", str(inputs), "--output", str(one), "--window", "4", "-q"]) == 0
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
     two = tmp_path / "two.jsonl"
     result = subprocess.run([*launcher, "predict", str(trained_run.output_dir), "--input", str(inputs), "--output", str(two), "--window", "4", "-q"],
                             capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})

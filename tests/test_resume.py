@@ -157,7 +157,7 @@ def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_p
     config["task"]["test"] = str(write_jsonl(tmp_path / "test.jsonl", sentiment_rows(37, seed=5)))
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]  # = torchrun, as docs/ say
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]  # = torchrun, as docs/ say
     result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
@@ -240,7 +240,7 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_config, tmp_path):
     config["train"].update(epochs=1, max_steps=12, checkpoint_every=4)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lccore"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
     single = [sys.executable, "-m", "lccore"]
     straight = lccore.train(config, tmp_path / "straight", progress=False)
     site = make_distribution(tmp_path / "site", "lccore-killer", {"lccore_killer": KILLER}, {"killer": "lccore_killer"})

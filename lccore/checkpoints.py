@@ -90,7 +90,8 @@ def write_rng_state(folder: Path, rank: int) -> None:
 
 def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, rank_count: int, keep: int) -> Path:
     """Write checkpoint ``step-N`` (main process; the others wrote their rng files into
-    :func:`partial_dir` already) and delete all but the ``keep`` newest."""
+    :func:`partial_dir` already) and delete all but the ``keep`` newest. ``optimizer``: the
+    optimiser, or its state (:func:`optimizer_state`)."""
     import torch
     from safetensors.torch import save_model
 
@@ -98,7 +99,7 @@ def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, r
     try:
         folder.mkdir(parents=True, exist_ok=True)
         save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
-        torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), folder / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
         (folder / LOOP_FILE).write_text(json.dumps({**loop, "processes": rank_count}), encoding="utf-8")
         missing = [rng_file(r) for r in range(rank_count) if not (folder / rng_file(r)).is_file()]
@@ -191,8 +192,20 @@ def load(folder: Path, *, model, optimizer, scheduler, rank: int) -> dict:
     import torch
     from safetensors.torch import load_model
 
-    load_model(model, str(folder / MODEL_FILE), strict=True)
-    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu"))
+    optimizer_saved = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+    if sharded(model):  # each process takes its shards of the whole tensors
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        set_model_state_dict(model, load_file(folder / MODEL_FILE), options=StateDictOptions(full_state_dict=True))
+        names = _parameter_names(model, optimizer)
+        set_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), {
+            "state": {names[number]: state for number, state in optimizer_saved["state"].items()},
+            "param_groups": [{**group, "params": [names[number] for number in group["params"]]} for group in optimizer_saved["param_groups"]],
+        }, options=StateDictOptions(full_state_dict=True))
+    else:
+        load_model(model, str(folder / MODEL_FILE), strict=True)
+        optimizer.load_state_dict(optimizer_saved)
     scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
     loop = json.loads((folder / LOOP_FILE).read_text(encoding="utf-8"))
     # a process the writing run did not have (it ran on fewer) takes the main process's states:
@@ -200,3 +213,33 @@ def load(folder: Path, *, model, optimizer, scheduler, rank: int) -> dict:
     rng = folder / rng_file(rank) if (folder / rng_file(rank)).is_file() else folder / rng_file(0)
     loop["rng"] = json.loads(rng.read_text(encoding="utf-8"))
     return loop
+
+
+def sharded(model) -> bool:
+    """Whether FSDP2 shards ``model``: each process holds a slice of every parameter."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def optimizer_state(model, optimizer) -> dict:
+    """``optimizer.state_dict()``. Under FSDP2 it is gathered whole (every process calls this; the
+    main one gets it) and numbered as in one process (parameters in group order), so a checkpoint
+    resumes on any number of processes, sharded or not."""
+    if not sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    whole = get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    groups = whole.get("param_groups", [])  # keyed by parameter name
+    number = {name: i for i, name in enumerate(name for group in groups for name in group["params"])}
+    return {
+        "state": {number[name]: state for name, state in whole.get("state", {}).items()},
+        "param_groups": [{**group, "params": [number[name] for name in group["params"]]} for group in groups],
+    }
+
+
+def _parameter_names(model, optimizer) -> list[str]:
+    """The optimiser's parameters' names, in the order :func:`optimizer_state` numbers them."""
+    name_of = {id(param): name for name, param in model.named_parameters()}
+    return [name_of[id(param)] for group in optimizer.param_groups for param in group["params"]]

@@ -185,7 +185,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
-        return Accelerator(
+        accelerator = Accelerator(
             # Started by torchrun (several processes) on a machine without a GPU: data-parallel over
             # CPU processes (gloo); Accelerate only picks that when told to use the CPU.
             cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
@@ -197,6 +197,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             log_with=settings.report_to or None,
             project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / tracking.TRACKERS_DIR)),
         )
+        fsdp2_on_cpu(accelerator)
+        return accelerator
 
     auto_precision = settings.mixed_precision == "auto"  # decided below, once the model and data are ready
     accelerator = make_accelerator("no" if auto_precision else settings.mixed_precision)
@@ -286,6 +288,10 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         num_warmup_steps=round(optimizer_config.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
+    skeleton = None
+    if accelerator.is_fsdp2:  # FSDP2 shards the model in place; whole_model gathers it into a copy of the skeleton
+        fsdp2_layers(accelerator.state.fsdp_plugin, model)
+        skeleton = meta_copy(model)
     if streamed is None:
         model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     else:
@@ -323,10 +329,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         eval_model = accelerator.unwrap_model(eval_model)
         chunks = features[split].chunks()
         mine = list(range(accelerator.process_index, len(chunks), accelerator.num_processes))
-        per_chunk, loss, scored = run_chunks(
-            eval_model, task, tokenizer, features[split], chunks=[chunks[i] for i in mine], batch_size=settings.eval_batch_size,
-            device=accelerator.device, autocast=accelerator.autocast, loss_fn=head.loss, progress=progress, desc=f"eval {split}",
-        )
+        with whole_model(eval_model, skeleton) as eval_model:
+            per_chunk, loss, scored = run_chunks(
+                eval_model, task, tokenizer, features[split], chunks=[chunks[i] for i in mine], batch_size=settings.eval_batch_size,
+                device=accelerator.device, autocast=accelerator.autocast, loss_fn=head.loss, progress=progress, desc=f"eval {split}",
+            )
         if accelerator.num_processes > 1:  # every example scored exactly once; chunks back in file order
             shards = gather_object([(mine, per_chunk, loss, scored)])
             by_chunk = {index: records for indices, records_list, _, _ in shards for index, records in zip(indices, records_list)}
@@ -339,10 +346,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         return result
 
     def save_best() -> None:
-        if main_process:
-            path = save_model_atomically(accelerator.unwrap_model(model), tokenizer, output_dir)
-            notify("on_checkpoint", run=state, path=path)
-        accelerator.wait_for_everyone()
+        with whole_model(accelerator.unwrap_model(model), skeleton) as whole:
+            if main_process:
+                path = save_model_atomically(whole, tokenizer, output_dir)
+                notify("on_checkpoint", run=state, path=path)
+            accelerator.wait_for_everyone()
 
     lower_is_better = stopping.metric == "loss" or stopping.metric in getattr(task, "lower_is_better", ()) or not task.greater_is_better
     sign = -1.0 if lower_is_better else 1.0
@@ -402,17 +410,20 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         folder.mkdir(parents=True, exist_ok=True)
         checkpoints.write_rng_state(folder, accelerator.process_index)
         accelerator.wait_for_everyone()
-        if main_process:
-            clock()
-            loop = {
-                "step": state.step, "epoch": epoch, "batches_done": batches, "best_value": best_value,
-                "evaluations_without_improvement": evaluations_without_improvement, "metrics": metrics, "data": data_hashes,
-                "stream": streamed.position_after(batches) if streamed is not None else None,
-            }
-            checkpoints.save(
-                output_dir, state.step, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
-                loop=loop, rank_count=accelerator.num_processes, keep=settings.keep_checkpoints,
-            )
+        # under FSDP2 the weights and the optimiser's state are gathered whole (by every process)
+        with whole_model(accelerator.unwrap_model(model), skeleton) as whole:
+            optimizer_state = checkpoints.optimizer_state(accelerator.unwrap_model(model), optimizer)
+            if main_process:
+                clock()
+                loop = {
+                    "step": state.step, "epoch": epoch, "batches_done": batches, "best_value": best_value,
+                    "evaluations_without_improvement": evaluations_without_improvement, "metrics": metrics, "data": data_hashes,
+                    "stream": streamed.position_after(batches) if streamed is not None else None,
+                }
+                checkpoints.save(
+                    output_dir, state.step, model=whole, optimizer=optimizer_state, scheduler=scheduler,
+                    loop=loop, rank_count=accelerator.num_processes, keep=settings.keep_checkpoints,
+                )
         accelerator.wait_for_everyone()
 
     notify("on_train_start", run=state)
@@ -524,15 +535,83 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     return Run(output_dir, config, metrics, main_process)
 
 
+def fsdp2_on_cpu(accelerator) -> None:
+    """Apply an Accelerate config's FSDP2 to CPU processes. Accelerate (1.16) applies FSDP only to
+    processes on GPUs and would train these data-parallel; torch's ``fully_shard`` shards over gloo
+    as well, so lccore sets the state Accelerate sets on GPUs (FSDP1 is left to the warning below)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables `accelerate launch` sets
+    if plugin.fsdp_version != 2:
+        return
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    # AcceleratorState only: PartialState keeps MULTI_CPU, which a later make_accelerator starts from
+    accelerator.state.fsdp_plugin, accelerator.state.distributed_type = plugin, DistributedType.FSDP
+
+
+def fsdp2_layers(plugin, model) -> None:
+    """The layers FSDP2 shards one by one (``fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP`` without
+    a list): the model's ``_no_split_modules`` less those holding the input embeddings. Accelerate
+    (1.16) shards the input embeddings on their own, and fails ("Invariant encountered: value was
+    None") when a layer already holds them, such as BERT's ``BertEmbeddings``."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy or plugin.transformer_cls_names_to_wrap is not None:
+        return
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    holding = {type(module).__name__ for module in model.modules() if embeddings is not None and embeddings in module.modules()}
+    present = {type(module).__name__ for module in model.modules()}
+    plugin.transformer_cls_names_to_wrap = [name for name in getattr(model, "_no_split_modules", None) or () if name in present and name not in holding]
+
+
+def meta_copy(model):
+    """A copy of ``model`` whose parameters are placeholders on the meta device (no memory, no
+    data; buffers are copied): what :func:`whole_model` fills."""
+    import copy
+
+    import torch
+
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def whole_model(model, skeleton):
+    """``model``, or under FSDP2 a plain copy of it holding its whole weights. FSDP2 leaves each
+    process a shard of every parameter: a forward gathers them with every other process, and
+    ``state_dict()`` gives the shards. Evaluation runs its own chunks in each process, and saving
+    writes a Hugging Face folder, so both use a copy of ``skeleton`` (:func:`meta_copy`) filled
+    with the gathered weights; every process must enter (the weights are gathered collectively)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if skeleton is None or not isinstance(model, FSDPModule):
+        yield model
+        return
+    import copy
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    for name, tensor in state.items():  # a gathered tensor may be a view of a padded buffer: safetensors refuses those
+        state[name] = tensor.clone()
+    plain = copy.deepcopy(skeleton)
+    plain.load_state_dict(state, assign=True)
+    yield plain
+
+
 def fsdp_not_applied(accelerator) -> str | None:
     """Why an Accelerate config that asks for FSDP is not what runs, or None. Accelerate applies
-    FSDP only to processes on accelerators (GPUs and the like); on CPU processes it trains plain
-    data-parallel, every process holding the whole model, without a word."""
+    FSDP only to processes on accelerators (GPUs and the like); on CPU processes lccore applies
+    FSDP2 (:func:`fsdp2_on_cpu`), and FSDP1 would train plain data-parallel without a word."""
     running = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)  # DistributedType is a str enum
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or running == "FSDP":
         return None
-    return (f"the Accelerate config asks for FSDP, but Accelerate applies it only on GPUs; these {accelerator.num_processes} "
-            f"CPU process(es) train data-parallel ({running}), each holding the whole model")
+    return (f"the Accelerate config asks for FSDP (fsdp_version {os.environ.get('FSDP_VERSION', '1')}), but Accelerate applies it only on GPUs "
+            f"and lccore on CPU processes only fsdp_version 2; these {accelerator.num_processes} CPU process(es) train data-parallel "
+            f"({running}), each holding the whole model")
 
 
 def measured_precision(model, head, first_batches, checkpoint: Path | None, accelerator, *, total_batches: int) -> dict:

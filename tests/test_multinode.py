@@ -107,16 +107,18 @@ def test_only_a_lost_peer_becomes_the_lost_contact_line(monkeypatch):
 
 
 def test_an_fsdp_config_that_accelerate_does_not_apply_is_said(monkeypatch):
-    """Accelerate 1.16 applies FSDP only on GPUs: `accelerate launch --config_file fsdp2.yaml` on
-    CPU processes trains data-parallel. lccore says so instead of letting the user believe the
-    model is sharded."""
+    """Accelerate 1.16 applies FSDP only on GPUs, and lccore applies FSDP2 on CPU processes
+    (tests/test_distributed.py): an FSDP1 config on CPU processes trains data-parallel. lccore says
+    so instead of letting the user believe the model is sharded."""
     import types
 
     from lccore.training import fsdp_not_applied
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
     line = fsdp_not_applied(types.SimpleNamespace(distributed_type="MULTI_CPU", num_processes=2))
-    assert "asks for FSDP, but Accelerate applies it only on GPUs; these 2 CPU process(es) train data-parallel (MULTI_CPU)" in line
+    assert "asks for FSDP (fsdp_version 1), but Accelerate applies it only on GPUs and lccore on CPU processes only fsdp_version 2" in line
+    assert "these 2 CPU process(es) train data-parallel (MULTI_CPU)" in line
     assert fsdp_not_applied(types.SimpleNamespace(distributed_type="FSDP", num_processes=2)) is None
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
     assert fsdp_not_applied(types.SimpleNamespace(distributed_type="MULTI_CPU", num_processes=2)) is None

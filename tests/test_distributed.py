@@ -1,0 +1,133 @@
+"""FSDP2 (issue 20): `accelerate launch --config_file examples/distributed/fsdp2.yaml -m lccore train`
+on two CPU processes (gloo). Accelerate (1.16) applies FSDP only on GPUs; lccore applies FSDP2 on
+CPU processes itself (lccore.training.fsdp2_on_cpu), so this runs the sharded path on any machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_distribution
+
+import lccore
+
+FSDP2_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "distributed" / "fsdp2.yaml"
+
+# What the run's model is once prepared (main process): FSDP2 turns its parameters into shards.
+INSPECTOR = """
+import json, os, signal
+import lccore
+
+@lccore.hookimpl
+def on_train_start(run):
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+    params = list(run.model.parameters())
+    report = {"fsdp": isinstance(run.model, FSDPModule), "sharded": all(isinstance(p, DTensor) for p in params),
+              "local": sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params),
+              "whole": sum(p.numel() for p in params)}
+    with open(os.environ["INSPECT_TO"], "w") as handle:
+        json.dump(report, handle)
+
+@lccore.hookimpl
+def on_train_step(run, step, logs):
+    if step == int(os.environ.get("KILL_AT_STEP", "0")):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_fsdp2(config: Path, output: Path, *extra: str, env=None, timeout=300) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP2_CONFIG), "--main_process_port", str(free_port())]
+    return subprocess.run([*launcher, "-m", "lccore", "train", str(config), "--output", str(output), "-q", *extra],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def without_dropout(model: str, copy: Path) -> str:
+    shutil.copytree(model, copy)
+    settings = json.loads((copy / "config.json").read_text())
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (copy / "config.json").write_text(json.dumps(settings))
+    return str(copy)
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture
+def fsdp2_setup(tiny_config, tmp_path):
+    config = json.loads(json.dumps(tiny_config))
+    config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")  # dropout masks depend on the batch split
+    config["train"].update(epochs=5, checkpoint_every=4)  # learns by epoch 4; step checkpoints are written from gathered state
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    site = make_distribution(tmp_path / "site", "lccore-inspector", {"lccore_inspector": INSPECTOR}, {"inspector": "lccore_inspector"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "INSPECT_TO": str(tmp_path / "inspected.json")}
+    return config, path, env
+
+
+def test_fsdp2_on_two_cpu_processes_trains_as_one_process_and_saves_a_whole_model(fsdp2_setup, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    config, path, env = fsdp2_setup
+    result = accelerate_fsdp2(path, tmp_path / "two", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data-parallel" not in result.stderr  # no "FSDP not applied" warning
+    inspected = json.loads((tmp_path / "inspected.json").read_text())
+    assert inspected["fsdp"] and inspected["sharded"]
+    assert inspected["local"] < 0.6 * inspected["whole"]  # each process holds about half of the weights
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+
+    single = lccore.train(config, tmp_path / "one", progress=False)
+    assert len(two["train"]) == len(single.metrics["train"]) == 50
+    assert single.metrics["best"]["value"] == 1.0  # it learnt: the runs agree on a model that predicts, not a constant
+    # No dropout: every step's loss agrees up to float summation order, and so does every evaluation.
+    for one, sharded in zip(single.metrics["train"] + single.metrics["dev"], two["train"] + two["dev"]):
+        assert one["step"] == sharded["step"]
+        assert one["loss"] == pytest.approx(sharded["loss"], rel=1e-3, abs=1e-4)
+        assert one.get("accuracy") == sharded.get("accuracy")
+    assert two["test"]["after"]["accuracy"] == single.metrics["test"]["after"]["accuracy"]
+
+    # model/ is a plain Hugging Face folder with the whole (unsharded) weights of the 1-process run.
+    import torch
+
+    expected, got = weights(single.model_dir), weights(tmp_path / "two" / "model")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-3, atol=1e-4, msg=key)
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "model")
+    assert plain.bert.embeddings.word_embeddings.weight.shape == expected["bert.embeddings.word_embeddings.weight"].shape
+    texts = ["a great film", "the plot was dull", "really awful acting"]
+    assert [p["label"] for p in lccore.load(tmp_path / "two").predict(texts)] == [p["label"] for p in lccore.load(single.output_dir).predict(texts)]
+
+
+def test_an_fsdp2_run_resumes_from_its_gathered_checkpoint(fsdp2_setup, tmp_path):
+    """A checkpoint written under FSDP2 holds the whole weights and optimiser state, numbered as in
+    one process: the killed run resumes (under FSDP2 again) to the losses of an uninterrupted one."""
+    config, path, env = fsdp2_setup
+    straight = lccore.train(config, tmp_path / "straight", progress=False)
+    killed = accelerate_fsdp2(path, tmp_path / "run", env={**env, "KILL_AT_STEP": "23"})
+    assert killed.returncode != 0 and (tmp_path / "run" / "checkpoints" / "step-00000020").is_dir(), killed.stderr[-2000:]
+    resumed = accelerate_fsdp2(path, tmp_path / "run", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ran = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert "resuming from" in resumed.stdout
+    assert [row["step"] for row in ran] == list(range(1, 51))
+    assert [row["loss"] for row in ran] == pytest.approx([row["loss"] for row in straight.metrics["train"]], rel=1e-3, abs=1e-4)

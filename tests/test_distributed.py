@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_distribution
+from test_resume import weights, without_dropout
 
 import lccore
 
@@ -54,20 +53,6 @@ def accelerate_fsdp2(config: Path, output: Path, *extra: str, env=None, timeout=
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP2_CONFIG), "--main_process_port", str(free_port())]
     return subprocess.run([*launcher, "-m", "lccore", "train", str(config), "--output", str(output), "-q", *extra],
                           capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def without_dropout(model: str, copy: Path) -> str:
-    shutil.copytree(model, copy)
-    settings = json.loads((copy / "config.json").read_text())
-    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (copy / "config.json").write_text(json.dumps(settings))
-    return str(copy)
-
-
-def weights(model_dir: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 @pytest.fixture

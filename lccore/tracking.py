@@ -12,7 +12,6 @@ files, MLflow (unless ``MLFLOW_TRACKING_URI`` or the program chose a store) an S
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from .errors import ConfigError

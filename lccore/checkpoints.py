@@ -6,6 +6,11 @@ states, and the loop's own position and early-stopping state. It is written into
 folder and renamed into place; ``checkpoint.json``, written last, lists every file's SHA-256, so a
 truncated or altered checkpoint is recognised and skipped on resume.
 
+Under FSDP2 with ``fsdp_state_dict_type: SHARDED_STATE_DICT`` the model's and optimiser's tensors
+are not gathered: every process writes its own slices into ``shards/`` through
+``torch.distributed.checkpoint`` (one safetensors file per process, each slice's place in the whole
+tensor in its header), and any number of processes, sharded or not, reads them back.
+
 Nothing here unpickles arbitrary objects: tensors go through safetensors, the optimiser and
 scheduler states through ``torch.load(weights_only=True)``, the rest is JSON.
 """
@@ -18,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +35,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 LOOP_FILE = "loop.json"
+SHARDS_DIR = "shards"
 NAME = re.compile(r"^step-(\d+)$")
 
 
@@ -89,23 +96,25 @@ def write_rng_state(folder: Path, rank: int) -> None:
 
 
 def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, rank_count: int, keep: int) -> Path:
-    """Write checkpoint ``step-N`` (main process; the others wrote their rng files into
-    :func:`partial_dir` already) and delete all but the ``keep`` newest. ``optimizer``: the
-    optimiser, or its state (:func:`optimizer_state`)."""
+    """Write checkpoint ``step-N`` (main process; the others wrote their rng files, and their
+    shards, into :func:`partial_dir` already) and delete all but the ``keep`` newest. ``model``:
+    the whole model, or None after :func:`save_shards`; ``optimizer``: the optimiser, or its state
+    (:func:`optimizer_state`, :func:`save_shards`)."""
     import torch
     from safetensors.torch import save_model
 
     folder = partial_dir(run_dir, step)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
+        if model is not None:  # None: the processes wrote their shards already (save_shards)
+            save_model(model, str(folder / MODEL_FILE))  # handles tied weights, unlike save_file
         torch.save(optimizer if isinstance(optimizer, dict) else optimizer.state_dict(), folder / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
         (folder / LOOP_FILE).write_text(json.dumps({**loop, "processes": rank_count}), encoding="utf-8")
         missing = [rng_file(r) for r in range(rank_count) if not (folder / rng_file(r)).is_file()]
         if missing:
             raise RuntimeError(f"{folder}: random states missing from processes: {', '.join(missing)}")
-        files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+        files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
         (folder / INDEX_FILE).write_text(json.dumps({"step": step, "files": files}, indent=2), encoding="utf-8")
     except OSError as exc:  # a full disk, most often: the half-written folder is ours to remove
         shutil.rmtree(folder, ignore_errors=True)
@@ -123,8 +132,9 @@ def partial_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / f"step-{step:08d}.partial"
 
 
-#: The files every checkpoint has, and the keys of its loop state.
-REQUIRED_FILES = (MODEL_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, LOOP_FILE)
+#: The files every checkpoint has (and the model's tensors: MODEL_FILE or SHARDS_DIR), and the keys of its loop state.
+REQUIRED_FILES = (OPTIMIZER_FILE, SCHEDULER_FILE, LOOP_FILE)
+SHARD_FILE = re.compile(rf"^{SHARDS_DIR}/[\w.-]+\.safetensors$")
 LOOP_KEYS = ("step", "epoch", "batches_done", "best_value", "evaluations_without_improvement", "metrics", "data", "processes")
 
 
@@ -140,8 +150,10 @@ def problem(folder: Path) -> str | None:
         return f"{INDEX_FILE} unreadable"
     files = index_data.get("files") if isinstance(index_data, dict) else None
     if (not isinstance(files, dict) or not set(REQUIRED_FILES) <= files.keys()
-            or not all(isinstance(v, str) and isinstance(k, str) and k == Path(k).name for k, v in files.items())):
-        return f"{INDEX_FILE} has the wrong shape (expected {{\"files\": {{name: sha256}}}} naming {', '.join(REQUIRED_FILES)})"
+            or not (MODEL_FILE in files or any(isinstance(k, str) and SHARD_FILE.match(k) for k in files))
+            or not all(isinstance(v, str) and isinstance(k, str) and (k == Path(k).name or SHARD_FILE.match(k)) for k, v in files.items())):
+        return (f"{INDEX_FILE} has the wrong shape (expected {{\"files\": {{name: sha256}}}} naming {', '.join(REQUIRED_FILES)} "
+                f"and {MODEL_FILE} or {SHARDS_DIR}/*.safetensors)")
     for name, expected in files.items():
         path = folder / name
         if not path.is_file():
@@ -159,8 +171,9 @@ def _unreadable(folder: Path, files: dict) -> str | None:
 
     name = MODEL_FILE
     try:
-        with safe_open(str(folder / MODEL_FILE), framework="pt") as handle:
-            handle.keys()
+        for name in (n for n in files if n == MODEL_FILE or SHARD_FILE.match(n)):
+            with safe_open(str(folder / name), framework="pt") as handle:
+                handle.keys()
         for name in (OPTIMIZER_FILE, SCHEDULER_FILE):
             torch.load(folder / name, weights_only=True, map_location="cpu", mmap=True)
         for name in [LOOP_FILE, *(n for n in files if n.startswith("rng-"))]:
@@ -193,7 +206,9 @@ def load(folder: Path, *, model, optimizer, scheduler, rank: int) -> dict:
     from safetensors.torch import load_model
 
     optimizer_saved = torch.load(folder / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
-    if sharded(model):  # each process takes its shards of the whole tensors
+    if optimizer_saved.get("sharded"):
+        _load_shards(folder, model, getattr(optimizer, "optimizer", optimizer), optimizer_saved)
+    elif sharded(model):  # each process takes its shards of the whole tensors
         from safetensors.torch import load_file
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
@@ -243,3 +258,46 @@ def _parameter_names(model, optimizer) -> list[str]:
     """The optimiser's parameters' names, in the order :func:`optimizer_state` numbers them."""
     name_of = {id(param): name for name, param in model.named_parameters()}
     return [name_of[id(param)] for group in optimizer.param_groups for param in group["params"]]
+
+
+def save_shards(folder: Path, model, optimizer) -> dict:
+    """Every process writes its slices of the model's and optimiser's tensors into ``folder/shards``
+    (collective: every process calls this), in safetensors, gathering nothing. Returns the rest of
+    the optimiser's state (its groups, by parameter name), for :func:`save` to write."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    optimizer_saved = get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer))
+    tensors, others = _split_tensors(optimizer_saved["state"])
+    with warnings.catch_warnings():  # as in _load_shards
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        dcp.save({"model": get_model_state_dict(model), "optimizer": tensors},
+                 storage_writer=HuggingFaceStorageWriter(str(Path(folder) / SHARDS_DIR), save_distributed=True))
+    return {"sharded": True, "state": others, "param_groups": optimizer_saved["param_groups"]}
+
+
+def _load_shards(folder: Path, model, optimizer, saved: dict) -> None:
+    """Fill ``model`` and ``optimizer`` from a checkpoint's shards, whatever number of processes
+    wrote them and whatever number reads them (torch.distributed.checkpoint reshards)."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
+
+    wanted = {"model": get_model_state_dict(model), "optimizer": _split_tensors(get_optimizer_state_dict(model, optimizer)["state"])[0]}
+    with warnings.catch_warnings():  # one process alone reads every shard; torch warns that it assumes so
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        dcp.load(wanted, storage_reader=HuggingFaceStorageReader(str(Path(folder) / SHARDS_DIR)), no_dist=not (dist.is_available() and dist.is_initialized()))
+    set_model_state_dict(model, wanted["model"])
+    state = {name: {**values, **saved["state"].get(name, {})} for name, values in wanted["optimizer"].items()}
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": saved["param_groups"]})
+
+
+def _split_tensors(state: dict) -> tuple[dict, dict]:
+    """An optimiser's per-parameter state split into its tensors (for the shards) and the rest."""
+    import torch
+
+    tensors = {name: {k: v for k, v in values.items() if isinstance(v, torch.Tensor)} for name, values in state.items()}
+    others = {name: rest for name, values in state.items() if (rest := {k: v for k, v in values.items() if not isinstance(v, torch.Tensor)})}
+    return tensors, others

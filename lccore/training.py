@@ -288,10 +288,12 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         num_warmup_steps=round(optimizer_config.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    skeleton = None
+    skeleton, sharded_checkpoints = None, False
     if accelerator.is_fsdp2:  # FSDP2 shards the model in place; whole_model gathers it into a copy of the skeleton
         fsdp2_layers(accelerator.state.fsdp_plugin, model)
         skeleton = meta_copy(model)
+        state_dict_type = accelerator.state.fsdp_plugin.state_dict_type
+        sharded_checkpoints = getattr(state_dict_type, "name", state_dict_type) == "SHARDED_STATE_DICT"
     if streamed is None:
         model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     else:
@@ -410,9 +412,12 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         folder.mkdir(parents=True, exist_ok=True)
         checkpoints.write_rng_state(folder, accelerator.process_index)
         accelerator.wait_for_everyone()
-        # under FSDP2 the weights and the optimiser's state are gathered whole (by every process)
-        with whole_model(accelerator.unwrap_model(model), skeleton) as whole:
-            optimizer_state = checkpoints.optimizer_state(accelerator.unwrap_model(model), optimizer)
+        unwrapped = accelerator.unwrap_model(model)
+        if sharded_checkpoints:  # each process writes its own slices; nothing is gathered
+            saving, optimizer_state = contextlib.nullcontext(None), checkpoints.save_shards(folder, unwrapped, optimizer)
+        else:  # under FSDP2 the weights and the optimiser's state are gathered whole (by every process)
+            saving, optimizer_state = whole_model(unwrapped, skeleton), checkpoints.optimizer_state(unwrapped, optimizer)
+        with saving as whole:
             if main_process:
                 clock()
                 loop = {

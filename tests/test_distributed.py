@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,8 +50,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_fsdp2(config: Path, output: Path, *extra: str, env=None, timeout=300) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP2_CONFIG), "--main_process_port", str(free_port())]
+def accelerate_fsdp2(config: Path, output: Path, *extra: str, env=None, timeout=300, accelerate_config=FSDP2_CONFIG) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config), "--main_process_port", str(free_port())]
     return subprocess.run([*launcher, "-m", "lccore", "train", str(config), "--output", str(output), "-q", *extra],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -67,41 +68,60 @@ def fsdp2_setup(tiny_config, tmp_path):
     return config, path, env
 
 
-def test_fsdp2_on_two_cpu_processes_trains_as_one_process_resumes_and_saves_a_whole_model(fsdp2_setup, tmp_path):
-    """Killed at step 23 and resumed (under FSDP2 again) from a checkpoint written from gathered
-    state, the sharded run ends where a one-process run does, step by step."""
+def test_fsdp2_trains_as_one_process_and_its_sharded_checkpoints_resume_on_any_number_of_processes(fsdp2_setup, tmp_path):
+    """Killed at step 23, a sharded run resumes from its shards under FSDP2 again and on one
+    process; a one-process run resumes under FSDP2. Each ends where an uninterrupted one-process
+    run does, step by step, and saves a plain Hugging Face model."""
     from transformers import AutoModelForSequenceClassification
 
     config, path, env = fsdp2_setup
-    killed = accelerate_fsdp2(path, tmp_path / "two", env={**env, "KILL_AT_STEP": "23"})
-    assert killed.returncode != 0 and (tmp_path / "two" / "checkpoints" / "step-00000020").is_dir(), killed.stderr[-2000:]
-    result = accelerate_fsdp2(path, tmp_path / "two", "--resume", env=env)
+    two = tmp_path / "two"
+    killed = accelerate_fsdp2(path, two, env={**env, "KILL_AT_STEP": "23"})
+    checkpoint = two / "checkpoints" / "step-00000020"
+    assert killed.returncode != 0 and checkpoint.is_dir(), killed.stderr[-2000:]
+    # examples/distributed/fsdp2.yaml asks for SHARDED_STATE_DICT: one safetensors file of slices per process, no whole model
+    assert len(list((checkpoint / "shards").glob("*.safetensors"))) == 2 and not (checkpoint / "model.safetensors").exists()
+    shutil.copytree(two, tmp_path / "two-then-one")
+    result = accelerate_fsdp2(path, two, "--resume", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout and "data-parallel" not in result.stderr  # no "FSDP not applied" warning
     inspected = json.loads((tmp_path / "inspected.json").read_text())
     assert inspected["fsdp"] and inspected["sharded"]
     assert inspected["local"] < 0.6 * inspected["whole"]  # each process holds about half of the weights
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    assert json.loads((two / "manifest.json").read_text())["processes"] == 2
+
+    # 2 -> 1: the shards are read back whole by a single process
+    lccore.train(config, tmp_path / "two-then-one", progress=False, resume=True)
+    # 1 -> 2: a one-process checkpoint (whole tensors) is sharded on load; this launch gathers its checkpoints (FULL_STATE_DICT)
+    one_then_two = tmp_path / "one-then-two"
+    killed = subprocess.run([sys.executable, "-m", "lccore", "train", str(path), "--output", str(one_then_two), "-q"],
+                            capture_output=True, text=True, timeout=300, env={**env, "KILL_AT_STEP": "23"})
+    assert killed.returncode != 0 and (one_then_two / "checkpoints" / "step-00000020" / "model.safetensors").is_file(), killed.stderr[-2000:]
+    gathering = tmp_path / "fsdp2-full.yaml"
+    gathering.write_text(FSDP2_CONFIG.read_text().replace("SHARDED_STATE_DICT", "FULL_STATE_DICT"))
+    result = accelerate_fsdp2(path, one_then_two, "--resume", env=env, accelerate_config=gathering)
+    assert result.returncode == 0 and "written by 1 processes, continuing on 2" in result.stdout, result.stderr[-3000:]
 
     single = lccore.train(config, tmp_path / "one", progress=False)
-    assert len(two["train"]) == len(single.metrics["train"]) == 50
     assert single.metrics["best"]["value"] == 1.0  # it learnt: the runs agree on a model that predicts, not a constant
-    # No dropout: every step's loss agrees up to float summation order, and so does every evaluation.
-    for one, sharded in zip(single.metrics["train"] + single.metrics["dev"], two["train"] + two["dev"]):
-        assert one["step"] == sharded["step"]
-        assert one["loss"] == pytest.approx(sharded["loss"], rel=1e-3, abs=1e-4)
-        assert one.get("accuracy") == sharded.get("accuracy")
-    assert two["test"]["after"]["accuracy"] == single.metrics["test"]["after"]["accuracy"]
-
-    # model/ is a plain Hugging Face folder with the whole (unsharded) weights of the 1-process run.
     import torch
 
-    expected, got = weights(single.model_dir), weights(tmp_path / "two" / "model")
-    assert expected.keys() == got.keys()
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-3, atol=1e-4, msg=key)
-    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two" / "model")
+    expected = weights(single.model_dir)
+    for run in (two, tmp_path / "two-then-one", one_then_two):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert len(metrics["train"]) == len(single.metrics["train"]) == 50, run
+        # No dropout: every step's loss agrees up to float summation order, and so does every evaluation.
+        for one, other in zip(single.metrics["train"] + single.metrics["dev"], metrics["train"] + metrics["dev"]):
+            assert one["step"] == other["step"]
+            assert one["loss"] == pytest.approx(other["loss"], rel=1e-3, abs=1e-4), (run, one["step"])
+            assert one.get("accuracy") == other.get("accuracy")
+        assert metrics["test"]["after"]["accuracy"] == single.metrics["test"]["after"]["accuracy"]
+        # model/ is a plain Hugging Face folder with the whole (unsharded) weights of the 1-process run.
+        got = weights(run / "model")
+        assert expected.keys() == got.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-3, atol=1e-4, msg=f"{run.name}: {key}")
+    plain = AutoModelForSequenceClassification.from_pretrained(two / "model")
     assert plain.bert.embeddings.word_embeddings.weight.shape == expected["bert.embeddings.word_embeddings.weight"].shape
     texts = ["a great film", "the plot was dull", "really awful acting"]
-    assert [p["label"] for p in lccore.load(tmp_path / "two").predict(texts)] == [p["label"] for p in lccore.load(single.output_dir).predict(texts)]
+    assert [p["label"] for p in lccore.load(two).predict(texts)] == [p["label"] for p in lccore.load(single.output_dir).predict(texts)]

@@ -239,7 +239,7 @@ def rehash(folder):
     (folder / checkpoints.INDEX_FILE).write_text(json.dumps(index))
 
 
-@pytest.mark.parametrize("index", ['[]', '{"files": 3}', '{"files": {"model.safetensors": 1}}', '{"files": {"../../etc/passwd": "x"}}', '"files"'])
+@pytest.mark.parametrize("index", ['[]', '{"files": 3}', '{"files": {"model.safetensors": 1}}', '{"files": {"../../etc/passwd": "x"}}', '{"files": {"shards/../../x.safetensors": "x"}}', '"files"'])
 def test_a_checkpoint_index_of_the_wrong_shape_is_skipped_as_damaged(tmp_path, index):
     run_dir, (newest, older) = fake_checkpoints(tmp_path)
     (newest / checkpoints.INDEX_FILE).write_text(index)
@@ -267,6 +267,41 @@ def test_a_checkpoint_that_does_not_unpickle_safely_is_skipped(tmp_path):
     rehash(older)
     assert checkpoints.newest_intact(run_dir, warn=warnings.append) is None
     assert "loop.json has the wrong shape" in warnings[-1]
+
+
+def test_a_sharded_checkpoint_loads_back_and_a_forged_shard_is_skipped(tmp_path):
+    """Shards (FSDP2's SHARDED_STATE_DICT; here one process writes them) hold the model's and the
+    optimiser's tensors in safetensors; the rest of the optimiser's state is in optimizer.pt."""
+    import torch
+
+    torch.manual_seed(0)
+    model, fresh = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    optimizer, fresh_optimizer = torch.optim.AdamW(model.parameters(), lr=0.1), torch.optim.AdamW(fresh.parameters(), lr=0.5)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    run_dir = tmp_path / "run"
+    loop = {"step": 1, "epoch": 0, "batches_done": 1, "best_value": None, "evaluations_without_improvement": 0, "metrics": {}, "data": {}}
+    for step in (1, 2):
+        folder = checkpoints.partial_dir(run_dir, step)
+        folder.mkdir(parents=True)
+        checkpoints.write_rng_state(folder, 0)
+        state = checkpoints.save_shards(folder, model, optimizer)
+        checkpoints.save(run_dir, step, model=None, optimizer=state, scheduler=scheduler, loop={**loop, "step": step}, rank_count=1, keep=5)
+    newest, older = checkpoints.checkpoint_dirs(run_dir)
+    assert not (newest / checkpoints.MODEL_FILE).exists() and list((newest / "shards").glob("*.safetensors"))
+    assert checkpoints.problem(newest) is None
+    checkpoints.load(newest, model=fresh, optimizer=fresh_optimizer, scheduler=torch.optim.lr_scheduler.LambdaLR(fresh_optimizer, lambda step: 1.0), rank=0)
+    torch.testing.assert_close(fresh.weight, model.weight)
+    assert fresh_optimizer.param_groups[0]["lr"] == 0.1
+    torch.testing.assert_close(fresh_optimizer.state[fresh.weight]["exp_avg"], optimizer.state[model.weight]["exp_avg"])
+
+    shard = next((newest / "shards").glob("*.safetensors"))
+    shard.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}   ")
+    rehash(newest)  # the hashes match the forged file
+    warnings = []
+    assert checkpoints.newest_intact(run_dir, warn=warnings.append) == older
+    assert f"shards/{shard.name} cannot be read safely" in warnings[0]
 
 
 def test_a_full_disk_while_checkpointing_removes_the_partial_folder(tmp_path, monkeypatch):

@@ -125,3 +125,35 @@ def test_fsdp2_trains_as_one_process_and_its_sharded_checkpoints_resume_on_any_n
     assert plain.bert.embeddings.word_embeddings.weight.shape == expected["bert.embeddings.word_embeddings.weight"].shape
     texts = ["a great film", "the plot was dull", "really awful acting"]
     assert [p["label"] for p in lccore.load(two).predict(texts)] == [p["label"] for p in lccore.load(single.output_dir).predict(texts)]
+
+
+@pytest.mark.parametrize("trained", [{"lora": {"dropout": 0.0}}, {"freeze": {"strategy": "top_k", "k": 1}}], ids=["lora", "top_k"])
+def test_lora_and_freezing_under_fsdp2_train_as_one_process(fsdp2_setup, tmp_path, trained):
+    """FSDP2 shards frozen and trained parameters alike; only the trained ones move, as in one process."""
+    import torch
+    from safetensors.torch import load_file
+
+    config, path, env = fsdp2_setup
+    config["train"].update(trained, epochs=3, checkpoint_every=None)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = accelerate_fsdp2(path, tmp_path / "two", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "inspected.json").read_text())["sharded"]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    single = lccore.train(config, tmp_path / "one", progress=False)
+    assert len(two["train"]) == len(single.metrics["train"]) == 30
+    for one, sharded in zip(single.metrics["train"], two["train"]):
+        assert one["loss"] == pytest.approx(sharded["loss"], rel=1e-3, abs=1e-4), one["step"]
+
+    if "lora" in trained:  # model/ is peft's adapter folder: the adapters and the head, not the base weights
+        expected, got = load_file(single.model_dir / "adapter_model.safetensors"), load_file(tmp_path / "two" / "model" / "adapter_model.safetensors")
+        assert any("lora_B" in name and got[name].abs().max() > 0 for name in got)  # lora_B starts at zero: the adapters trained
+    else:
+        expected, got = weights(single.model_dir), weights(tmp_path / "two" / "model")
+        original = weights(Path(config["model"]))
+        frozen = [name for name in got if "embeddings" in name or "layer.0." in name]
+        assert frozen and all(torch.equal(got[name], original[f"bert.{name.removeprefix('bert.')}"]) for name in frozen)
+        assert not torch.equal(got["bert.encoder.layer.1.attention.self.query.weight"], original["bert.encoder.layer.1.attention.self.query.weight"])
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4, msg=name)

@@ -185,6 +185,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         # another precision or accumulation needs them cleared (the process group, in PartialState, stays).
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
+        refuse_deepspeed()
         accelerator = Accelerator(
             # Started by torchrun (several processes) on a machine without a GPU: data-parallel over
             # CPU processes (gloo); Accelerate only picks that when told to use the CPU.
@@ -538,6 +539,19 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)
+
+
+def refuse_deepspeed() -> None:
+    """DeepSpeed (an Accelerate config with ``distributed_type: DEEPSPEED``) is refused before it
+    starts: under ZeRO each process holds a partition of the optimiser's state (and under ZeRO-3 of
+    the weights), which lccore's checkpoints, evaluation and saved model would take for the whole.
+    FSDP2 shards the same way (ZeRO-3 is FSDP's full sharding) and is what lccore runs."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ConfigError(
+            "the Accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which lccore does not run: its checkpoints "
+            "and saved model would hold one process's partition of ZeRO's state; use FSDP2 instead, which shards as ZeRO-3 does "
+            "(examples/distributed/fsdp2.yaml, docs/runs.md)"
+        )
 
 
 def fsdp2_on_cpu(accelerator) -> None:

@@ -157,3 +157,16 @@ def test_lora_and_freezing_under_fsdp2_train_as_one_process(fsdp2_setup, tmp_pat
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_a_deepspeed_config_is_refused_in_one_line_before_anything_is_written(tiny_config, tmp_path):
+    """DeepSpeed's ZeRO partitions would be saved as if whole; lccore says so and points to FSDP2."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config), encoding="utf-8")
+    env = {**os.environ, "ACCELERATE_USE_DEEPSPEED": "true"}  # what `accelerate launch` sets for distributed_type: DEEPSPEED
+    result = subprocess.run([sys.executable, "-m", "lccore", "train", str(path), "--output", str(tmp_path / "run"), "-q"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("lccore: error:") and len(result.stderr.strip().splitlines()) == 1
+    assert "DeepSpeed" in result.stderr and "fsdp2.yaml" in result.stderr
+    assert not (tmp_path / "run").exists()

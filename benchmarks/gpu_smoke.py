@@ -59,6 +59,9 @@ def base_sized_model(folder: Path) -> str:
 
     torch.manual_seed(0)  # every process of a launch builds the same weights
     config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     BertForSequenceClassification(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(default_model()).save_pretrained(folder)
     return str(folder)

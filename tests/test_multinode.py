@@ -112,7 +112,7 @@ def test_an_fsdp_config_that_accelerate_does_not_apply_is_said(monkeypatch):
     so instead of letting the user believe the model is sharded."""
     import types
 
-    from lccore.training import fsdp_not_applied
+    from lccore.distributed import fsdp_not_applied
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "1")

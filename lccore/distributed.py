@@ -1,0 +1,105 @@
+"""Sharded and multi-process training: what lccore adds to Accelerate's FSDP2 and refuses of DeepSpeed.
+
+Accelerate (1.16) applies FSDP only on GPUs; :func:`fsdp2_on_cpu` applies an FSDP2 config to CPU
+processes too, so the sharded path runs (and is tested) on any machine. Evaluation and saving
+need the whole weights: :func:`whole_model` gathers them into a plain copy of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from .errors import ConfigError
+
+
+def refuse_deepspeed() -> None:
+    """DeepSpeed (an Accelerate config with ``distributed_type: DEEPSPEED``) is refused before it
+    starts: under ZeRO each process holds a partition of the optimiser's state (and under ZeRO-3 of
+    the weights), which lccore's checkpoints, evaluation and saved model would take for the whole.
+    FSDP2 shards the same way (ZeRO-3 is FSDP's full sharding) and is what lccore runs."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ConfigError(
+            "the Accelerate config asks for DeepSpeed (distributed_type: DEEPSPEED), which lccore does not run: its checkpoints "
+            "and saved model would hold one process's partition of ZeRO's state; use FSDP2 instead, which shards as ZeRO-3 does "
+            "(examples/distributed/fsdp2.yaml, docs/runs.md)"
+        )
+
+
+def fsdp2_on_cpu(accelerator) -> None:
+    """Apply an Accelerate config's FSDP2 to CPU processes. Accelerate (1.16) applies FSDP only to
+    processes on GPUs and would train these data-parallel; torch's ``fully_shard`` shards over gloo
+    as well, so lccore sets the state Accelerate sets on GPUs (FSDP1 is left to the warning below)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables `accelerate launch` sets
+    if plugin.fsdp_version != 2:
+        return
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    # AcceleratorState only: PartialState keeps MULTI_CPU, which a later make_accelerator starts from
+    accelerator.state.fsdp_plugin, accelerator.state.distributed_type = plugin, DistributedType.FSDP
+
+
+def fsdp2_layers(plugin, model) -> None:
+    """The layers FSDP2 shards one by one (``fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP`` without
+    a list): the model's ``_no_split_modules`` less those holding the input embeddings. Accelerate
+    (1.16) shards the input embeddings on their own, and fails ("Invariant encountered: value was
+    None") when a layer already holds them, such as BERT's ``BertEmbeddings``."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy or plugin.transformer_cls_names_to_wrap is not None:
+        return
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    holding = {type(module).__name__ for module in model.modules() if embeddings is not None and embeddings in module.modules()}
+    present = {type(module).__name__ for module in model.modules()}
+    plugin.transformer_cls_names_to_wrap = [name for name in getattr(model, "_no_split_modules", None) or () if name in present and name not in holding]
+
+
+def meta_copy(model):
+    """A copy of ``model`` whose parameters are placeholders on the meta device (no memory, no
+    data; buffers are copied): what :func:`whole_model` fills."""
+    import copy
+
+    import torch
+
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def whole_model(model, skeleton):
+    """``model``, or under FSDP2 a plain copy of it holding its whole weights. FSDP2 leaves each
+    process a shard of every parameter: a forward gathers them with every other process, and
+    ``state_dict()`` gives the shards. Evaluation runs its own chunks in each process, and saving
+    writes a Hugging Face folder, so both use a copy of ``skeleton`` (:func:`meta_copy`) filled
+    with the gathered weights; every process must enter (the weights are gathered collectively)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if skeleton is None or not isinstance(model, FSDPModule):
+        yield model
+        return
+    import copy
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    for name, tensor in state.items():  # a gathered tensor may be a view of a padded buffer: safetensors refuses those
+        state[name] = tensor.clone()
+    plain = copy.deepcopy(skeleton)
+    plain.load_state_dict(state, assign=True)
+    yield plain
+
+
+def fsdp_not_applied(accelerator) -> str | None:
+    """Why an Accelerate config that asks for FSDP is not what runs, or None. Accelerate applies
+    FSDP only to processes on accelerators (GPUs and the like); on CPU processes lccore applies
+    FSDP2 (:func:`fsdp2_on_cpu`), and FSDP1 would train plain data-parallel without a word."""
+    running = getattr(accelerator.distributed_type, "value", accelerator.distributed_type)  # DistributedType is a str enum
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true" or running == "FSDP":
+        return None
+    return (f"the Accelerate config asks for FSDP (fsdp_version {os.environ.get('FSDP_VERSION', '1')}), but Accelerate applies it only on GPUs "
+            f"and lccore on CPU processes only fsdp_version 2; these {accelerator.num_processes} CPU process(es) train data-parallel "
+            f"({running}), each holding the whole model")

@@ -128,6 +128,11 @@ def save(run_dir: Path, step: int, *, model, optimizer, scheduler, loop: dict, r
     return final
 
 
+def step_of(folder: Path) -> int:
+    """The step a checkpoint folder was written at (from its name)."""
+    return int(NAME.match(Path(folder).name).group(1))
+
+
 def partial_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / f"step-{step:08d}.partial"
 

@@ -273,7 +273,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             accelerator = make_accelerator("bf16")
         if main_process and progress:
             print(f"precision auto: {precision_choice['chosen']} ({precision_choice['reason']})", flush=True)
-    finish_tracking = tracking.start(accelerator, settings.report_to, config.to_dict(), output_dir)
+    finish_tracking = tracking.start(accelerator, settings.report_to, config.to_dict(), output_dir,
+                                     resumed_after=checkpoints.step_of(checkpoint) if checkpoint is not None else None)
     optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it. A

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_distribution
-from test_resume import weights, without_dropout
+from test_resume import assert_same_weights, weights, without_dropout
 
 import lccore
 
@@ -89,6 +89,10 @@ def test_fsdp2_trains_as_one_process_and_its_sharded_checkpoints_resume_on_any_n
     assert inspected["fsdp"] and inspected["sharded"]
     assert inspected["local"] < 0.6 * inspected["whole"]  # each process holds about half of the weights
     assert json.loads((two / "manifest.json").read_text())["processes"] == 2
+    # 2 -> 2 is exact: the resumed sharded run ends with the weights of an uninterrupted one, bit for bit
+    uninterrupted = accelerate_fsdp2(path, tmp_path / "two-uninterrupted", env=env)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert_same_weights(two / "model", tmp_path / "two-uninterrupted" / "model")
 
     # 2 -> 1: the shards are read back whole by a single process
     lccore.train(config, tmp_path / "two-then-one", progress=False, resume=True)

@@ -33,7 +33,9 @@ def on_train_start(run):
     params = list(run.model.parameters())
     report = {"fsdp": isinstance(run.model, FSDPModule), "sharded": all(isinstance(p, DTensor) for p in params),
               "local": sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params),
-              "whole": sum(p.numel() for p in params)}
+              "whole": sum(p.numel() for p in params),
+              "recomputes": any(getattr(m, "gradient_checkpointing", False) is True for m in run.model.modules()),
+              "param_dtype": str(run.model._get_fsdp_state()._mp_policy.param_dtype) if isinstance(run.model, FSDPModule) else None}
     with open(os.environ["INSPECT_TO"], "w") as handle:
         json.dump(report, handle)
 
@@ -131,9 +133,14 @@ def test_fsdp2_trains_as_one_process_and_its_sharded_checkpoints_resume_on_any_n
     assert [p["label"] for p in lccore.load(two).predict(texts)] == [p["label"] for p in lccore.load(single.output_dir).predict(texts)]
 
 
-@pytest.mark.parametrize("trained", [{"lora": {"dropout": 0.0}}, {"freeze": {"strategy": "top_k", "k": 1}}], ids=["lora", "top_k"])
-def test_lora_and_freezing_under_fsdp2_train_as_one_process(fsdp2_setup, tmp_path, trained):
-    """FSDP2 shards frozen and trained parameters alike; only the trained ones move, as in one process."""
+@pytest.mark.parametrize("trained", [
+    {"lora": {"dropout": 0.0}},
+    {"freeze": {"strategy": "top_k", "k": 1}},
+    {"gradient_checkpointing": True, "mixed_precision": "bf16"},
+], ids=["lora", "top_k", "checkpointing_bf16"])
+def test_lora_freezing_and_memory_savers_under_fsdp2_train_as_one_process(fsdp2_setup, tmp_path, trained):
+    """FSDP2 shards frozen and trained parameters alike; only the trained ones move, as in one
+    process. Activations recomputed and bf16 autocast (FSDP2's MixedPrecisionPolicy) too."""
     import torch
     from safetensors.torch import load_file
 
@@ -142,22 +149,30 @@ def test_lora_and_freezing_under_fsdp2_train_as_one_process(fsdp2_setup, tmp_pat
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = accelerate_fsdp2(path, tmp_path / "two", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((tmp_path / "inspected.json").read_text())["sharded"]
+    inspected = json.loads((tmp_path / "inspected.json").read_text())
+    assert inspected["sharded"] and inspected["recomputes"] == ("gradient_checkpointing" in trained)
+    assert inspected["param_dtype"] == ("torch.bfloat16" if "mixed_precision" in trained else "None")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     single = lccore.train(config, tmp_path / "one", progress=False)
     assert len(two["train"]) == len(single.metrics["train"]) == 30
+    tolerance = {"rel": 2e-2, "abs": 1e-2} if trained.get("mixed_precision") == "bf16" else {"rel": 1e-3, "abs": 1e-4}  # bf16: 8 bits of mantissa
     for one, sharded in zip(single.metrics["train"], two["train"]):
-        assert one["loss"] == pytest.approx(sharded["loss"], rel=1e-3, abs=1e-4), one["step"]
+        assert one["loss"] == pytest.approx(sharded["loss"], **tolerance), one["step"]
 
     if "lora" in trained:  # model/ is peft's adapter folder: the adapters and the head, not the base weights
         expected, got = load_file(single.model_dir / "adapter_model.safetensors"), load_file(tmp_path / "two" / "model" / "adapter_model.safetensors")
         assert any("lora_B" in name and got[name].abs().max() > 0 for name in got)  # lora_B starts at zero: the adapters trained
-    else:
+    elif "freeze" in trained:
         expected, got = weights(single.model_dir), weights(tmp_path / "two" / "model")
         original = weights(Path(config["model"]))
         frozen = [name for name in got if "embeddings" in name or "layer.0." in name]
         assert frozen and all(torch.equal(got[name], original[f"bert.{name.removeprefix('bert.')}"]) for name in frozen)
         assert not torch.equal(got["bert.encoder.layer.1.attention.self.query.weight"], original["bert.encoder.layer.1.attention.self.query.weight"])
+    else:
+        expected, got = weights(single.model_dir), weights(tmp_path / "two" / "model")
+        assert got["classifier.weight"].dtype == torch.float32  # bf16 computes; the weights stay fp32
+        assert single.metrics["best"]["value"] == two["best"]["value"]
+        return
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-3, atol=1e-4, msg=name)

@@ -11,7 +11,10 @@ class LengthGroupedBatchSampler:
 
     Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by length
     and cut into batches, and the batches are shuffled again. Each pass draws a new order from
-    ``seed`` and the pass number, so a run is reproducible. The lengths may be a numpy array (as
+    ``seed`` and the pass number, so a run is reproducible. The one short batch (when the
+    examples are not a multiple of the batch size) comes last: Accelerate splits only full batches
+    between processes, skips a short one met before the end and completes the last one with
+    examples from the pass's first batch, so a pass has as many steps on any number of processes. The lengths may be a numpy array (as
     the data layer gives them), so only one pass's order is ever a Python list.
     """
 
@@ -33,12 +36,13 @@ class LengthGroupedBatchSampler:
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         if not self.group_by_length:
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]  # the short one is last
         batches = []
         for start in range(0, len(order), self.pool_size):
             pool = sorted(order[start : start + self.pool_size], key=self.lengths.__getitem__, reverse=True)
             batches.extend(pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size))
         rng.shuffle(batches)
+        batches.sort(key=lambda batch: len(batch) < self.batch_size)  # stable: only the short batch moves, to the end
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

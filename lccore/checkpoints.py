@@ -277,7 +277,7 @@ def save_shards(folder: Path, model, optimizer) -> dict:
     tensors, others = _split_tensors(optimizer_saved["state"])
     with warnings.catch_warnings():  # as in _load_shards
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-        dcp.save({"model": get_model_state_dict(model), "optimizer": tensors},
+        dcp.save({"model": _without_ties(model, get_model_state_dict(model))[0], "optimizer": tensors},
                  storage_writer=HuggingFaceStorageWriter(str(Path(folder) / SHARDS_DIR), save_distributed=True))
     return {"sharded": True, "state": others, "param_groups": optimizer_saved["param_groups"]}
 
@@ -290,13 +290,25 @@ def _load_shards(folder: Path, model, optimizer, saved: dict) -> None:
     from torch.distributed.checkpoint import HuggingFaceStorageReader
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
 
-    wanted = {"model": get_model_state_dict(model), "optimizer": _split_tensors(get_optimizer_state_dict(model, optimizer)["state"])[0]}
+    model_state, aliases = _without_ties(model, get_model_state_dict(model))
+    wanted = {"model": model_state, "optimizer": _split_tensors(get_optimizer_state_dict(model, optimizer)["state"])[0]}
     with warnings.catch_warnings():  # one process alone reads every shard; torch warns that it assumes so
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
         dcp.load(wanted, storage_reader=HuggingFaceStorageReader(str(Path(folder) / SHARDS_DIR)), no_dist=not (dist.is_available() and dist.is_initialized()))
-    set_model_state_dict(model, wanted["model"])
+    set_model_state_dict(model, {**wanted["model"], **{alias: wanted["model"][kept] for alias, kept in aliases.items()}})
     state = {name: {**values, **saved["state"].get(name, {})} for name, values in wanted["optimizer"].items()}
     set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": saved["param_groups"]})
+
+
+def _without_ties(model, state: dict) -> tuple[dict, dict]:
+    """``model``'s state with each tied parameter once (safetensors refuses two names for one
+    tensor), and the names left out: ``{alias: name kept}``."""
+    aliases, first = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        first.setdefault(id(param), name)
+        if first[id(param)] != name:
+            aliases[name] = first[id(param)]
+    return {name: tensor for name, tensor in state.items() if name not in aliases}, aliases
 
 
 def _split_tensors(state: dict) -> tuple[dict, dict]:

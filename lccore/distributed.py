@@ -103,3 +103,41 @@ def fsdp_not_applied(accelerator) -> str | None:
     return (f"the Accelerate config asks for FSDP (fsdp_version {os.environ.get('FSDP_VERSION', '1')}), but Accelerate applies it only on GPUs "
             f"and lccore on CPU processes only fsdp_version 2; these {accelerator.num_processes} CPU process(es) train data-parallel "
             f"({running}), each holding the whole model")
+
+
+@contextlib.contextmanager
+def shard_tied_together(accelerator, model, optimizer):
+    """Around ``accelerator.prepare``: parameters tied across the embeddings and another module go
+    into one FSDP2 group first. Accelerate (1.16) groups the input and output embeddings, and torch
+    refuses a parameter seen by two groups ("is shared with a parameter already managed by another
+    FSDP group"): BERT's masked-LM head ties its decoder's bias to its own ``bias`` as well as the
+    decoder's weight to the word embeddings, so masked-LM pretraining failed. While Accelerate
+    shards the rest, the model shows it no output embeddings (they are sharded already)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    embeddings = [m for m in (getattr(model, "get_input_embeddings", lambda: None)(), getattr(model, "get_output_embeddings", lambda: None)()) if m is not None]
+    owners: dict[int, list] = {}  # a parameter's id -> the modules that register it
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), []).append(module)
+    group = list(embeddings)
+    for module in group:  # grows: the owners of any parameter a member shares
+        for param in module.parameters(recurse=False):
+            group += [owner for owner in owners[id(param)] if not any(owner is member for member in group)]
+    if len(group) == len(embeddings):  # the ties Accelerate handles (or none)
+        yield
+        return
+    plugin = accelerator.state.fsdp_plugin
+    mesh = getattr(accelerator, "torch_device_mesh", None)
+    before = dict(model.named_parameters(remove_duplicate=False))
+    fully_shard(group, reshard_after_forward=False, offload_policy=plugin.cpu_offload, mp_policy=plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+                mesh=mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None)
+    # the optimiser (built on the plain parameters, no state yet) takes the sharded ones, as Accelerate does for the rest
+    sharded = {id(before[name]): param for name, param in model.named_parameters(remove_duplicate=False)}
+    for param_group in optimizer.param_groups:
+        param_group["params"] = [sharded.get(id(param), param) for param in param_group["params"]]
+    model.get_output_embeddings = lambda: None  # an instance attribute over the class's method, for Accelerate's grouping
+    try:
+        yield
+    finally:
+        del model.get_output_embeddings

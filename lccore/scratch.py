@@ -44,7 +44,12 @@ def build(spec: ScratchModelConfig, texts: Iterable[str], directory: Path, *, ma
     config = model_config(spec, tokenizer, positions)
     torch.manual_seed(seed)
     model = model_class(spec)(config)
+    # transformers (5) writes a model only from global rank 0 once torch.distributed is up; the
+    # process of a launch that builds this folder (whichever takes the cache's lock) may be another
+    model.should_save_on_this_rank = lambda is_main_process: True
     model.save_pretrained(directory)  # under lccore.train, which keeps transformers' bars off
+    if not (directory / "config.json").is_file():
+        raise RuntimeError(f"{directory}: transformers wrote no model here (save_pretrained skipped this process)")
     tokenizer.save_pretrained(directory)
     return str(directory)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 
 from . import __version__, checkpoints, ethics, finetuning, scratch, tracking
-from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, whole_model
+from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
@@ -297,10 +297,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         skeleton = meta_copy(model)
         state_dict_type = accelerator.state.fsdp_plugin.state_dict_type
         sharded_checkpoints = getattr(state_dict_type, "name", state_dict_type) == "SHARDED_STATE_DICT"
-    if streamed is None:
-        model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    else:
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    with shard_tied_together(accelerator, model, optimizer) if accelerator.is_fsdp2 else contextlib.nullcontext():
+        if streamed is None:
+            model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+        else:
+            model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     def streamed_batches(epoch: int, position, first_batch: int):
         """A pass over the stream: every process reads it and trains on its own slice of each batch."""

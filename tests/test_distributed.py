@@ -189,3 +189,39 @@ def test_a_deepspeed_config_is_refused_in_one_line_before_anything_is_written(ti
     assert result.stderr.strip().startswith("lccore: error:") and len(result.stderr.strip().splitlines()) == 1
     assert "DeepSpeed" in result.stderr and "fsdp2.yaml" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_masked_lm_pretraining_with_tied_weights_under_fsdp2_checkpoints_and_resumes_on_one_process(tmp_path):
+    """BERT's masked-LM head ties two pairs of parameters (decoder weight = word embeddings, decoder
+    bias = head bias), across Accelerate's FSDP2 groups; the corpus (613 lines) is not a multiple of
+    the batch: each epoch has the same steps on two processes as on one."""
+    import random
+
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    rng = random.Random(0)
+    words = "the a film plot actor scene was is great dull good bad long short story music".split()
+    (tmp_path / "train.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 12))) for _ in range(613)) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(40)) + "\n")
+    config = {"model": {"architecture": "bert", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "vocab_size": 200},
+              "task": {"name": "mlm", "train": str(tmp_path / "train.txt"), "dev": str(tmp_path / "dev.txt")},
+              "optimizer": {"lr": 2e-3}, "train": {"epochs": 2, "batch_size": 32, "max_length": 32, "checkpoint_every": 5}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    site = make_distribution(tmp_path / "site", "lccore-inspector", {"lccore_inspector": INSPECTOR}, {"inspector": "lccore_inspector"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "INSPECT_TO": str(tmp_path / "inspected.json"), "KILL_AT_STEP": "7"}
+    killed = accelerate_fsdp2(path, tmp_path / "two", env=env)
+    assert killed.returncode != 0 and list((tmp_path / "two" / "checkpoints" / "step-00000005" / "shards").glob("*.safetensors")), killed.stderr[-3000:]
+    assert json.loads((tmp_path / "inspected.json").read_text())["sharded"]
+
+    resumed = lccore.train(str(path), tmp_path / "two", progress=False, resume=True)  # the shards, tied names and all, on one process
+    single = lccore.train(str(path), tmp_path / "one", progress=False)
+    assert [row["step"] for row in resumed.metrics["train"]] == [row["step"] for row in single.metrics["train"]]
+    perplexities = [row["perplexity"] for row in resumed.metrics["dev"]]
+    assert perplexities[-1] < 0.85 * perplexities[0]  # it learnt, as much as one process did (masks differ: each process draws its own)
+    assert perplexities[-1] == pytest.approx(single.metrics["dev"][-1]["perplexity"], rel=0.1)
+    model = AutoModelForMaskedLM.from_pretrained(resumed.model_dir)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(model.cls.predictions.bias, model.cls.predictions.decoder.bias)

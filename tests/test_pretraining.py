@@ -158,6 +158,22 @@ def test_tokenizers_trained_from_scratch_are_the_same_every_time(architecture):
     assert tokenizer.decode(tokenizer("the films were great")["input_ids"], skip_special_tokens=True) == "the films were great"
 
 
+def test_a_model_built_from_scratch_is_written_by_any_process_of_a_launch(tmp_path, monkeypatch):
+    """transformers writes models only from global rank 0 under torch.distributed; the process
+    that builds a scratch model into the shared cache (whichever takes the lock) may be rank 1."""
+    import transformers.distributed.mixin as mixin
+    from transformers import AutoModelForMaskedLM
+
+    from lccore.config import ScratchModelConfig
+    from lccore.scratch import build
+
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    folder = build(ScratchModelConfig(architecture="bert", vocab_size=200, hidden_size=32, num_layers=1, num_heads=2),
+                   corpus(200, seed=0), tmp_path / "scratch", max_length=32, seed=0)
+    assert AutoModelForMaskedLM.from_pretrained(folder).config.hidden_size == 32
+
+
 def test_clm_from_scratch_packs_blocks_and_scores_each_text(texts, tmp_path):
     config = {
         "model": {**TINY_BERT, "architecture": "gpt2", "vocab_size": 300},

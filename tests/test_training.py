@@ -145,6 +145,8 @@ def test_length_grouped_batches_cover_everything_with_less_padding():
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(1000))
     assert len(batches) == len(sampler)
+    # the short batch last: Accelerate, splitting batches between processes, would skip it anywhere else
+    assert len(batches[-1]) == 1000 % 16 and all(len(b) == 16 for b in batches[:-1])
 
     def padding(batches):
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)

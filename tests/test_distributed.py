@@ -225,3 +225,13 @@ def test_masked_lm_pretraining_with_tied_weights_under_fsdp2_checkpoints_and_res
     model = AutoModelForMaskedLM.from_pretrained(resumed.model_dir)
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     torch.testing.assert_close(model.cls.predictions.bias, model.cls.predictions.decoder.bias)
+
+
+def test_gradual_unfreezing_is_refused_under_fsdp2_with_the_reason(fsdp2_setup, tmp_path):
+    config, path, env = fsdp2_setup
+    config["train"]["freeze"] = {"strategy": "gradual"}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = accelerate_fsdp2(path, tmp_path / "run", env=env, timeout=120)
+    assert result.returncode != 0
+    assert "lccore: error: train.freeze.strategy: gradual unfreezing needs a single process (the trained parameters change per epoch)" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -14,6 +14,7 @@ from typing import Iterable
 from pathlib import Path
 
 from . import __version__
+from .distributed import end_with_launcher
 from .errors import LccoreError
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    end_with_launcher()
     try:
         return args.command(args) or 0
     except LccoreError as exc:

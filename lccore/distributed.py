@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from .errors import ConfigError
 
@@ -141,3 +142,20 @@ def shard_tied_together(accelerator, model, optimizer):
         yield
     finally:
         del model.get_output_embeddings
+
+
+def end_with_launcher() -> None:
+    """A process that torchrun (or ``accelerate launch``) started is interrupted (SIGINT, as
+    Ctrl-C would) when its launcher dies. Without this, a launcher killed with SIGKILL (a job
+    scheduler's hard stop, an OOM kill) leaves its workers training on as orphans, holding the
+    run directory's lock, so ``--resume`` is refused until they finish. Linux only."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    launcher = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
+    if os.getppid() != launcher:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGINT)

@@ -122,3 +122,50 @@ def test_an_fsdp_config_that_accelerate_does_not_apply_is_said(monkeypatch):
     assert fsdp_not_applied(types.SimpleNamespace(distributed_type="FSDP", num_processes=2)) is None
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
     assert fsdp_not_applied(types.SimpleNamespace(distributed_type="MULTI_CPU", num_processes=2)) is None
+
+
+def test_workers_stop_when_their_launcher_is_killed(tiny_config, tmp_path):
+    """SIGKILL to torchrun (a scheduler's hard stop) must not leave its workers training as orphans
+    that hold the run's lock: they are interrupted, and `--resume` can start at once."""
+    import contextlib
+    import signal
+
+    config = dict(tiny_config, train={**tiny_config["train"], "epochs": 200})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    site = make_distribution(tmp_path / "site", "lccore-started", {"lccore_started": STARTED}, {"started": "lccore_started"})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "STARTED_AT": str(tmp_path / "started")}
+    # a static rendezvous (as `accelerate launch` uses): the workers need nothing of the launcher once started
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--rdzv-backend", "static",
+                                 "--node-rank", "0", "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "lccore",
+                                 "train", str(path), "--output", str(tmp_path / "run"), "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "started").exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [child for child in psutil.Process(launcher.pid).children(recursive=True) if "lccore" in " ".join(child.cmdline())]
+        assert len(workers) == 2 and (tmp_path / "started").exists(), "the workers never started training"
+        launcher.kill()
+        launcher.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, "workers outlived their launcher"
+    finally:
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+    import fcntl
+
+    with open(tmp_path / "run" / ".lccore-lock", "a") as lock:  # the run's lock is free: --resume may start
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# Marks that training has started (the main process calls the hooks).
+STARTED = """
+import os
+import lccore
+
+@lccore.hookimpl
+def on_train_step(run, step, logs):
+    open(os.environ["STARTED_AT"], "w").close()
+"""

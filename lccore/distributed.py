@@ -145,17 +145,24 @@ def shard_tied_together(accelerator, model, optimizer):
 
 
 def end_with_launcher() -> None:
-    """A process that torchrun (or ``accelerate launch``) started is interrupted (SIGINT, as
-    Ctrl-C would) when its launcher dies. Without this, a launcher killed with SIGKILL (a job
-    scheduler's hard stop, an OOM kill) leaves its workers training on as orphans, holding the
-    run directory's lock, so ``--resume`` is refused until they finish. Linux only."""
+    """A process that torchrun (or ``accelerate launch``) started stops when its launcher dies.
+    Without this, a launcher killed with SIGKILL (a job scheduler's hard stop, an OOM kill)
+    leaves its workers training on as orphans, holding the run directory's lock, so ``--resume``
+    is refused until they finish. The kernel sends SIGTERM (``PR_SET_PDEATHSIG``; not SIGINT,
+    which a job script's background launch ignores); it ends the run as Ctrl-C would: one line,
+    the scratch files removed. Linux only."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
     import ctypes
     import signal
 
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted again
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     launcher = os.getppid()
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != launcher:  # it died before prctl took effect
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -9,7 +9,7 @@ Importing lccore is cheap: torch and transformers load only when training or inf
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .components import Head, KGBackend, MetricsAccumulator, Task
 from .config import RunConfig, load_config
@@ -51,8 +51,8 @@ def train(config, output_dir, **kwargs):
 def progress_bar(*, total, desc: str, unit: str, enabled: bool = True, delay: float = 1.0, **kwargs):
     """A tqdm bar with rate and ETA, as lccore's own commands draw them (redrawn rarely when stderr
     is a file or a CI log; with ``delay`` only once the work has taken that long), for plugins'
-    long work; see :func:`lccore.runner.progress_bar`."""
-    from .runner import progress_bar as _progress_bar
+    long work; see :func:`lccore.progress.progress_bar`."""
+    from .progress import progress_bar as _progress_bar
 
     return _progress_bar(total=total, desc=desc, unit=unit, enabled=enabled, delay=delay, **kwargs)
 

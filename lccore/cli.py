@@ -13,7 +13,7 @@ import sys
 from typing import Iterable
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .distributed import end_with_launcher
 from .errors import LccoreError
 
@@ -654,7 +654,7 @@ def cmd_export(args) -> int:
     if not args.merge:
         raise ConfigError("export: pass --merge (the export writes a LoRA run's adapter merged into its base weights)")
     _quiet_transformers()
-    from .finetuning import export_merged
+    from .predictor import export_merged
 
     output = export_merged(args.run_dir, args.output, overwrite=args.overwrite)
     print(f"merged run written to {output}")

@@ -439,7 +439,7 @@ def _guard_output(policies, record: dict, audit: AuditLog | None, where: str | N
 def items_from_cli(names: list[str], config_path: str | None = None, options: list[str] = ()) -> list:
     """An ``ethics:`` list from a YAML file's ``ethics:`` key, then ``--policy`` names, with
     ``--option POLICY.KEY=VALUE`` settings (values read as YAML) applied to the policy named."""
-    from .config import read_yaml, safe_load_yaml
+    from .typed import read_yaml, safe_load_yaml
 
     items = []
     if config_path:

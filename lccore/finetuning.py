@@ -9,14 +9,13 @@ one layer, the "top" (pooler, final norm) or the head.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Union
 
 import attrs
 
-from .errors import ConfigError, RunDirError
+from .errors import ConfigError
 
 #: A LoRA run's ``model/`` holds this (peft's adapter config) instead of full weights.
 ADAPTER_CONFIG = "adapter_config.json"
@@ -339,31 +338,3 @@ def is_peft_model(model) -> bool:
 
 def is_lora_model_dir(model_dir: Path) -> bool:
     return (Path(model_dir) / ADAPTER_CONFIG).is_file()
-
-
-def export_merged(run_dir, output_dir, *, overwrite: bool = False) -> Path:
-    """Write a LoRA run as a complete run directory whose ``model/`` is the plain model, the
-    adapter merged into the base weights (``lccore.load`` and ``AutoModel...`` both load it)."""
-    from .config import dump_yaml, read_yaml
-    from .predictor import load
-    from .rundir import RunDir
-    from .runner import CONFIG_FILE, CURVE_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, check_run_dir, save_model_atomically
-
-    run_dir = check_run_dir(run_dir)
-    if not is_lora_model_dir(run_dir / MODEL_DIR):
-        raise RunDirError(f"{run_dir}: not a LoRA run (no {MODEL_DIR}/{ADAPTER_CONFIG}); its model already loads on its own")
-    if Path(output_dir).resolve() == run_dir.resolve():
-        raise RunDirError(f"{output_dir}: the export must go to another directory than the run")
-    with RunDir(output_dir, overwrite=overwrite) as target:  # replaces only a run lccore wrote
-        target.clear()
-        output_dir = target.path
-        predictor = load(run_dir, device="cpu")
-        merged = predictor.model.merge_and_unload()
-        save_model_atomically(merged, predictor.tokenizer, output_dir)
-        config = read_yaml(run_dir / CONFIG_FILE)
-        config["train"]["lora"] = None
-        dump_yaml(config, output_dir / CONFIG_FILE)
-        for name in (MANIFEST_FILE, METRICS_FILE, CURVE_FILE):
-            if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, output_dir / name)
-    return output_dir

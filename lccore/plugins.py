@@ -237,7 +237,7 @@ class Engine:
         return built
 
     def parse_options(self, component: Component, options: dict, *, key: str):
-        from .config import structure
+        from .typed import structure
 
         if component.options is None:
             if options:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -13,9 +14,10 @@ from . import ethics as ethics_module
 from . import finetuning
 from . import precision as auto_precision
 from .config import load_config
-from .errors import ConfigError
+from .errors import ConfigError, RunDirError
 from .plugins import Engine
-from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model, without_hf_bars
+from .progress import without_hf_bars
+from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model
 
 
 class Predictor:
@@ -222,7 +224,8 @@ class Predictor:
         is bounded by a chunk for tasks whose metrics are sums (the first-party ones)."""
         from .data import data_files, split_sha256
         from .data.features import CHUNK_EXAMPLES, batched, cache_root, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint
-        from .runner import progress_bar, run_chunks
+        from .progress import progress_bar
+        from .runner import run_chunks
 
         max_length = self.config.train.max_length
         # the key training gave its evaluation splits: a run's dev or test file is already cached
@@ -325,7 +328,7 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     import itertools
     import sys
 
-    from .runner import progress_bar
+    from .progress import progress_bar
 
     window = window or PREDICT_WINDOW
     to_stdout = output_path == "-"
@@ -545,3 +548,30 @@ def predict_file_sharded(predictor: Predictor, input_path: str, output_path: str
 
 def _shard_path(output: Path, rank: int) -> Path:
     return output.with_name(f"{output.name}.rank-{rank}.partial")
+
+
+def export_merged(run_dir, output_dir, *, overwrite: bool = False) -> Path:
+    """Write a LoRA run as a complete run directory whose ``model/`` is the plain model, the
+    adapter merged into the base weights (``lccore.load`` and ``AutoModel...`` both load it)."""
+    from .rundir import RunDir
+    from .runner import CURVE_FILE, METRICS_FILE, save_model_atomically
+    from .typed import dump_yaml, read_yaml
+
+    run_dir = check_run_dir(run_dir)
+    if not finetuning.is_lora_model_dir(run_dir / MODEL_DIR):
+        raise RunDirError(f"{run_dir}: not a LoRA run (no {MODEL_DIR}/{finetuning.ADAPTER_CONFIG}); its model already loads on its own")
+    if Path(output_dir).resolve() == run_dir.resolve():
+        raise RunDirError(f"{output_dir}: the export must go to another directory than the run")
+    with RunDir(output_dir, overwrite=overwrite) as target:  # replaces only a run lccore wrote
+        target.clear()
+        output_dir = target.path
+        predictor = load(run_dir, device="cpu")
+        merged = predictor.model.merge_and_unload()
+        save_model_atomically(merged, predictor.tokenizer, output_dir)
+        config = read_yaml(run_dir / CONFIG_FILE)
+        config["train"]["lora"] = None
+        dump_yaml(config, output_dir / CONFIG_FILE)
+        for name in (MANIFEST_FILE, METRICS_FILE, CURVE_FILE):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, output_dir / name)
+    return output_dir

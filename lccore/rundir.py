@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import RunDirError
 
 MARKER_FILE = ".lccore-run.json"

@@ -18,6 +18,7 @@ from .batching import sorted_batches
 from .config import RunConfig, unstructure
 from .errors import ConfigError, RunDirError
 from .plugins import Engine
+from .progress import progress_bar, without_hf_bars
 
 MODEL_DIR = "model"
 CONFIG_FILE = "config.yaml"
@@ -88,24 +89,6 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
 
 
 @contextlib.contextmanager
-def without_hf_bars():
-    """transformers' own bars ("Loading weights", "Writing model shards") and load reports (a new
-    head's weights listed as MISSING: expected, lccore trains them) off while lccore loads or saves
-    a model: a program that calls lccore.load or lccore.train sees lccore's output. Errors still show."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
 def model_load_errors(key: str, source):
     """Turn transformers' errors for a missing or malformed model (a truncated or damaged
     ``model.safetensors`` among them) into a one-line config error."""
@@ -118,20 +101,6 @@ def model_load_errors(key: str, source):
         if isinstance(exc, SafetensorError):
             reason = f"a weights file is damaged or truncated ({reason})"
         raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None
-
-
-def progress_bar(*, total: int | None, desc: str, unit: str, enabled: bool, leave: bool = True, delay: float = 0.0, initial: int = 0,
-                 unit_scale: bool = False):
-    """A tqdm bar with rate and ETA; redrawn rarely when stderr is a file or a CI log. With
-    ``delay`` it shows only once the work has taken that long (a quick pass, or one that fails at
-    once with a one-line error, draws nothing)."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, mininterval=0.1 if interactive else 15.0, delay=delay,
-                initial=initial, unit_scale=unit_scale)
 
 
 def run_model(model, task, tokenizer, features, **options) -> tuple[list[dict], float | None]:

@@ -756,7 +756,7 @@ def _characters(value) -> int:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import attrs
 
-from . import __version__, checkpoints, ethics, finetuning, scratch, tracking
+from . import checkpoints, ethics, finetuning, scratch, tracking
 from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
@@ -42,13 +42,13 @@ from .runner import (
     model_load_errors,
     optimizer_config_with_options,
     plot_training_curve,
-    progress_bar,
     resolve,
     run_chunks,
     save_model_atomically,
-    without_hf_bars,
     write_json,
 )
+from .progress import progress_bar, without_hf_bars
+from .version import __version__
 
 
 @attrs.define

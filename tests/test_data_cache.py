@@ -385,17 +385,17 @@ def test_an_error_in_a_worker_is_the_tasks_one_line_error(tmp_path, cache, tiny_
 def test_a_first_pass_with_no_count_shows_bytes_read_out_of_the_files_size(tmp_path, cache, monkeypatch):
     """A pretrained model and `mlm`: nothing counts the corpus before it is tokenised, so the
     bar runs over the file's bytes (rate and ETA) and ends at 100%."""
-    from lccore import runner
+    from lccore import progress
 
     bars = []
-    original = runner.progress_bar
+    original = progress.progress_bar
 
     def recording(**options):
         bar = original(**options)
         bars.append((options, bar))
         return bar
 
-    monkeypatch.setattr(runner, "progress_bar", recording)
+    monkeypatch.setattr(progress, "progress_bar", recording)
     monkeypatch.setattr(data_features, "CHUNK_EXAMPLES", 7)
     config = lm_config(tmp_path, max_steps=1)
     config["model"] = str(lccore.train(lm_config(tmp_path, max_steps=1), tmp_path / "pre", progress=False).model_dir)

@@ -88,3 +88,32 @@ def test_architecture_names_every_kernel_module():
     modules = {p.name for p in (ROOT / "lccore").glob("*.py")} | {p.name + "/" for p in (ROOT / "lccore").iterdir() if (p / "__init__.py").exists()}
     assert modules <= listed, f"not in docs/architecture.md: {sorted(modules - listed)}"
     assert set(lccore.COMPONENT_KINDS) <= listed  # the table of component kinds
+
+
+def test_no_kernel_module_imports_one_that_imports_it_back():
+    """The kernel's import graph has no circles, counting imports inside functions too. `from . import
+    x` counts as importing `lccore.x`, and anything else from the package as importing its
+    `__init__` (which imports the public API)."""
+    import ast
+
+    modules = {}
+    for path in (ROOT / "lccore").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in modules]
+                graph[name].update(m for m in (submodules or [target]) if m in modules and m != name)
+            elif isinstance(node, ast.Import):
+                graph[name].update(alias.name for alias in node.names if alias.name in modules and alias.name != name)
+
+    def reaches(start, goal, seen):
+        return any(step == goal or (step not in seen and not seen.add(step) and reaches(step, goal, seen)) for step in graph[start])
+
+    circles = sorted(name for name in graph if reaches(name, name, set()))
+    assert not circles, f"modules that import themselves back through others: {circles}"

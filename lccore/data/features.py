@@ -142,7 +142,7 @@ def task_source_sha256(task) -> str:
 def task_fingerprint(name: str, task, options: dict) -> str:
     """What identifies a task's way of reading and encoding: its name, options and source code,
     with this cache layout and lccore's version."""
-    from .. import __version__
+    from ..version import __version__
 
     return fingerprint(FORMAT, __version__, name, task_source_sha256(task), options)
 
@@ -315,7 +315,7 @@ def _chunk_table(features: list[dict]):
 def _encode_in_memory(task, examples, tokenizer, max_length, name, progress, expected) -> FeatureSet:
     import numpy as np
 
-    from ..runner import progress_bar
+    from ..progress import progress_bar
 
     bar = progress_bar(total=expected, desc=f"tokenise {name}", unit="ex", enabled=progress, delay=1.0)
     rows, chunk_ends, count = [], [], 0
@@ -332,8 +332,8 @@ def _build_entry(task, examples, tokenizer, max_length, folder: Path, name, prog
     from datasets import Features, Sequence as ListOf, Value
     from datasets.arrow_writer import ArrowWriter
 
-    from .. import __version__
-    from ..runner import progress_bar
+    from ..version import __version__
+    from ..progress import progress_bar
 
     partial = _new_partial(folder)
     if expected is None and source_bytes:  # the examples are not counted yet: the bytes read give the rate and ETA
@@ -485,7 +485,7 @@ def _locked(path: Path):
 def cached_folder(folder: Path, build: Callable[[Path], object]) -> str:
     """A folder built once by ``build(partial_folder)`` and then reused: complete once renamed to
     ``folder`` (with an ``entry.json``), built under a lock so that concurrent runs build it once."""
-    from .. import __version__
+    from ..version import __version__
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.parent / f"{folder.name}.lock"):

@@ -63,7 +63,7 @@ class StreamedSplit:
     def batches(self, epoch: int, position: list[int] | None = None, first_batch: int = 0) -> Iterator[list[dict]]:
         """The batches of pass ``epoch`` (lists of features), from ``position`` (as
         :meth:`position_after` gave it) on; ``first_batch`` numbers the first one given."""
-        from ..runner import progress_bar
+        from ..progress import progress_bar
 
         for path, stamp in self._files.items():
             if _stamp(path) != stamp:

@@ -251,12 +251,6 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     export.set_defaults(command=cmd_export)
 
-    new_plugin = commands.add_parser("new-plugin", help="scaffold a plugin distribution (pyproject.toml, package, kit test, README)")
-    new_plugin.add_argument("name", help="the component's name, e.g. keyword_classifier (the package is lccore_NAME)")
-    new_plugin.add_argument("--output", default=".", help="folder to write lccore-NAME/ into (default: the current folder)")
-    new_plugin.add_argument("--kind", default="task", choices=["task", "head", "explainer", "ethics_policy"], help="what the plugin registers (default: task)")
-    new_plugin.set_defaults(command=cmd_new_plugin)
-
     generate = commands.add_parser("generate", help="generate text with a run's model: a reply, a summary, a translation or a continuation")
     generate.add_argument("run_dir")
     generate.add_argument("--prompt", help="the query: a user message (dialogue run), a source text (summarization, translation) or a plain prompt")
@@ -729,15 +723,6 @@ def cmd_ethics_check(args) -> int:
     write_output(args.output, lines)
     counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
     print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
-    return 0
-
-
-def cmd_new_plugin(args) -> int:
-    from .scaffold import new_plugin
-
-    root = new_plugin(args.name, args.output, args.kind)
-    print(f"wrote {root}")
-    print(f"next: pip install -e {root}[test] && pytest {root}")
     return 0
 
 

@@ -145,7 +145,7 @@ SCAFFOLDED = {
 
 def test_every_scaffold_kind_is_tested_and_offered_by_the_cli():
     from lccore.cli import build_parser
-    from lccore.scaffold import KINDS
+    from lccore_scaffold import KINDS
 
     assert set(SCAFFOLDED) == set(KINDS)
     for kind in KINDS:
@@ -188,7 +188,7 @@ def test_new_plugin_scaffold_passes_the_kit(kind, tmp_path, tiny_model, monkeypa
 
 
 def test_new_plugin_refuses_an_unknown_kind(tmp_path):
-    from lccore.scaffold import new_plugin
+    from lccore_scaffold.scaffold import new_plugin
 
     with pytest.raises(lccore.ConfigError, match="kinds: task, head, explainer, ethics_policy"):
         new_plugin("anything", tmp_path, kind="optimizer")

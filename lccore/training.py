@@ -22,7 +22,6 @@ from pathlib import Path
 import attrs
 
 from . import checkpoints, ethics, finetuning, scratch, tracking
-from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
@@ -31,6 +30,7 @@ from .data.features import (
     FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
 )
 from .data.stream import StreamedSplit
+from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
 from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, defined_at
 from .plugins import Engine
 from .rundir import MARKER_FILE, RunDir, user_entries

@@ -175,7 +175,7 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     quick.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     quick.set_defaults(command=cmd_quickstart)
 
-    plugins = commands.add_parser("plugins", help="list plugins, their status and the components they register")
+    plugins = commands.add_parser("plugins", help="list plugins, their status, and the components and commands they add")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(command=cmd_plugins)
 
@@ -329,6 +329,7 @@ class Commands:
     def __init__(self, subparsers):
         self._subparsers = subparsers
         self._groups: dict[str, argparse._SubParsersAction] = {}
+        self.added: list[str] = []  # what `lccore plugins` lists under each plugin
 
     def group(self, name: str, *, help: str = ""):
         """The sub-parsers of ``lccore NAME``, made on first use; ``help`` describes the group."""
@@ -347,9 +348,12 @@ class Commands:
     def add(self, name: str, *, help: str = "", group: str | None = None, **kwargs) -> argparse.ArgumentParser:
         """A new ``argparse.ArgumentParser`` for ``lccore NAME`` (or ``lccore GROUP NAME``)."""
         target = self.group(group) if group else self._subparsers
+        full_name = " ".join(filter(None, [group, name]))
         if name in target.choices:
-            raise ValueError(f"command '{' '.join(filter(None, [group, name]))}' already exists")
-        return target.add_parser(name, help=help, **kwargs)
+            raise ValueError(f"command '{full_name}' already exists")
+        parser = target.add_parser(name, help=help, **kwargs)
+        self.added.append(full_name)
+        return parser
 
 
 def _quiet_transformers() -> None:
@@ -402,6 +406,8 @@ def cmd_plugins(args) -> int:
             print(f"    reason: {plugin['reason']}")
         for kind, names in plugin["components"].items():
             print(f"    {kind}: {', '.join(names)}")
+        if plugin["commands"]:
+            print(f"    commands: {', '.join(f'lccore {name}' for name in plugin['commands'])}")
     if not report:
         print("no plugins installed (entry-point group 'lccore')")
     for kind in COMPONENT_KINDS:

@@ -51,6 +51,7 @@ class PluginInfo:
     status: str = "loaded"  # loaded | failed | disabled
     reason: str | None = None
     components: dict[str, list[str]] = attrs.Factory(dict)
+    commands: list[str] = attrs.Factory(list)  # the subcommands it added (register_commands)
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)
@@ -267,10 +268,14 @@ class Engine:
         """Let every plugin add its subcommands (``register_commands``); one that raises is
         reported as a warning and its commands are left out, the others stay."""
         for impl in self._pm.hook.register_commands.get_hookimpls():
+            added = getattr(commands, "added", [])
+            before = len(added)
             try:
                 impl.function(commands=commands)
             except PLUGIN_FAILURES as exc:
                 log.warning("plugin '%s' could not add its commands: %s", impl.plugin_name, _describe_failure(exc))
+            if impl.plugin_name in self.plugins:
+                self.plugins[impl.plugin_name].commands = added[before:]
 
     def report(self) -> list[dict]:
         return [info.to_dict() for info in self.plugins.values()]

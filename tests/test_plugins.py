@@ -83,6 +83,8 @@ def test_broken_plugins_are_reported_and_the_rest_keep_working(site):
     assert "imp  [failed]  lccore-broken 1.2.3" in result.stdout
     assert "database unavailable" in result.stdout
     assert "text_classification  [loaded]" in result.stdout
+    assert "scaffold  [loaded]  lccore 0.1.0\n    commands: lccore new-plugin\n" in result.stdout  # a plugin that only adds a command
+    assert "commands: lccore kg import" in result.stdout
 
 
 def test_disabled_plugin_is_never_imported(site, monkeypatch):

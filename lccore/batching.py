@@ -11,11 +11,13 @@ class LengthGroupedBatchSampler:
 
     Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by length
     and cut into batches, and the batches are shuffled again. Each pass draws a new order from
-    ``seed`` and the pass number, so a run is reproducible. The one short batch (when the
-    examples are not a multiple of the batch size) comes last: Accelerate splits only full batches
-    between processes, skips a short one met before the end and completes the last one with
-    examples from the pass's first batch, so a pass has as many steps on any number of processes. The lengths may be a numpy array (as
+    ``seed`` and the pass number, so a run is reproducible. The lengths may be a numpy array (as
     the data layer gives them), so only one pass's order is ever a Python list.
+
+    The one short batch (when the examples are not a multiple of the batch size) comes last:
+    Accelerate splits only full batches between processes, skips a short one met before the end
+    and completes the last one with examples from the pass's first batch, so a pass has as many
+    steps on any number of processes.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, *, group_by_length: bool = True, pool_batches: int = 50):

@@ -17,6 +17,7 @@ scheduler states through ``torch.load(weights_only=True)``, the rest is JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -275,8 +276,7 @@ def save_shards(folder: Path, model, optimizer) -> dict:
 
     optimizer_saved = get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer))
     tensors, others = _split_tensors(optimizer_saved["state"])
-    with warnings.catch_warnings():  # as in _load_shards
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+    with _alone_without_warning():
         dcp.save({"model": _without_ties(model, get_model_state_dict(model))[0], "optimizer": tensors},
                  storage_writer=HuggingFaceStorageWriter(str(Path(folder) / SHARDS_DIR), save_distributed=True))
     return {"sharded": True, "state": others, "param_groups": optimizer_saved["param_groups"]}
@@ -292,12 +292,20 @@ def _load_shards(folder: Path, model, optimizer, saved: dict) -> None:
 
     model_state, aliases = _without_ties(model, get_model_state_dict(model))
     wanted = {"model": model_state, "optimizer": _split_tensors(get_optimizer_state_dict(model, optimizer)["state"])[0]}
-    with warnings.catch_warnings():  # one process alone reads every shard; torch warns that it assumes so
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+    with _alone_without_warning():
         dcp.load(wanted, storage_reader=HuggingFaceStorageReader(str(Path(folder) / SHARDS_DIR)), no_dist=not (dist.is_available() and dist.is_initialized()))
     set_model_state_dict(model, {**wanted["model"], **{alias: wanted["model"][kept] for alias, kept in aliases.items()}})
     state = {name: {**values, **saved["state"].get(name, {})} for name, values in wanted["optimizer"].items()}
     set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": saved["param_groups"]})
+
+
+@contextlib.contextmanager
+def _alone_without_warning():
+    """Without a process group, one process writes or reads every shard, which is what lccore
+    means there; torch warns on each call that it assumes so."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def _without_ties(model, state: dict) -> tuple[dict, dict]:

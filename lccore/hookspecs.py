@@ -52,8 +52,8 @@ COMPONENT_KINDS: dict[str, str] = {
     "ethics_policy": "register_ethics_policies",
 }
 
-#: Hooks that extend the ``lccore`` command line (not components: nothing is registered by name).
-CLI_HOOKS = ("register_commands",)
+#: Hooks that extend the command line and the HTTP server (not components: nothing is registered by name).
+EXTENSION_HOOKS = ("register_commands", "register_routes")
 
 #: The lifecycle events, in the order a run emits them.
 LIFECYCLE_EVENTS = ("on_train_start", "on_train_step", "on_evaluate", "on_checkpoint", "on_train_end")
@@ -168,6 +168,38 @@ def register_commands(commands):
     ``commands.check_output_path(path, "--output")`` before any work. A name already taken (by
     lccore or another plugin) is refused: the plugin's commands are skipped with a warning. Import
     nothing heavy here; do it inside ``run``.
+    """
+
+
+@hookspec
+def register_routes(server):
+    """Add HTTP endpoints to ``lccore serve`` (the ``serve`` plugin's app): the ``generation``
+    plugin adds ``/v1/generate``, ``/v1/chat/completions`` and ``/v1/completions`` this way, the
+    ``explain`` plugin ``/v1/explain``, the ``kg`` plugin ``/v1/kg/query``.
+
+    Called once per app, with ``server``, the plugin's own view of it:
+
+    - ``server.router``: a FastAPI ``APIRouter``; add routes with ``@server.router.post(...)``.
+      Define request models (pydantic) inside the hook: FastAPI and pydantic are there only when
+      a server is built. Don't use ``from __future__ import annotations`` in that module: FastAPI
+      reads the annotations.
+    - ``server.predictors``: ``{name: lccore.Predictor}``, the runs served, each behind its ethics
+      guard (``predictor.guard``); ``server.kg``: the knowledge-graph store of ``--kg`` (read-only),
+      or None; ``server.limits``: the limits (``timeout_s``, ``max_inputs``, ``max_new_tokens`` …).
+    - ``server.pick(name)``: the run a request names (404/422 otherwise); ``server.deadline()``: the
+      deadline of a request starting now; ``server.check_size(value, field)``: 413 past
+      ``--max-input-chars``; ``server.parse(name, inputs)``: inputs read by the run's task;
+      ``server.blocked(name, examples)``: why the run's input policies refuse one, or None (it
+      runs the policies: call it in a helper thread).
+    - ``await server.predict(name, examples, until)``: guarded records, batched with the other
+      requests; ``await server.in_model_thread(name, fn, *args, until=...)``: any work on the
+      model, never two at once; ``await server.in_helper_thread(fn, until)``: other slow work;
+      ``await server.timed(awaitable, until)``: its result, or 504 at ``until``.
+    - Raise FastAPI's ``HTTPException(status, "field: message")``: every error goes out as that
+      one line and the field it names, in a body both lccore's and OpenAI's clients read.
+
+    The routes sit behind the server's guards (Host, API key, body size). A path and method the
+    server already answers is refused: that plugin's routes are left out, with a warning.
     """
 
 

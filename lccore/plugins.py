@@ -277,6 +277,20 @@ class Engine:
             if impl.plugin_name in self.plugins:
                 self.plugins[impl.plugin_name].commands = added[before:]
 
+    def add_routes(self, server_for) -> list[tuple[str, Any]]:
+        """Let every plugin add HTTP endpoints (``register_routes``) to ``server_for(plugin)``;
+        returns ``(plugin, server)`` for those that did not raise (one that raises is a warning)."""
+        added = []
+        for impl in reversed(self._pm.hook.register_routes.get_hookimpls()):  # in plugin order
+            server = server_for(impl.plugin_name)
+            try:
+                impl.function(server=server)
+            except PLUGIN_FAILURES as exc:
+                log.warning("plugin '%s' could not add its routes: %s", impl.plugin_name, _describe_failure(exc))
+                continue
+            added.append((impl.plugin_name, server))
+        return added
+
     def report(self) -> list[dict]:
         return [info.to_dict() for info in self.plugins.values()]
 
@@ -328,7 +342,7 @@ def _describe_failure(exc: BaseException) -> str:
 
 def _check_hook_names(plugin) -> None:
     """A hook implementation that matches no spec is a typo: refuse it instead of ignoring it."""
-    known = set(hookspecs.COMPONENT_KINDS.values()) | set(hookspecs.LIFECYCLE_EVENTS) | set(hookspecs.CLI_HOOKS)
+    known = set(hookspecs.COMPONENT_KINDS.values()) | set(hookspecs.LIFECYCLE_EVENTS) | set(hookspecs.EXTENSION_HOOKS)
     for attr in dir(plugin):
         value = getattr(plugin, attr, None)
         if callable(value) and hasattr(value, f"{hookspecs.PROJECT}_impl") and attr not in known:

@@ -266,7 +266,7 @@ def test_plugins_json_lists_every_component(capsys):
 def test_every_hook_is_documented():
     from lccore import hookspecs
 
-    names = list(hookspecs.COMPONENT_KINDS.values()) + list(hookspecs.LIFECYCLE_EVENTS) + list(hookspecs.CLI_HOOKS)
+    names = list(hookspecs.COMPONENT_KINDS.values()) + list(hookspecs.LIFECYCLE_EVENTS) + list(hookspecs.EXTENSION_HOOKS)
     for name in names:
         function = getattr(hookspecs, name)
         assert hasattr(function, "lccore_spec"), name

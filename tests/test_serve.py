@@ -21,7 +21,8 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 import lccore  # noqa: E402
-from lccore.serve import ServeLimits, create_app, model_names  # noqa: E402
+from lccore_serve.app import ServeLimits, create_app  # noqa: E402
+from lccore_serve.server import model_names  # noqa: E402
 from conftest import CONVERSATIONS  # noqa: E402
 
 TEXTS = ["a great film", "an awful plot", "the meal was lovely", "boring show", "it was dull", "superb acting"]
@@ -53,7 +54,7 @@ def test_predict_answers_one_output_per_input_in_order_like_offline_predict(clie
 
 def test_healthz_models_openapi_and_page(client):
     assert client.get("/healthz").status_code == 200
-    models = client.get("/v1/models").json()["models"]
+    models = client.get("/v1/models").json()["data"]
     assert [m["id"] for m in models] == ["tiny"] and models[0]["task"] == "text_classification"
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/explain", "/v1/generate", "/v1/kg/query", "/v1/models", "/healthz"} <= set(schema["paths"])
@@ -341,7 +342,7 @@ def test_generate_answers_and_streams_the_same_text(chat):
         assert output["text"] == "one two three." and output["finish_reason"] == "stop" and output["tokens"] > 0
         history = client.post("/v1/generate", json={"prompt": {"messages": CONVERSATIONS[2][:3]}})
         assert history.json()["output"]["text"] == "why did the chicken cross the road?"
-        assert client.get("/v1/models").json()["models"][0]["generates"] is True
+        assert client.get("/v1/models").json()["data"][0]["generates"] is True
 
     async def streamed(body):
         transport = httpx.ASGITransport(app=create_app({"chat": chat}))
@@ -475,7 +476,7 @@ def kg_store(tmp_path_factory):
 def test_kg_query_answers_sparql_json_and_refuses_updates(kg_store):
     from fastapi.testclient import TestClient
 
-    from lccore.serve import open_kg
+    from lccore_serve.server import open_kg
 
     store = open_kg(kg_store)
     try:
@@ -531,7 +532,7 @@ def test_serve_command_refuses_bad_arguments_in_one_line(argv, message, capsys):
 
 
 def test_auto_precision_without_the_runs_data_serves_fp32(trained_run):
-    from lccore.serve import measure_precision
+    from lccore_serve.server import measure_precision
 
     predictor = lccore.load(trained_run.output_dir, precision="auto")
     for split in ("train", "dev", "test"):

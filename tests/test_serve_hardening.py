@@ -20,8 +20,8 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 import lccore  # noqa: E402
-from lccore import serve as serving  # noqa: E402
-from lccore.serve import ServeLimits, create_app  # noqa: E402
+from lccore_serve import guard, server  # noqa: E402
+from lccore_serve.app import ServeLimits, create_app  # noqa: E402
 from conftest import stop_process  # noqa: E402
 from test_serve import EX, chat, free_port, kg_store, predictor  # noqa: E402,F401 - the fixtures of test_serve, shared
 
@@ -55,7 +55,7 @@ def slow_forward(model, seconds: float):
 
 
 def test_only_the_bound_names_and_allowed_hosts_are_answered(predictor):
-    app = create_app({"tiny": predictor}, allowed_hosts=serving.allowed_hosts_for("127.0.0.1", ["api.example.org"]))
+    app = create_app({"tiny": predictor}, allowed_hosts=guard.allowed_hosts_for("127.0.0.1", ["api.example.org"]))
     with client_for(app) as client:
         for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "api.example.org", "API.example.org:8000"):
             response = client.post("/v1/predict", json={"inputs": ["a great film"]}, headers={"host": host})
@@ -67,9 +67,9 @@ def test_only_the_bound_names_and_allowed_hosts_are_answered(predictor):
                 detail = refused.json()["detail"]
                 assert "Host" in detail and "--allowed-host" in detail and "\n" not in detail
     # '*' answers any name; bound to every interface, any IP address is one of the server's own.
-    with client_for(create_app({"tiny": predictor}, allowed_hosts=serving.allowed_hosts_for("127.0.0.1", ["*"]))) as client:
+    with client_for(create_app({"tiny": predictor}, allowed_hosts=guard.allowed_hosts_for("127.0.0.1", ["*"]))) as client:
         assert client.get("/v1/models", headers={"host": "anything.example"}).status_code == 200
-    with client_for(create_app({"tiny": predictor}, allowed_hosts=serving.allowed_hosts_for("0.0.0.0"))) as client:
+    with client_for(create_app({"tiny": predictor}, allowed_hosts=guard.allowed_hosts_for("0.0.0.0"))) as client:
         assert client.get("/v1/models", headers={"host": "192.168.1.20:8000"}).status_code == 200
         assert client.get("/v1/models", headers={"host": "[fe80::1]:8000"}).status_code == 200
         assert client.get("/v1/models", headers={"host": "rebound.example:8000"}).status_code == 421
@@ -90,7 +90,7 @@ def test_a_form_posted_by_another_sites_page_is_refused(predictor, content_type)
 
 
 def test_curl_style_posts_and_the_servers_own_page_still_work(predictor):
-    with client_for(create_app({"tiny": predictor}, allowed_hosts=serving.allowed_hosts_for("127.0.0.1"))) as client:
+    with client_for(create_app({"tiny": predictor}, allowed_hosts=guard.allowed_hosts_for("127.0.0.1"))) as client:
         # `curl -d '{...}'`: JSON labelled as a form, no Origin.
         as_curl = client.post("/v1/predict", content=BODY, headers={"content-type": "application/x-www-form-urlencoded"})
         assert as_curl.status_code == 200 and as_curl.json()["outputs"] == predictor.predict(["a great film"])
@@ -103,7 +103,7 @@ def test_curl_style_posts_and_the_servers_own_page_still_work(predictor):
 def test_models_show_no_absolute_path(predictor, trained_run):
     with client_for(create_app({"tiny": predictor})) as client:
         text = client.get("/v1/models").text
-    model = json.loads(text)["models"][0]
+    model = json.loads(text)["data"][0]
     assert model["id"] == "tiny" and model["task"] == "text_classification"
     assert model["base_model"] == Path(predictor.config.model).name
     assert str(Path(trained_run.output_dir).resolve().parent) not in text and str(Path(predictor.config.model).parent) not in text
@@ -144,7 +144,7 @@ def test_a_timed_out_generation_stops_and_frees_the_model_thread(chat, monkeypat
 
 
 def test_a_timed_out_sparql_query_is_stopped_and_frees_its_thread(kg_store):
-    store = serving.open_kg(kg_store)
+    store = server.open_kg(kg_store)
     app = create_app({}, kg=store, limits=ServeLimits(timeout_s=0.5))
     try:
         with client_for(app) as client:

@@ -82,3 +82,10 @@ def on_evaluate(run, split, metrics):
     from .probe import explain_at_evaluation
 
     explain_at_evaluation(run, metrics)
+
+
+@lccore.hookimpl
+def register_routes(server):
+    from .routes import add_routes
+
+    add_routes(server)

@@ -100,3 +100,10 @@ def register_reasoners(register):
         return GenerateReasoner(options)
 
     register("generate", make_generate, options=GenerateOptions, description="Generate text with a run's model: a reply, a summary, a translation or a continuation.")
+
+
+@lccore.hookimpl
+def register_routes(server):
+    from .routes import add_routes
+
+    add_routes(server)

@@ -126,3 +126,10 @@ def register_commands(commands):
     from .commands import add_commands
 
     add_commands(commands)
+
+
+@lccore.hookimpl
+def register_routes(server):
+    from .routes import add_routes
+
+    add_routes(server)

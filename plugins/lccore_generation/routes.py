@@ -1,0 +1,164 @@
+"""The generation plugin's HTTP endpoints (``register_routes``, served by ``lccore serve``):
+``POST /v1/generate``, lccore's own, streamed as server-sent events."""
+
+# No `from __future__ import annotations`: FastAPI reads the route annotations.
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+from lccore import LccoreError
+
+log = logging.getLogger("lccore.serve")
+
+
+def add_routes(server) -> None:
+    from fastapi import HTTPException
+    from fastapi.responses import StreamingResponse
+    from pydantic import BaseModel, Field
+
+    producers: set = set()  # the streamed generations running
+
+    class GenerateRequest(BaseModel):
+        prompt: Any = Field(description="a user message, a source text or a plain prompt (a string), or an object the run's task reads, e.g. {\"messages\": [...]}")
+        model: Optional[str] = Field(None, description="the run's name; optional when one run is served")
+        options: dict[str, Any] = Field(default_factory=dict, description="the generate reasoner's options: strategy, max_new_tokens, temperature, top_k, top_p, num_beams, stop, seed, ...")
+        stream: bool = Field(False, description="answer with server-sent events, one per piece of text")
+
+    class GenerateResponse(BaseModel):
+        model: str
+        output: dict[str, Any] = Field(description="{text, tokens, finish_reason}, or a refusal record {refused, stage, decision, reasons}")
+
+    @server.router.post("/v1/generate", response_model=GenerateResponse,
+              responses={200: {"content": {"text/event-stream": {}}, "description": "with \"stream\": true, server-sent events: `data: {\"text\"}` per piece, then `event: done` (or `event: refusal`, `event: error`)"}})
+    async def generate(body: GenerateRequest):
+        """Text from a generative run (dialogue, summarization, translation, clm) through the
+        `generate` reasoner, behind the run's ethics policies; streamed as server-sent events."""
+        until = server.deadline()
+        name = server.pick(body.model)
+        predictor = server.predictors[name]
+        if not predictor.can_generate():
+            raise HTTPException(422, f"model: run '{name}' ({predictor.config.task.name}) has no model that generates text; serve a dialogue, summarization, translation or clm run")
+        if isinstance(body.prompt, str) and not body.prompt.strip():
+            raise HTTPException(422, "prompt: empty")
+        server.check_size(body.prompt, "prompt")
+        server.check_size(body.options, "options")
+        for key, most, flag in (("max_new_tokens", server.limits.max_new_tokens, "--max-new-tokens"), ("num_beams", server.limits.max_num_beams, "--max-num-beams")):
+            value = body.options.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > most:
+                raise HTTPException(422, f"options.{key}: at most {most} on this server ({flag}), got {value}")
+        try:
+            reasoner = predictor.reasoner("generate", **body.options)
+        except LccoreError as exc:  # e.g. "generate.max_new_token: unknown key ..."
+            raise HTTPException(422, _option_error(exc)) from None
+        if body.stream:
+            return await stream_generation(name, reasoner, body.prompt, until)
+        try:
+            output = await server.timed(server.in_model_thread(name, reasoner.answer, body.prompt, until=until), until)
+        except LccoreError as exc:  # a prompt the task cannot read, an option the strategy refuses
+            raise HTTPException(422, _prompt_error(exc)) from None
+        return {"model": name, "output": output}
+
+    async def stream_generation(name: str, reasoner, prompt, until: float):
+        """Server-sent events from ``reasoner.stream(prompt)``, run in the run's model thread and
+        fed to the event loop through a queue. The first item is awaited before answering, so a
+        prompt or option the model refuses is still a plain 422; a client that goes away closes
+        the stream, which stops the generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item) -> None:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is reading
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def produce() -> None:
+            pieces = None
+            try:
+                pieces = reasoner.stream(prompt)
+                for piece in pieces:
+                    if stop.is_set():
+                        break
+                    put(("piece", piece))
+            except Exception as exc:  # noqa: BLE001 - handed to the event loop, reported there
+                put(("error", exc))
+            finally:
+                if pieces is not None:
+                    pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
+                put(("end", None))
+
+        producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
+        producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
+        producer.add_done_callback(producers.discard)
+
+        async def next_item():
+            return await asyncio.wait_for(queue.get(), max(until - time.monotonic(), 0.001))
+
+        try:
+            first = await next_item()
+        except asyncio.TimeoutError:
+            stop.set()
+            raise HTTPException(504, f"the request took longer than {server.limits.timeout_s:g} s") from None
+        if first[0] == "error":
+            stop.set()
+            if isinstance(first[1], LccoreError):
+                raise HTTPException(422, _prompt_error(first[1]))
+            log.error("generation failed", exc_info=first[1])
+            raise HTTPException(500, "internal error (see the server log)")
+
+        async def events():
+            item = first
+            try:
+                while True:
+                    kind, value = item
+                    if kind == "end":
+                        yield _event("done", {"model": name})
+                        return
+                    if kind == "error":
+                        if not isinstance(value, LccoreError):
+                            log.error("generation failed", exc_info=value)
+                        yield _event("error", {"detail": _prompt_error(value) if isinstance(value, LccoreError) else "internal error (see the server log)"})
+                        return
+                    if isinstance(value, dict):  # a policy blocked the prompt or a sentence
+                        yield _event("refusal", value)
+                        return
+                    yield _event(None, {"text": value})
+                    try:
+                        item = await next_item()
+                    except asyncio.TimeoutError:
+                        yield _event("error", {"detail": f"the request took longer than {server.limits.timeout_s:g} s"})
+                        return
+            finally:  # done, refused, timed out, or the client left: stop the generation
+                stop.set()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _event(kind: Optional[str], data: dict) -> str:
+    """One server-sent event (``data`` as one JSON line)."""
+    head = f"event: {kind}\n" if kind else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _option_error(exc: LccoreError) -> str:
+    """``options.x: ...`` for a generate option the reasoner refuses."""
+    message = str(exc)
+    for prefix in ("reasoner.generate.", "generate."):
+        if message.startswith(prefix):
+            return "options." + message[len(prefix):]
+    return message if message.startswith("options") else f"options: {message}"
+
+
+def _prompt_error(exc: LccoreError) -> str:
+    message = str(exc)
+    for prefix in ("prompt: ", "prompt"):  # the reasoner names the query 'prompt' when it streams
+        if message.startswith(prefix):
+            return message
+    if message.startswith(("reasoner.generate.", "generate.", "options")):
+        return _option_error(exc)
+    if message.startswith("input 1: "):
+        return "prompt: " + message[len("input 1: "):]
+    return f"prompt: {message}"

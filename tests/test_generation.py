@@ -131,7 +131,8 @@ def test_dialogue_run_memorises_replies_and_generate_reproduces_them(dialogue_ru
     assert test["after"]["perplexity"] < 2.0 < 50 < test["before"]["perplexity"]
     assert dialogue_run.config.head.name == "generative_lm"
     answer = generator().answer("what is the capital of france?", predictor=chat)
-    assert answer == {"text": "paris is the capital of france.", "tokens": answer["tokens"], "finish_reason": "stop"}
+    assert answer == {"text": "paris is the capital of france.", "tokens": answer["tokens"], "prompt_tokens": answer["prompt_tokens"], "finish_reason": "stop"}
+    assert answer["prompt_tokens"] == len(chat.tokenizer(chat.task.template(chat.tokenizer).render([("user", "what is the capital of france?")], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
     history = CONVERSATIONS[2][:3]  # the second user turn: the reply depends on the history
     assert generator().answer({"messages": history}, predictor=chat)["text"] == "why did the chicken cross the road?"
     record = chat.predict(["count to three"])[0]
@@ -216,7 +217,7 @@ def test_cli_stream_prints_the_same_text_as_a_plain_run(dialogue_run, capsys):
     status, guarded, _ = cli(capsys, "generate", run, "--prompt", "hello", "--max-new-tokens", "20", "--stream", "--policy", "pii", "--policy", "toxicity")
     assert status == 0 and guarded == plain
     status, out, _ = cli(capsys, "generate", run, "--prompt", "hello", "--json", "--stop", "how")
-    assert status == 0 and json.loads(out) == {"text": "hi there, ", "tokens": json.loads(out)["tokens"], "finish_reason": "stop"}
+    assert status == 0 and json.loads(out) == {"text": "hi there, ", "tokens": json.loads(out)["tokens"], "prompt_tokens": json.loads(out)["prompt_tokens"], "finish_reason": "stop"}
 
 
 def test_cli_input_file_gives_one_json_line_per_input(dialogue_run, tmp_path, capsys):

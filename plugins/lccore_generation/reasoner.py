@@ -16,7 +16,7 @@ import torch
 
 import lccore
 
-from .generation import ensure_pad_token, generate, pad_prompts, unwrap
+from .generation import cut_at_end, end_ids, ensure_pad_token, generate, pad_prompts, unwrap
 
 
 class GenerateReasoner:
@@ -26,8 +26,8 @@ class GenerateReasoner:
     # --- the reasoner contract -------------------------------------------------------------------
 
     def answer(self, query: Any, *, predictor, graph=None) -> dict:
-        """``{"text", "tokens", "finish_reason"}`` for one query; ``finish_reason`` is ``stop``
-        (end of text or a stop string) or ``length`` (``max_new_tokens`` reached)."""
+        """``{"text", "tokens", "prompt_tokens", "finish_reason"}`` for one query; ``finish_reason``
+        is ``stop`` (end of text or a stop string) or ``length`` (``max_new_tokens`` reached)."""
         return self.answer_batch([query], predictor)[0]
 
     def answer_batch(self, queries: list, predictor, *, wheres: list[str] | None = None) -> list[dict]:
@@ -41,15 +41,18 @@ class GenerateReasoner:
             answers += self._generate(prompts[start : start + size], predictor)
         return answers
 
-    def stream(self, query: Any, predictor) -> Iterator[str]:
-        """The text of :meth:`answer`, in pieces as the model writes them."""
+    def stream(self, query: Any, predictor, report: dict | None = None) -> Iterator[str]:
+        """The text of :meth:`answer`, in pieces as the model writes them; once the stream ends,
+        ``report`` (a dict, when given) holds the answer's ``tokens``, ``prompt_tokens`` and
+        ``finish_reason``."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         if self.options.strategy == "beam":
             raise lccore.ConfigError("generate.strategy: beam search cannot stream (the best beam is known only at the end); use greedy or sample")
         model, tokenizer = predictor.model, predictor.tokenizer
-        ids, mask = self._batch([self.prompt_ids(query, predictor, "prompt")], predictor)
+        prompt = self.prompt_ids(query, predictor, "prompt")
+        ids, mask = self._batch([prompt], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure, closed = [], threading.Event()
 
@@ -59,10 +62,15 @@ class GenerateReasoner:
         def run() -> None:
             try:
                 with self._seeded(predictor), predictor.autocast():
-                    unwrap(model).generate(
+                    sequences = unwrap(model).generate(
                         input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
                     )
+                if report is not None:
+                    start = 1 if unwrap(model).config.is_encoder_decoder else ids.shape[1]
+                    row, ended = cut_at_end(sequences[0, start:].tolist(), end_ids(unwrap(model), tokenizer), tokenizer.pad_token_id)
+                    text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
+                    report.update(self._record(text, row, ended or stopped, len(prompt)))
             except Exception as exc:  # re-raised in the caller's thread
                 failure.append(exc)
                 streamer.end()
@@ -125,11 +133,14 @@ class GenerateReasoner:
         with torch.inference_mode(), self._seeded(predictor), predictor.autocast():
             rows = generate(predictor.model, tokenizer, ids, mask, **self.settings(tokenizer))
         answers = []
-        for row, ended in rows:
+        for prompt, (row, ended) in zip(prompts, rows):
             text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
-            finished = ended or stopped or len(row) < self.options.max_new_tokens
-            answers.append({"text": text, "tokens": len(row), "finish_reason": "stop" if finished else "length"})
+            answers.append(self._record(text, row, ended or stopped, len(prompt)))
         return answers
+
+    def _record(self, text: str, row: list[int], ended: bool, prompt_tokens: int) -> dict:
+        finished = ended or len(row) < self.options.max_new_tokens
+        return {"text": text, "tokens": len(row), "prompt_tokens": prompt_tokens, "finish_reason": "stop" if finished else "length"}
 
     def _seeded(self, predictor):
         """Sampling from ``seed`` without disturbing the caller's random state."""

@@ -1,5 +1,6 @@
 """The generation plugin's HTTP endpoints (``register_routes``, served by ``lccore serve``):
-``POST /v1/generate``, lccore's own, streamed as server-sent events."""
+``POST /v1/generate``, lccore's own, streamed as server-sent events; and the OpenAI-compatible
+``/v1/chat/completions`` and ``/v1/completions`` (:mod:`.openai_api`)."""
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations.
 import asyncio
@@ -10,7 +11,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from lccore import LccoreError
+from lccore import LccoreError, TimeLimitError
 
 log = logging.getLogger("lccore.serve")
 
@@ -63,51 +64,9 @@ def add_routes(server) -> None:
         return {"model": name, "output": output}
 
     async def stream_generation(name: str, reasoner, prompt, until: float):
-        """Server-sent events from ``reasoner.stream(prompt)``, run in the run's model thread and
-        fed to the event loop through a queue. The first item is awaited before answering, so a
-        prompt or option the model refuses is still a plain 422; a client that goes away closes
-        the stream, which stops the generation."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-
-        def put(item) -> None:
-            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is reading
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def produce() -> None:
-            pieces = None
-            try:
-                pieces = reasoner.stream(prompt)
-                for piece in pieces:
-                    if stop.is_set():
-                        break
-                    put(("piece", piece))
-            except Exception as exc:  # noqa: BLE001 - handed to the event loop, reported there
-                put(("error", exc))
-            finally:
-                if pieces is not None:
-                    pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
-                put(("end", None))
-
-        producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
-        producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
-        producer.add_done_callback(producers.discard)
-
-        async def next_item():
-            return await asyncio.wait_for(queue.get(), max(until - time.monotonic(), 0.001))
-
-        try:
-            first = await next_item()
-        except asyncio.TimeoutError:
-            stop.set()
-            raise HTTPException(504, f"the request took longer than {server.limits.timeout_s:g} s") from None
-        if first[0] == "error":
-            stop.set()
-            if isinstance(first[1], LccoreError):
-                raise HTTPException(422, _prompt_error(first[1]))
-            log.error("generation failed", exc_info=first[1])
-            raise HTTPException(500, "internal error (see the server log)")
+        """``/v1/generate`` streamed: server-sent events, one per piece of text, then ``done``
+        (or ``refusal``, ``error``)."""
+        first, next_item, stop = await open_stream(server, name, reasoner, prompt, until, producers=producers)
 
         async def events():
             item = first
@@ -118,23 +77,90 @@ def add_routes(server) -> None:
                         yield _event("done", {"model": name})
                         return
                     if kind == "error":
-                        if not isinstance(value, LccoreError):
-                            log.error("generation failed", exc_info=value)
-                        yield _event("error", {"detail": _prompt_error(value) if isinstance(value, LccoreError) else "internal error (see the server log)"})
+                        yield _event("error", {"detail": _failure(value)})
                         return
                     if isinstance(value, dict):  # a policy blocked the prompt or a sentence
                         yield _event("refusal", value)
                         return
                     yield _event(None, {"text": value})
-                    try:
-                        item = await next_item()
-                    except asyncio.TimeoutError:
-                        yield _event("error", {"detail": f"the request took longer than {server.limits.timeout_s:g} s"})
-                        return
+                    item = await next_item()
             finally:  # done, refused, timed out, or the client left: stop the generation
                 stop.set()
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(events(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+    from .openai_api import add_openai_routes
+
+    add_openai_routes(server, producers)
+
+
+#: Server-sent events go out as they are made: no caching, no buffering proxy.
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+async def open_stream(server, name: str, reasoner, prompt, until: float, *, producers: set, field: str = "prompt", **stream_options):
+    """``reasoner.stream(prompt, **stream_options)`` run in the run's model thread and fed to the
+    event loop through a queue: ``(first item, next_item, stop)``. Items are ``("piece", text or
+    refusal dict)``, ``("error", exception)`` and ``("end", None)``; ``await next_item()`` gives the
+    next one, or an ``("error", TimeLimitError)`` at ``until``; ``stop.set()`` stops the model. The
+    first item is awaited here, so a prompt or option the model refuses is still a plain 422 (a 504
+    past ``until``); a client that goes away closes the stream, which stops the generation."""
+    from fastapi import HTTPException
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is reading
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def produce() -> None:
+        pieces = None
+        try:
+            pieces = reasoner.stream(prompt, **stream_options)
+            for piece in pieces:
+                if stop.is_set():
+                    break
+                put(("piece", piece))
+        except Exception as exc:  # noqa: BLE001 - handed to the event loop, reported there
+            put(("error", exc))
+        finally:
+            if pieces is not None:
+                pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
+            put(("end", None))
+
+    producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
+    producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
+    producer.add_done_callback(producers.discard)
+
+    async def next_item():
+        try:
+            return await asyncio.wait_for(queue.get(), max(until - time.monotonic(), 0.001))
+        except asyncio.TimeoutError:
+            stop.set()
+            return ("error", TimeLimitError(f"the request took longer than {server.limits.timeout_s:g} s"))
+
+    first = await next_item()
+    if first[0] == "error":
+        stop.set()
+        if isinstance(first[1], TimeLimitError):
+            raise HTTPException(504, str(first[1]))
+        if isinstance(first[1], LccoreError):
+            raise HTTPException(422, _prompt_error(first[1], field))
+        log.error("generation failed", exc_info=first[1])
+        raise HTTPException(500, "internal error (see the server log)")
+    return first, next_item, stop
+
+
+def _failure(exc: BaseException, field: str = "prompt") -> str:
+    """What a client is told of an error met while streaming (the log gets the traceback)."""
+    if isinstance(exc, TimeLimitError):
+        return str(exc)
+    if isinstance(exc, LccoreError):
+        return _prompt_error(exc, field)
+    log.error("generation failed", exc_info=exc)
+    return "internal error (see the server log)"
 
 
 def _event(kind: Optional[str], data: dict) -> str:
@@ -152,13 +178,16 @@ def _option_error(exc: LccoreError) -> str:
     return message if message.startswith("options") else f"options: {message}"
 
 
-def _prompt_error(exc: LccoreError) -> str:
+def _prompt_error(exc: LccoreError, field: str = "prompt") -> str:
+    """``field: ...`` for a query the run's task cannot read (``prompt``; ``messages`` for a chat)."""
     message = str(exc)
-    for prefix in ("prompt: ", "prompt"):  # the reasoner names the query 'prompt' when it streams
-        if message.startswith(prefix):
-            return message
+    if message.startswith(field):
+        return message
     if message.startswith(("reasoner.generate.", "generate.", "options")):
         return _option_error(exc)
-    if message.startswith("input 1: "):
-        return "prompt: " + message[len("input 1: "):]
-    return f"prompt: {message}"
+    for prefix in ("prompt: ", "input 1: "):  # the reasoner names the query 'prompt' when it streams
+        if message.startswith(prefix):
+            return f"{field}: {message[len(prefix):]}"
+    if message.startswith("prompt") and field == "prompt":
+        return message
+    return f"{field}: {message}"

@@ -273,7 +273,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     class EmbeddingsRequest(BaseModel):
         input: Any = Field(description="a string or a list of strings (OpenAI's format)")
         model: Optional[str] = Field(None, description="the run's name; optional when one run is served")
-        encoding_format: str = Field("float", description="float (base64 is not offered)")
+        encoding_format: str = Field("float", description="float: lists of numbers; base64: little-endian float32 (what the openai client asks for)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -293,8 +293,8 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     app.state.predictors = predictors
     app.state.kg = kg
 
-    def failure(status: int, detail: str, field: str | None = None, headers: dict | None = None):
-        return JSONResponse(error_body(status, detail, field), status_code=status, headers=headers)
+    def failure(status: int, detail: str, field: str | None = None, headers: dict | None = None, code: str | None = None):
+        return JSONResponse(error_body(status, detail, field, code), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -306,9 +306,9 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
     async def request_error(request: Request, exc: RequestError):
         return failure(exc.status, exc.detail, exc.field, exc.headers)
 
-    @app.exception_handler(HTTPException)  # a plugin's own HTTPException, and 404/405 for unknown paths
+    @app.exception_handler(HTTPException)  # a plugin's own HTTPException (its .code, if set, is OpenAI's error code), and 404/405 for unknown paths
     async def http_error(request: Request, exc: HTTPException):
-        return failure(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return failure(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None), code=getattr(exc, "code", None))
 
     @app.exception_handler(QueueFull)
     async def busy(request: Request, exc: QueueFull):
@@ -357,8 +357,8 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         until = server.deadline()
         name = server.pick(body.model)
         predictor = predictors[name]
-        if body.encoding_format != "float":
-            raise RequestError(422, f"encoding_format: only 'float' is offered, got {body.encoding_format!r}")
+        if body.encoding_format not in ("float", "base64"):
+            raise RequestError(422, f"encoding_format: 'float' or 'base64', got {body.encoding_format!r}")
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise RequestError(422, "input: a string or a non-empty list of strings (token arrays are not read)")
@@ -371,7 +371,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         vectors = await server.predict(name, texts, until, call=embedders[name], field="input")
         tokens = sum(v["tokens"] for v in vectors)
         return {"object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                "data": [{"object": "embedding", "index": i, "embedding": v["embedding"]} for i, v in enumerate(vectors)]}
+                "data": [{"object": "embedding", "index": i, "embedding": _encoded(v["embedding"], body.encoding_format)} for i, v in enumerate(vectors)]}
 
     page = (Path(__file__).parent / "page.html").read_text(encoding="utf-8")
 
@@ -409,6 +409,16 @@ def _with_guard(predictor, ethics_items: list, audit_log):
     served = copy.copy(predictor)
     served.guard = ethics.Guard(list(predictor.guard.policies) + extra, audit_log if audit_log is not None else predictor.guard.audit_log)
     return served
+
+
+def _encoded(vector: list[float], encoding_format: str):
+    """A vector as OpenAI sends it: a list of floats, or base64 of little-endian float32."""
+    if encoding_format == "float":
+        return vector
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def _field(loc) -> str:

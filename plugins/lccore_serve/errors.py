@@ -31,11 +31,11 @@ def field_of(detail: str) -> str | None:
     return match.group(1) if match else None
 
 
-def error_body(status: int, detail: str, field: str | None = None, **extra) -> dict:
+def error_body(status: int, detail: str, field: str | None = None, code: str | None = None, **extra) -> dict:
     field = field or field_of(detail)
     body = {"detail": detail, **({"field": field} if field else {}), **extra}
     body["error"] = {"message": detail, "type": ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"),
-                     "param": field, "code": CODES.get(status)}
+                     "param": field, "code": code or CODES.get(status)}
     return body
 
 

@@ -286,6 +286,28 @@ before = {"inputs": inputs, "dev": str(data["dev"]), "predictions": predictor.pr
 [shap] = predictor.explain(inputs[:1], explainer="shap")
 assert shap["target"]["label"] in ("match", "mismatch") and {w.get("field") for w in shap["words"]} == {"text", "text_pair"}, shap
 (work / "before.json").write_text(json.dumps(before))
+
+# the plugin's own `lccore serve` endpoint (register_routes), behind the server's key and the run's policies
+import asyncio, httpx
+from lccore_serve.app import create_app
+
+bodies = ["the meal was dreadful", "alice went to paris today", "a dreadful day"]
+app = create_app({"headlines": predictor}, api_key="k")
+
+async def call(path, payload, key="k", app=app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as http:
+        return await http.post(path, json=payload, headers={"Authorization": f"Bearer {key}"})
+
+ranked = asyncio.run(call("/v1/headline_match/rank", {"headline": "alice visited paris", "bodies": bodies})).json()
+expected = [r["score"] if r["label"] == "match" else 1 - r["score"] for r in predictor.predict([{"headline": "alice visited paris", "body": b} for b in bodies])]
+assert [item["index"] for item in ranked["ranking"]] == sorted(range(3), key=lambda i: -expected[i]), (ranked, expected)
+assert all(abs(item["match"] - expected[item["index"]]) < 1e-5 for item in ranked["ranking"])
+assert asyncio.run(call("/v1/headline_match/rank", {"headline": "x", "bodies": ["y"]}, key="guess")).status_code == 401
+bad = asyncio.run(call("/v1/headline_match/rank", {"headline": "x", "bodies": "y"}))
+assert bad.status_code == 422 and bad.json()["field"] == "bodies", bad.text
+guarded = create_app({"headlines": predictor}, api_key="k", ethics_items=[{"name": "word_blocklist", "words": ["dreadful"], "action": "block"}])
+refused = asyncio.run(call("/v1/headline_match/rank", {"headline": "alice visited paris", "bodies": bodies}, app=guarded))
+assert refused.status_code == 403 and refused.json()["detail"].startswith("bodies[0]: refused by the ethics policies"), refused.text
 """
 
 LOAD_AFTER_THE_CLASH = """

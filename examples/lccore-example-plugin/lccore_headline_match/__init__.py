@@ -74,3 +74,11 @@ def register_optimizers(register):
         return Lion(param_groups, lr=config.lr, betas=(config.options.beta1, config.options.beta2))
 
     register("lion", make_lion, options=LionOptions, description="Lion: sign of the interpolated momentum (use a 3-10x smaller lr than AdamW).")
+
+
+@lccore.hookimpl
+def register_routes(server):
+    # `lccore serve` endpoints (the serve plugin calls this when it builds its app)
+    from .routes import add_routes
+
+    add_routes(server)

@@ -58,6 +58,19 @@ class Task:
     def restore(self, spec: dict) -> None:
         """Take back the state :meth:`head_spec` described, for inference on a saved run."""
 
+    def tokenizer_record(self, tokenizer) -> dict:
+        """What of the tokenizer the task's features depend on beyond its files' hash (a chat
+        template and its end-of-turn token), JSON-serialisable. Recorded in the run's manifest
+        when training starts and computed again by :func:`lccore.load`: a run whose tokenizer
+        now gives another record is refused with the difference. Default: nothing to record."""
+        return {}
+
+    def describe_features(self, features: list[dict], tokenizer) -> str | None:
+        """Lines printed when training starts, about the first few training features (the
+        dialogue task: the share of supervised tokens and one conversation decoded with its
+        masked parts marked), so a wrong encoding shows before hours are spent. Default: None."""
+        return None
+
     def encode(self, examples: Sequence, tokenizer, max_length: int) -> list[dict]:
         """One feature dict per example (``input_ids``, ``attention_mask``, ``labels`` if known).
 

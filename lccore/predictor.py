@@ -288,11 +288,26 @@ def load(run_dir: str | Path, *, engine: Engine | None = None, device: str | Non
     with model_load_errors("model", run_dir / MODEL_DIR), without_hf_bars():
         model = finetuning.load_trained_model(head, config, spec, run_dir / MODEL_DIR).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_DIR)
+    check_tokenizer_record(task, tokenizer, manifest.get("tokenizer"), run_dir / MODEL_DIR)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": "auto"}
     if precision not in dtypes:
         raise ValueError(f"precision must be one of {', '.join(dtypes)}, got {precision!r}")
     guard = ethics_module.Guard.build(list(config.ethics) + list(ethics), engine=engine, audit_log=audit_log)
     return Predictor(run_dir, config, task, head, model, tokenizer, device, dtypes[precision], engine=engine, guard=guard)
+
+
+def check_tokenizer_record(task, tokenizer, recorded: dict | None, where: Path) -> None:
+    """Refuse a run whose tokenizer no longer gives the record the run trained with (a chat
+    template edited or replaced: prompts would be rendered unlike the training data)."""
+    if not recorded:  # a run trained before records were kept, or a task with nothing to record
+        return
+    now = task.tokenizer_record(tokenizer) if hasattr(task, "tokenizer_record") else {}
+    for key, was in recorded.items():
+        if now.get(key) != was:
+            shown = lambda value: f"sha256 {value['sha256'][:12]}" if isinstance(value, dict) and "sha256" in value else repr(value)  # noqa: E731
+            raise ConfigError(f"{where}: the tokenizer's {key.replace('_', ' ')} ({shown(now.get(key))}) is not the one the run was trained with "
+                              f"({shown(was)}, kept in manifest.json); prompts would not look like the training data. Put the run's own "
+                              f"tokenizer files back, or train again with this tokenizer")
 
 
 def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:

@@ -50,6 +50,9 @@ from .runner import (
 from .progress import progress_bar, without_hf_bars
 from .version import __version__
 
+#: Training features a task's ``describe_features`` sees when the run starts.
+FEATURES_DESCRIBED = 64
+
 
 @attrs.define
 class RunState:
@@ -241,6 +244,11 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             expected_examples=train_examples.known_count(), num_proc=config.data.num_proc,
             source_bytes=train_examples.source_bytes(),
         )
+    tokenizer_record = task.tokenizer_record(tokenizer) if hasattr(task, "tokenizer_record") else {}
+    if main_process and progress and streamed is None and hasattr(task, "describe_features"):
+        described = task.describe_features(features["train"].__getitems__(list(range(min(FEATURES_DESCRIBED, len(features["train"]))))), tokenizer)
+        if described:
+            print(described, flush=True)
     for name, examples in eval_examples.items():
         features[name] = split_features(
             task, lambda examples=examples: examples, tokenizer=tokenizer, max_length=settings.max_length, name=name, progress=progress,
@@ -533,6 +541,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         if streamed is not None:
             counts["train"] = streamed.examples if streamed.examples is not None else train_examples.known_count()
         run_manifest = manifest(config, engine, task, counts, data_files, data_hashes, accelerator.num_processes)
+        if tokenizer_record:
+            run_manifest["tokenizer"] = tokenizer_record
         if ethics_report is not None:
             run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)

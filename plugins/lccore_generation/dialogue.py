@@ -1,8 +1,9 @@
 """The `dialogue` task: a decoder-only model fine-tuned on conversations, the loss on the
 assistant's replies only.
 
-A conversation is rendered to text with the tokenizer's chat template, or with the default plain
-template when it has none (or ``task.template: default``)::
+A conversation is rendered to text with the tokenizer's chat template, or with lccore's default
+plain template (:data:`DEFAULT_TEMPLATE`, a Jinja chat template like any other) when it has none
+(or ``task.template: default``)::
 
     <|system|>
     You are terse.
@@ -15,12 +16,17 @@ Which tokens are the assistant's is found by rendering the conversation turn by 
 to turn i is what ``render(messages[:i + 1])`` adds to ``render(messages[:i], generation
 prompt)``. Those character spans pick the labelled tokens of the whole tokenised conversation.
 
+The run records the template it trained with (its text and hash) and the token that ends an
+assistant's turn (:meth:`DialogueTask.tokenizer_record`, in the manifest): ``lccore.load`` refuses
+a run whose tokenizer now renders with another template, and generation stops at that token.
+
 Evaluation scores the given replies (perplexity). A prediction input (a user message, or a
 conversation) gets a generated reply and the model's perplexity of that reply.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import attrs
@@ -59,32 +65,65 @@ def parse_messages(value, where: str, key: str) -> tuple:
 
 
 def default_render(messages, eos: str, add_generation_prompt: bool) -> str:
-    """The plain template: a role line, the content, and the end-of-text token after a reply (so
-    that generation stops there)."""
+    """What :data:`DEFAULT_TEMPLATE` renders, in Python (a tokenizer built from scratch learns from it)."""
     text = "".join(f"<|{role}|>\n{content}{eos if role == 'assistant' else ''}\n" for role, content in messages)
     return text + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
+#: The plain template for tokenizers without one: a role line, the content, and the end-of-text
+#: token after each reply (so that generation stops there). Rendered by the tokenizer's own
+#: chat-template engine, exactly as a tokenizer's template is.
+DEFAULT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+#: A reply rendered to find what the template puts after one (its end-of-turn token).
+_PROBE = "lccore-probe-reply"
+
+
 class Template:
-    """Renders conversations with the tokenizer's chat template or the default one."""
+    """Renders conversations with the tokenizer's chat template or the default one, and knows the
+    token that ends an assistant's turn."""
 
     def __init__(self, tokenizer, mode: str):
         self.tokenizer = tokenizer
-        self.chat = mode == "auto" and bool(getattr(tokenizer, "chat_template", None))
+        self.own = own = getattr(tokenizer, "chat_template", None)
+        self.chat = mode == "auto" and isinstance(own, str) and bool(own)
         if not self.chat and tokenizer.eos_token is None:
             raise lccore.ConfigError("task.template: the default template ends each reply with the end-of-text token; the tokenizer has none")
+        self.text = own if self.chat else DEFAULT_TEMPLATE
+        self.sha256 = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        self.end_of_turn = self._end_of_turn()
 
     def render(self, messages, add_generation_prompt: bool = False, where: str = "") -> str:
-        if not self.chat:
-            return default_render(messages, self.tokenizer.eos_token, add_generation_prompt)
         from jinja2 import TemplateError
 
         try:
             return self.tokenizer.apply_chat_template(
-                [{"role": role, "content": content} for role, content in messages], tokenize=False, add_generation_prompt=add_generation_prompt
+                [{"role": role, "content": content} for role, content in messages], chat_template=self.text, tokenize=False,
+                add_generation_prompt=add_generation_prompt,
             )
         except TemplateError as exc:
             raise lccore.DataError(f"{where}: the tokenizer's chat template refused the conversation: {exc}") from None
+
+    def _end_of_turn(self) -> str | None:
+        """The special token the template puts right after a reply (ChatML's ``<|im_end|>``, the
+        default template's end-of-text), or None when it puts none."""
+        full = self.render((("user", "hello"), ("assistant", _PROBE)), where="the template's probe")
+        after = full[full.rindex(_PROBE) + len(_PROBE):].lstrip(" ")
+        specials = sorted({str(t) for t in getattr(self.tokenizer, "all_special_tokens", [])} | set(getattr(self.tokenizer, "added_tokens_encoder", {})), key=len, reverse=True)
+        return next((token for token in specials if token and after.startswith(token)), None)
+
+    def end_ids(self) -> list[int]:
+        """The end-of-turn token's id (empty when the template has none)."""
+        if self.end_of_turn is None:
+            return []
+        return [self.tokenizer.convert_tokens_to_ids(self.end_of_turn)]
 
     def reply_spans(self, messages, full: str, where: str) -> list[tuple[int, int]]:
         """Character spans of the assistant's replies in ``full`` (the rendered conversation)."""
@@ -144,7 +183,54 @@ class DialogueTask(lccore.Task):
     # --- features --------------------------------------------------------------------------------
 
     def template(self, tokenizer) -> Template:
-        return Template(tokenizer, self.options.template)
+        cached = getattr(self, "_template", None)
+        if cached is None or cached.tokenizer is not tokenizer or cached.own != getattr(tokenizer, "chat_template", None):
+            self._template = Template(tokenizer, self.options.template)
+        return self._template
+
+    def tokenizer_record(self, tokenizer) -> dict:
+        """The chat template the run renders with (its source, hash and text) and its end-of-turn
+        token: recorded in the manifest, and compared when the run is loaded."""
+        template = self.template(tokenizer)
+        if template.end_of_turn is None:
+            raise lccore.ConfigError(
+                "task.template: the tokenizer's chat template puts no special token after an assistant's reply, so the model "
+                "could not learn where a reply ends and generation would not stop; set task.template: default")
+        source = "tokenizer" if template.chat else "lccore default"
+        return {"chat_template": {"source": source, "sha256": template.sha256, "text": template.text}, "end_of_turn": template.end_of_turn}
+
+    def end_token_ids(self, tokenizer) -> list[int]:
+        """Tokens that end a generated reply besides the model's end-of-text: the end of a turn."""
+        return self.template(tokenizer).end_ids()
+
+    def describe_features(self, features, tokenizer) -> str | None:
+        """The share of supervised tokens (the assistant's replies, their end-of-turn token
+        included) and the first conversation decoded with the parts that are not learnt in
+        ``[[...]]``: a mask that is wrong shows before the hours of training."""
+        rows = [f for f in features if "labels" in f]
+        if not rows:
+            return None
+        total = sum(len(f["labels"]) for f in rows)
+        supervised = sum(label != -100 for f in rows for label in f["labels"])
+        end = self.template(tokenizer).end_of_turn
+        first = rows[0]
+        pieces, current, learnt = [], [], None
+        for token, label in zip(first["input_ids"], first["labels"]):
+            if (label != -100) != learnt and current:
+                text = tokenizer.decode(current)
+                pieces.append(text if learnt else f"[[{text}]]")
+                current = []
+            learnt = label != -100
+            current.append(token)
+        if current:
+            text = tokenizer.decode(current)
+            pieces.append(text if learnt else f"[[{text}]]")
+        end_id = tokenizer.convert_tokens_to_ids(end) if end else None
+        last_learnt = [token for token, label in zip(first["input_ids"], first["labels"]) if label != -100][-1:]
+        ends = "ends with" if last_learnt == [end_id] else "does NOT end with"
+        return (f"dialogue: {supervised} of {total} tokens ({supervised / max(total, 1):.0%}) are supervised (the assistant's replies) "
+                f"in the first {len(rows)} conversations; the first one, [[not learnt]]; its last reply {ends} the supervised end-of-turn token {end!r}:\n"
+                + "".join(pieces))
 
     def encode(self, examples, tokenizer, max_length):
         ensure_pad_token(tokenizer)
@@ -221,7 +307,8 @@ class DialogueTask(lccore.Task):
             return GenerationOutput(loss=outputs.loss, nll=nll, tokens=tokens)
         tokenizer = self._tokenizer
         prompts, mask = batch[PROMPT_IDS], batch[PROMPT_MASK]
-        generated = generate(model, tokenizer, prompts, mask, max_new_tokens=self.options.max_new_tokens, num_beams=self.options.num_beams, do_sample=False)
+        generated = generate(model, tokenizer, prompts, mask, max_new_tokens=self.options.max_new_tokens, num_beams=self.options.num_beams, do_sample=False,
+                             extra_ends=self.end_token_ids(tokenizer))
         replies = [row for row, _ in generated]
         # The model's perplexity of its own reply: prompt + reply again, the loss on the reply.
         rows = [ids[keep.bool()].tolist() for ids, keep in zip(prompts, mask)]

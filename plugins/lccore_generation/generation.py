@@ -87,24 +87,25 @@ def unwrap(model):
     return model
 
 
-def generate(model, tokenizer, input_ids, attention_mask, /, **settings) -> list[tuple[list[int], bool]]:
+def generate(model, tokenizer, input_ids, attention_mask, /, *, extra_ends=(), **settings) -> list[tuple[list[int], bool]]:
     """Per row: the generated tokens only (without the prompt, or the decoder's start token), up
-    to and with the first end-of-text token, and whether the row ended that way (else it ran out
-    of ``max_new_tokens`` or met a stop string)."""
+    to and with the first end token (end-of-text, or one of ``extra_ends`` such as a chat
+    template's end of turn), and whether the row ended that way (else it ran out of
+    ``max_new_tokens`` or met a stop string)."""
     model = unwrap(model)
-    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tokenizer.pad_token_id, **settings)
+    ends = end_ids(model, tokenizer, extra_ends)
+    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(ends) or None, **settings)
     start = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
-    ends = end_ids(model, tokenizer)
     return [cut_at_end(row, ends, tokenizer.pad_token_id) for row in sequences[:, start:].tolist()]
 
 
-def end_ids(model, tokenizer) -> set[int]:
-    """The tokens that end a generation: the model's end-of-text id(s) and the tokenizer's."""
+def end_ids(model, tokenizer, extra=()) -> set[int]:
+    """The tokens that end a generation: the model's end-of-text id(s), the tokenizer's, and ``extra``."""
     found = getattr(model.generation_config, "eos_token_id", None)
     ids = set(found if isinstance(found, (list, tuple)) else [found] if found is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
-    return ids
+    return ids | {int(i) for i in extra if i is not None}
 
 
 def cut_at_end(row: list[int], ends: set[int], pad_id: int | None) -> tuple[list[int], bool]:

@@ -54,6 +54,7 @@ class GenerateReasoner:
         prompt = self.prompt_ids(query, predictor, "prompt")
         ids, mask = self._batch([prompt], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        ends = end_ids(unwrap(model), tokenizer, self._turn_ends(predictor))
         failure, closed = [], threading.Event()
 
         def stop_when_closed(input_ids, scores, **kwargs):  # the reader went away: stop generating
@@ -63,12 +64,12 @@ class GenerateReasoner:
             try:
                 with self._seeded(predictor), predictor.autocast():
                     sequences = unwrap(model).generate(
-                        input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
+                        input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer, eos_token_id=sorted(ends),
                         stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
                     )
                 if report is not None:
                     start = 1 if unwrap(model).config.is_encoder_decoder else ids.shape[1]
-                    row, ended = cut_at_end(sequences[0, start:].tolist(), end_ids(unwrap(model), tokenizer), tokenizer.pad_token_id)
+                    row, ended = cut_at_end(sequences[0, start:].tolist(), ends, tokenizer.pad_token_id)
                     text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
                     report.update(self._record(text, row, ended or stopped, len(prompt)))
             except Exception as exc:  # re-raised in the caller's thread
@@ -131,7 +132,7 @@ class GenerateReasoner:
         tokenizer = predictor.tokenizer
         ids, mask = self._batch(prompts, predictor)
         with torch.inference_mode(), self._seeded(predictor), predictor.autocast():
-            rows = generate(predictor.model, tokenizer, ids, mask, **self.settings(tokenizer))
+            rows = generate(predictor.model, tokenizer, ids, mask, extra_ends=self._turn_ends(predictor), **self.settings(tokenizer))
         answers = []
         for prompt, (row, ended) in zip(prompts, rows):
             text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
@@ -141,6 +142,12 @@ class GenerateReasoner:
     def _record(self, text: str, row: list[int], ended: bool, prompt_tokens: int) -> dict:
         finished = ended or len(row) < self.options.max_new_tokens
         return {"text": text, "tokens": len(row), "prompt_tokens": prompt_tokens, "finish_reason": "stop" if finished else "length"}
+
+    @staticmethod
+    def _turn_ends(predictor) -> list[int]:
+        """A chat run's end-of-turn token (the task knows its template), besides end-of-text."""
+        ends = getattr(predictor.task, "end_token_ids", None)
+        return list(ends(predictor.tokenizer)) if callable(ends) else []
 
     def _seeded(self, predictor):
         """Sampling from ``seed`` without disturbing the caller's random state."""

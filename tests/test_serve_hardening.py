@@ -134,6 +134,7 @@ def test_a_timed_out_explanation_stops_and_frees_the_model_thread(predictor, exp
 
 def test_a_timed_out_generation_stops_and_frees_the_model_thread(chat, monkeypatch):
     monkeypatch.setattr(chat.model.generation_config, "eos_token_id", None)  # nothing ends it early: max_new_tokens
+    monkeypatch.setattr(chat.task, "end_token_ids", lambda tokenizer: [])  # (nor the template's end of turn)
     app = create_app({"chat": chat}, limits=ServeLimits(timeout_s=1.0))
     with slow_forward(chat.model, 0.05) as calls, client_for(app) as client:  # 200 tokens: 10 s or more
         slow = client.post("/v1/generate", json={"prompt": "hello", "options": {"max_new_tokens": 200}})

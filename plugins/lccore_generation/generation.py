@@ -94,7 +94,9 @@ def generate(model, tokenizer, input_ids, attention_mask, /, *, extra_ends=(), *
     ``max_new_tokens`` or met a stop string)."""
     model = unwrap(model)
     ends = end_ids(model, tokenizer, extra_ends)
-    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(ends) or None, **settings)
+    if extra_ends:  # the model stops at the end of a turn too, not only at its own end-of-text
+        settings["eos_token_id"] = sorted(end_ids(model, None, extra_ends))
+    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tokenizer.pad_token_id, **settings)
     start = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
     return [cut_at_end(row, ends, tokenizer.pad_token_id) for row in sequences[:, start:].tolist()]
 
@@ -103,7 +105,7 @@ def end_ids(model, tokenizer, extra=()) -> set[int]:
     """The tokens that end a generation: the model's end-of-text id(s), the tokenizer's, and ``extra``."""
     found = getattr(model.generation_config, "eos_token_id", None)
     ids = set(found if isinstance(found, (list, tuple)) else [found] if found is not None else [])
-    if tokenizer.eos_token_id is not None:
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids | {int(i) for i in extra if i is not None}
 

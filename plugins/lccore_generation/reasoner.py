@@ -55,6 +55,7 @@ class GenerateReasoner:
         ids, mask = self._batch([prompt], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         ends = end_ids(unwrap(model), tokenizer, self._turn_ends(predictor))
+        turn_ends = self._turn_ends(predictor)
         failure, closed = [], threading.Event()
 
         def stop_when_closed(input_ids, scores, **kwargs):  # the reader went away: stop generating
@@ -64,7 +65,8 @@ class GenerateReasoner:
             try:
                 with self._seeded(predictor), predictor.autocast():
                     sequences = unwrap(model).generate(
-                        input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer, eos_token_id=sorted(ends),
+                        input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
+                        **({"eos_token_id": sorted(end_ids(unwrap(model), None, turn_ends))} if turn_ends else {}),
                         stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
                     )
                 if report is not None:

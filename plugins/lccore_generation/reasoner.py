@@ -54,8 +54,8 @@ class GenerateReasoner:
         prompt = self.prompt_ids(query, predictor, "prompt")
         ids, mask = self._batch([prompt], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        ends = end_ids(unwrap(model), tokenizer, self._turn_ends(predictor))
         turn_ends = self._turn_ends(predictor)
+        ends = end_ids(unwrap(model), tokenizer, turn_ends)
         failure, closed = [], threading.Event()
 
         def stop_when_closed(input_ids, scores, **kwargs):  # the reader went away: stop generating

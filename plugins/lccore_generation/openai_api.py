@@ -15,12 +15,13 @@ The run's ethics policies guard both endpoints: a blocked input is a 400 with th
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations.
-import json
 import time
 import uuid
 from typing import Any, Optional, Union
 
 from lccore import LccoreError, TimeLimitError
+
+from .routes import _event
 
 #: Most choices (``n``) one request may ask for.
 MAX_CHOICES = 8
@@ -259,7 +260,7 @@ def add_openai_routes(server, producers: set) -> None:
                         break
                     if kind == "error":
                         status = 504 if isinstance(value, TimeLimitError) else 422 if isinstance(value, LccoreError) else 500
-                        yield _sse({"error": {"message": _failure(value, field), "type": "timeout_error" if status == 504 else "server_error" if status == 500 else "invalid_request_error",
+                        yield _event(None, {"error": {"message": _failure(value, field), "type": "timeout_error" if status == 504 else "server_error" if status == 500 else "invalid_request_error",
                                               "param": None, "code": "timeout" if status == 504 else None}})
                         return
                     if isinstance(value, dict):  # a policy blocked a sentence: nothing more is shown or made
@@ -282,9 +283,5 @@ def _include_usage(body) -> bool:
 
 
 def _chunk(completion_id: str, created: int, model: str, kind: str, choice: Optional[dict], usage: Optional[dict] = None) -> str:
-    return _sse({"id": completion_id, "object": kind, "created": created, "model": model, "choices": [choice] if choice is not None else [],
+    return _event(None, {"id": completion_id, "object": kind, "created": created, "model": model, "choices": [choice] if choice is not None else [],
                  **({"usage": usage} if usage is not None else {})})
-
-
-def _sse(data: dict) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"

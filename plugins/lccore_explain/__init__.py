@@ -85,6 +85,13 @@ def on_evaluate(run, split, metrics):
 
 
 @lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)
+
+
+@lccore.hookimpl
 def register_routes(server):
     from .routes import add_routes
 

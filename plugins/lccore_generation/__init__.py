@@ -103,6 +103,13 @@ def register_reasoners(register):
 
 
 @lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)
+
+
+@lccore.hookimpl
 def register_routes(server):
     from .routes import add_routes
 

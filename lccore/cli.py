@@ -234,23 +234,10 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     export.set_defaults(command=cmd_export)
 
-    # Command groups go through Commands, the same as the plugins' (which may add to them).
-    grouped = Commands(commands)
-    grouped.group("ethics", help="ethics policies: check texts for PII, toxicity and blocked terms")
-    check = grouped.add("check", group="ethics", help="one decision per input row: allow, flag, redact or block, with the redacted text")
-    check.add_argument("--policy", action="append", default=[], metavar="NAME", help="a registered policy: pii, toxicity, blocklist, ... (repeatable, applied in order)")
-    check.add_argument("--config", metavar="FILE", help="YAML file with an 'ethics:' list of policies and their options (applied before --policy)")
-    check.add_argument("--option", dest="options", action="append", default=[], metavar="POLICY.KEY=VALUE", help="a policy option, e.g. pii.action=block (repeatable)")
-    check.add_argument("--input", required=True, help="JSONL file of strings or {\"text\": ...} objects, or '-' for stdin")
-    check.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
-    check.add_argument("--audit-log", metavar="FILE", help="append one JSON line per policy decision (hashes, never the text)")
-    check.add_argument("--overwrite", action="store_true", help="replace an --output file that exists (without it, an existing file is left alone)")
-    check.add_argument("--stage", choices=["training_data", "input", "output"], default="input", help="the stage the texts are checked at (default input)")
-    check.set_defaults(command=cmd_ethics_check)
-
-    # Plugins add their own commands (the kg plugins: `lccore kg …`; the ethics plugin: `lccore audit`).
+    # Plugins add their own commands (the kg plugins: `lccore kg …`; the ethics plugin: `lccore
+    # audit` and `lccore ethics check`; the explain plugin: `lccore explain`; ...).
     engine = engine or Engine()
-    engine.add_commands(grouped)
+    engine.add_commands(Commands(commands))
     parser.set_defaults(engine=engine)
     return parser
 
@@ -484,35 +471,6 @@ def cmd_export(args) -> int:
 
     output = export_merged(args.run_dir, args.output, overwrite=args.overwrite)
     print(f"merged run written to {output}")
-    return 0
-
-
-def cmd_ethics_check(args) -> int:
-    from . import ethics
-    from .errors import ConfigError, DataError
-    from .plugins import Engine
-    from .predictor import read_prediction_inputs
-
-    items = ethics.items_from_cli(args.policy, args.config, args.options)
-    if not items:
-        raise ConfigError("ethics check: name at least one policy with --policy NAME or --config FILE")
-    check_output_path(args.output, "--output", overwrite=args.overwrite, inputs=[args.input, args.config, args.audit_log])
-    check_output_path(args.audit_log, "--audit-log", inputs=[args.input, args.config])
-    policies = ethics.build_policies(Engine(), items)
-    audit = ethics.AuditLog(args.audit_log)
-    rows = []
-    for where, value in read_prediction_inputs(args.input):
-        text = value.get("text") if isinstance(value, dict) else value
-        if not isinstance(text, str):
-            raise DataError(f"{where}: expected a JSON string or an object with a string 'text'")
-        result = ethics.apply(policies, text, args.stage)
-        audit.record(text, args.stage, result, where=where)
-        rows.append({k: result[k] for k in ("decision", "redacted", "reasons", "spans")})
-    audit.flush()
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    write_output(args.output, lines)
-    counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
-    print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
     return 0
 
 

@@ -1,15 +1,28 @@
-"""`lccore audit`: the ethics plugin's command (``register_commands``)."""
+"""`lccore ethics check` and `lccore audit`: the ethics plugin's commands (``register_commands``)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 
 import lccore
 
 
 def add_commands(commands) -> None:
+    commands.group("ethics", help="ethics policies: check texts for PII, toxicity and blocked terms")
+    check = commands.add("check", group="ethics", help="one decision per input row: allow, flag, redact or block, with the redacted text")
+    check.add_argument("--policy", action="append", default=[], metavar="NAME", help="a registered policy: pii, toxicity, blocklist, ... (repeatable, applied in order)")
+    check.add_argument("--config", metavar="FILE", help="YAML file with an 'ethics:' list of policies and their options (applied before --policy)")
+    check.add_argument("--option", dest="options", action="append", default=[], metavar="POLICY.KEY=VALUE", help="a policy option, e.g. pii.action=block (repeatable)")
+    check.add_argument("--input", required=True, help="JSONL file of strings or {\"text\": ...} objects, or '-' for stdin")
+    check.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
+    check.add_argument("--audit-log", metavar="FILE", help="append one JSON line per policy decision (hashes, never the text)")
+    check.add_argument("--overwrite", action="store_true", help="replace an --output file that exists (without it, an existing file is left alone)")
+    check.add_argument("--stage", choices=["training_data", "input", "output"], default="input", help="the stage the texts are checked at (default input)")
+    check.set_defaults(command=functools.partial(run_check, commands))
+
     audit = commands.add("audit", help="counterfactual bias audit of a text classification run: swap identity terms, measure flips")
     audit.add_argument("run_dir")
     audit.add_argument("--data", required=True, help="JSONL of texts (strings or objects the task reads), or '-' for stdin")
@@ -20,6 +33,33 @@ def add_commands(commands) -> None:
     audit.add_argument("--overwrite", action="store_true", help="replace an --html file that exists")
     audit.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     audit.set_defaults(command=functools.partial(run_audit, commands))
+
+
+def run_check(commands, args) -> int:
+    from lccore import ethics
+    from lccore.predictor import read_prediction_inputs
+
+    items = ethics.items_from_cli(args.policy, args.config, args.options)
+    if not items:
+        raise lccore.ConfigError("ethics check: name at least one policy with --policy NAME or --config FILE")
+    commands.check_output_path(args.output, "--output", overwrite=args.overwrite, inputs=[args.input, args.config, args.audit_log])
+    commands.check_output_path(args.audit_log, "--audit-log", inputs=[args.input, args.config])
+    policies = ethics.build_policies(lccore.Engine(), items)
+    audit = ethics.AuditLog(args.audit_log)
+    rows = []
+    for where, value in read_prediction_inputs(args.input):
+        text = value.get("text") if isinstance(value, dict) else value
+        if not isinstance(text, str):
+            raise lccore.DataError(f"{where}: expected a JSON string or an object with a string 'text'")
+        result = ethics.apply(policies, text, args.stage)
+        audit.record(text, args.stage, result, where=where)
+        rows.append({k: result[k] for k in ("decision", "redacted", "reasons", "spans")})
+    audit.flush()
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    commands.write_output(args.output, lines)
+    counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
+    print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
+    return 0
 
 
 def run_audit(commands, args) -> int:

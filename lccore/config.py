@@ -7,14 +7,20 @@ Only ``model`` and ``task`` are required; every other key has a default, and the
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import TYPE_CHECKING, Literal, Optional, Union
 
 import attrs
 
 from .errors import ConfigError
 # YAML and typed data live in lccore.typed; these names stay importable from lccore.config, where plugins find them
 from .typed import doc, dump_yaml, read_yaml, safe_load_yaml, structure, unstructure  # noqa: F401
+
+if TYPE_CHECKING:  # the engine is called, never imported: the engine layer stays below the config
+    from .plugins import Engine
 
 
 @attrs.define
@@ -318,3 +324,67 @@ def _local_or_hub(base: Path, name: str, key: str = "model") -> str:
     if looks_like_path:
         raise ConfigError(f"{key}: {name}: no such folder (a local model is a folder with config.json; a hub id looks like org/name)")
     return name
+
+
+# --- resolving a config against an engine ----------------------------------------------------
+
+
+def model_origin(model) -> dict | None:
+    """The manifest of the lccore run whose ``model/`` folder ``model`` is (a pretraining run's
+    output named by path), or None for a hub name, a scratch config or a folder lccore did not write."""
+    if not isinstance(model, str) or Path(model).name != "model":
+        return None
+    manifest = Path(model).parent / "manifest.json"
+    try:
+        origin = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return origin if isinstance(origin, dict) and "lccore" in origin else None
+
+
+def resolve(config: RunConfig, engine: Engine, *, recorded: dict | None = None):
+    """Fill in the defaults that depend on plugins; returns (config, task, head).
+
+    After this the config names every component it uses and holds every option's value, so the
+    saved copy reproduces the run exactly. ``recorded``: a finished run's manifest ``components``
+    (loading it for inference): each component comes from the plugin that gave it in training,
+    whatever other plugins registered since, and the optimizer, which inference does not use, is
+    not looked up."""
+    plugin_of = lambda kind: (recorded or {}).get(kind, {}).get("plugin")  # noqa: E731
+    task_component = engine.component("task", config.task.name, key="task.name", plugin=plugin_of("task"))
+    task_options = engine.parse_options(task_component, config.task.options, key="task")
+    task = engine.instantiate(task_component, task_options)
+    if task_options is not None:
+        config.task.options = unstructure(task_options)
+
+    if config.head.name is None:
+        origin = model_origin(config.model)
+        chosen = task.default_head_for(origin) if origin is not None and hasattr(task, "default_head_for") else None
+        config.head.name = chosen or task.default_head
+        if chosen and chosen != task.default_head and int(os.environ.get("RANK", "0")) == 0:
+            made_by = origin.get("components", {}).get("task", {}).get("name")
+            print(f"head: {chosen} (the model was made by a '{made_by}' run, {config.model}; name another with head: NAME)", file=sys.stderr, flush=True)
+    head = engine.create("head", config.head.name, config.head.options, key="head", plugin=plugin_of("head"))
+
+    if recorded is None:  # training: the optimizer is built (inference never looks it up)
+        optimizer = engine.component("optimizer", config.optimizer.name, key="optimizer.name")
+        parsed = engine.parse_options(optimizer, config.optimizer.options, key="optimizer")
+        if parsed is not None:
+            config.optimizer.options = unstructure(parsed)
+
+    stopping = config.train.early_stopping
+    if stopping.metric is None:
+        stopping.metric = task.metric
+    allowed = list(task.metric_names) + ["loss"]
+    if stopping.metric not in allowed:
+        raise ConfigError(
+            f"train.early_stopping.metric: task '{config.task.name}' has no metric '{stopping.metric}'; "
+            f"expected one of {', '.join(allowed)}"
+        )
+    return config, task, head
+
+
+def optimizer_config_with_options(config: RunConfig, engine: Engine):
+    component = engine.component("optimizer", config.optimizer.name)
+    options = engine.parse_options(component, config.optimizer.options, key="optimizer")
+    return component, attrs.evolve(config.optimizer, options=options)

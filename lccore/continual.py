@@ -13,7 +13,7 @@ from .config import RunConfig, load_config
 from .data import data_files, read_split
 from .errors import ConfigError, RunDirError
 from .finetuning import is_lora_model_dir
-from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir
+from .rundir import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir
 
 
 @attrs.frozen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 class LccoreError(Exception):
     """Base class: a problem with the user's input, reported without a traceback."""
@@ -46,3 +48,18 @@ def defined_at(function) -> str:
 
     code = getattr(inspect.unwrap(function), "__code__", None)
     return f"{code.co_filename}:{code.co_firstlineno}" if code is not None else getattr(function, "__qualname__", repr(function))
+
+
+@contextlib.contextmanager
+def model_load_errors(key: str, source):
+    """Turn transformers' errors for a missing or malformed model (a truncated or damaged
+    ``model.safetensors`` among them) into a one-line config error."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, SafetensorError):
+            reason = f"a weights file is damaged or truncated ({reason})"
+        raise ConfigError(f"{key}: cannot load '{source}': {reason}") from None

@@ -7,17 +7,78 @@ import itertools
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from . import deadline
 from . import ethics as ethics_module
 from . import finetuning
 from . import precision as auto_precision
-from .config import load_config
-from .errors import ConfigError, RunDirError
+from .batching import sorted_batches
+from .config import load_config, resolve
+from .errors import ConfigError, RunDirError, model_load_errors
 from .plugins import Engine
-from .progress import without_hf_bars
-from .runner import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir, model_load_errors, resolve, run_model
+from .progress import progress_bar, without_hf_bars
+from .rundir import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir
+
+
+def run_model(model, task, tokenizer, features, **options) -> tuple[list[dict], float | None]:
+    """Prediction records in input order (one per example, after ``task.gather``), and the mean
+    loss when the features carry labels. ``features``: a list of feature dicts or a
+    :class:`lccore.data.features.FeatureSet`; ``options`` as :func:`run_chunks` takes them."""
+    per_chunk, loss, _ = run_chunks(model, task, tokenizer, features, **options)
+    return [record for records in per_chunk for record in records], loss
+
+
+def run_chunks(
+    model,
+    task,
+    tokenizer,
+    features,
+    *,
+    chunks: list[tuple[int, int]] | None = None,
+    batch_size: int,
+    device,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_fn=None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> tuple[list[list[dict]], float | None, int]:
+    """``task.gather``'s records for each chunk of ``features`` (all of them, or those in
+    ``chunks``), the mean loss when the features carry labels, and the number of features scored.
+
+    Within a chunk, batches are sorted by length so that each is padded only to its own longest member."""
+    import torch
+
+    from .data.features import FeatureSet
+
+    if not isinstance(features, FeatureSet):
+        features = FeatureSet.in_memory(list(features))
+    chunks = features.chunks() if chunks is None else chunks
+    loss_sum, loss_count, per_chunk = 0.0, 0, []
+    was_training = model.training
+    model.eval()
+    bar = progress_bar(total=sum(end - start for start, end in chunks), desc=desc, unit="ex", enabled=progress, leave=False)
+    with torch.inference_mode():
+        for start, end in chunks:
+            chunk_features = features.__getitems__(range(start, end))
+            records: list[dict | None] = [None] * len(chunk_features)
+            for indices in sorted_batches(features.lengths[start:end], batch_size):
+                deadline.check()  # a time limit (lccore.deadline.limit) stops the work between batches
+                batch_features = [chunk_features[i] for i in indices]
+                batch = task.collate(batch_features, tokenizer)
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                with autocast():
+                    outputs = task.forward(model, batch)
+                if loss_fn is not None and getattr(outputs, "loss", None) is not None:  # the batch had gold labels
+                    loss_sum += float(loss_fn(outputs, batch)) * len(indices)
+                    loss_count += len(indices)
+                for index, record in zip(indices, task.decode(outputs, batch, batch_features)):
+                    records[index] = record
+                bar.update(len(indices))
+            per_chunk.append(task.gather(records, chunk_features))
+    bar.close()
+    model.train(was_training)
+    return per_chunk, (loss_sum / loss_count if loss_count else None), loss_count
 
 
 class Predictor:
@@ -125,7 +186,6 @@ class Predictor:
         and reads how these scores move."""
         import torch
 
-        from .batching import sorted_batches
 
         _check_batch_size(batch_size)
         examples = list(examples)
@@ -224,8 +284,6 @@ class Predictor:
         is bounded by a chunk for tasks whose metrics are sums (the first-party ones)."""
         from .data import data_files, split_sha256
         from .data.features import CHUNK_EXAMPLES, batched, cache_root, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint
-        from .progress import progress_bar
-        from .runner import run_chunks
 
         max_length = self.config.train.max_length
         # the key training gave its evaluation splits: a run's dev or test file is already cached
@@ -343,7 +401,6 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     import itertools
     import sys
 
-    from .progress import progress_bar
 
     window = window or PREDICT_WINDOW
     to_stdout = output_path == "-"
@@ -569,7 +626,7 @@ def export_merged(run_dir, output_dir, *, overwrite: bool = False) -> Path:
     """Write a LoRA run as a complete run directory whose ``model/`` is the plain model, the
     adapter merged into the base weights (``lccore.load`` and ``AutoModel...`` both load it)."""
     from .rundir import RunDir
-    from .runner import CURVE_FILE, METRICS_FILE, save_model_atomically
+    from .rundir import CURVE_FILE, METRICS_FILE, save_model_atomically
     from .typed import dump_yaml, read_yaml
 
     run_dir = check_run_dir(run_dir)

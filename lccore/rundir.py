@@ -20,7 +20,14 @@ from pathlib import Path
 
 from .version import __version__
 from .errors import RunDirError
+from .progress import without_hf_bars
 
+#: A finished run's files.
+MODEL_DIR = "model"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+CURVE_FILE = "training_curve.png"
 MARKER_FILE = ".lccore-run.json"
 LOCK_FILE = ".lccore-lock"
 #: What lccore writes at a run directory's top level (the training loop, checkpoints, the explain
@@ -151,3 +158,43 @@ class RunDir:
 
     def __exit__(self, kind, value, traceback) -> None:
         self.release(failed=kind is not None)
+
+
+# --- a finished run's files --------------------------------------------------------------------
+
+
+def save_model_atomically(model, tokenizer, run_dir: Path) -> Path:
+    """Write ``model/`` through a temporary folder and a rename, so a crash never leaves half a model."""
+    final = run_dir / MODEL_DIR
+    partial, old = run_dir / f"{MODEL_DIR}.partial", run_dir / f"{MODEL_DIR}.old"
+    for leftover in (partial, old):  # from a run killed while saving
+        if leftover.exists() and (leftover is partial or final.exists()):
+            shutil.rmtree(leftover)
+    if old.exists():  # killed between the two renames: the previous model is the intact one
+        os.replace(old, final)
+    with without_hf_bars():
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    if final.exists():
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, final)
+    return final
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: no such run directory")
+    for name in (CONFIG_FILE, MANIFEST_FILE, MODEL_DIR):
+        if not (path / name).exists():
+            raise RunDirError(f"{path}: not a finished lccore run (missing {name})")
+    return path

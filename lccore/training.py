@@ -24,29 +24,17 @@ import attrs
 from . import checkpoints, ethics, finetuning, scratch, tracking
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
-from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, unstructure
+from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, optimizer_config_with_options, resolve, unstructure
 from .data import read_split, split_sha256
 from .data.features import (
     FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
 )
 from .data.stream import StreamedSplit
 from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
-from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, defined_at
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, defined_at, model_load_errors
 from .plugins import Engine
-from .rundir import MARKER_FILE, RunDir, user_entries
-from .runner import (
-    CONFIG_FILE,
-    CURVE_FILE,
-    MANIFEST_FILE,
-    METRICS_FILE,
-    model_load_errors,
-    optimizer_config_with_options,
-    plot_training_curve,
-    resolve,
-    run_chunks,
-    save_model_atomically,
-    write_json,
-)
+from .predictor import run_chunks
+from .rundir import CONFIG_FILE, CURVE_FILE, MANIFEST_FILE, MARKER_FILE, METRICS_FILE, RunDir, save_model_atomically, user_entries, write_json
 from .progress import progress_bar, without_hf_bars
 from .version import __version__
 
@@ -849,3 +837,30 @@ def manifest(config: RunConfig, engine: Engine, task, counts: dict, data_files: 
             "accelerate": accelerate.__version__,
         },
     }
+
+
+def plot_training_curve(metrics: dict, path: Path, metric: str) -> None:
+    """Training loss per step and the dev metric per evaluation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, loss_axis = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = [row["step"] for row in metrics["train"]]
+    loss_axis.plot(steps, [row["loss"] for row in metrics["train"]], color="tab:blue", alpha=0.8, label="train loss")
+    loss_axis.set_xlabel("optimiser step")
+    loss_axis.set_ylabel("train loss", color="tab:blue")
+    if metrics["dev"]:
+        metric_axis = loss_axis.twinx()
+        metric_axis.plot(
+            [row["step"] for row in metrics["dev"]], [row.get(metric) for row in metrics["dev"]], "o-", color="tab:orange"
+        )
+        metric_axis.set_ylabel(f"dev {metric}", color="tab:orange")
+        best = metrics.get("best")
+        if best:
+            metric_axis.axvline(best["step"], color="tab:gray", linestyle=":", linewidth=1)
+    loss_axis.set_title("lccore training curve")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -8,7 +8,7 @@ import yaml
 import lccore
 from lccore.config import RunConfig, TrainConfig, load_config, structure
 from lccore.errors import ConfigError
-from lccore.runner import resolve
+from lccore.config import resolve
 
 
 def test_model_and_task_are_enough_and_defaults_are_filled_in():

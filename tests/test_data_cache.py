@@ -119,7 +119,7 @@ def test_a_damaged_entry_is_rebuilt_not_used(tmp_path, cache, encode_calls, caps
 def test_many_chunks_predict_one_record_per_example_as_one_encode_does(tmp_path, cache, tiny_model, monkeypatch):
     from transformers import AutoTokenizer
 
-    from lccore.runner import run_model
+    from lccore.predictor import run_model
 
     engine = lccore.Engine()
     task = engine.create("task", "text_classification", {})
@@ -151,7 +151,7 @@ def test_language_modelling_keeps_its_per_text_bookkeeping_across_chunks(tmp_pat
     from transformers import AutoTokenizer
 
     from lccore.config import ScratchModelConfig
-    from lccore.runner import run_model
+    from lccore.predictor import run_model
     from lccore.scratch import build
 
     engine = lccore.Engine()

@@ -37,7 +37,7 @@ def contents(folder):
 def test_resume_in_a_users_folder_deletes_nothing(quick_config, tmp_path):
     # the user's config is a resolved one (copied from an earlier run), so it matches what
     # `--resume` compares against: only the marker protects the folder
-    from lccore.runner import resolve
+    from lccore.config import resolve
 
     resolved, _, _ = resolve(lccore.load_config(quick_config), lccore.Engine())
     before = user_folder(tmp_path / "work", resolved.to_dict())

@@ -198,7 +198,7 @@ def test_loading_and_saving_a_model_from_python_draws_no_transformers_bars(train
     hf_logging.enable_progress_bar()  # as in a fresh program (a CLI test in this process may have turned them off)
     capfd.readouterr()
     predictor = lccore.load(trained_run.output_dir)
-    from lccore.runner import save_model_atomically
+    from lccore.rundir import save_model_atomically
 
     save_model_atomically(predictor.model, predictor.tokenizer, tmp_path)
     err = capfd.readouterr().err

@@ -195,15 +195,6 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command=cmd_train)
 
-    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining (task mlm or clm), from scratch or continued")
-    pretrain.add_argument("config", help="YAML run config: task mlm|clm; model a hub id/folder, or {architecture: bert|gpt2, ...} from scratch")
-    pretrain.add_argument("--output", required=True, help="run directory to write (the model and tokenizer go to RUN_DIR/model)")
-    pretrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
-    pretrain.add_argument("--overwrite", action="store_true", help="replace a non-empty run directory")
-    pretrain.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest intact checkpoint")
-    pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    pretrain.set_defaults(command=cmd_pretrain)
-
     evaluate = commands.add_parser("evaluate", help="score a run on a labelled data file (JSON on stdout)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="labelled data file in the task's format (default: the run's own test file, else its dev file)")
@@ -259,13 +250,19 @@ class Commands:
     ``lccore`` parser (see :func:`lccore.hookspecs.register_commands`). ``Commands.bounded(int,
     1, 100)`` is the argparse ``type`` for a range-checked number; ``Commands.check_output_path``
     refuses an output file that cannot be written before any work starts;
-    ``Commands.write_output(path, text)`` writes a file or stdout (``-``); and
-    ``Commands.quiet_transformers()`` keeps transformers' load reports off the terminal."""
+    ``Commands.write_output(path, text)`` writes a file or stdout (``-``);
+    ``Commands.quiet_transformers()`` keeps transformers' load reports off the terminal; and
+    ``Commands.train_and_report(config, args, engine)`` trains as ``lccore train`` does (its flags
+    ``--output``, ``--overwrite``, ``--resume``, ``--quiet`` in ``args``) and prints the summary."""
 
     bounded = staticmethod(bounded)
     check_output_path = staticmethod(check_output_path)
     write_output = staticmethod(write_output)
     quiet_transformers = staticmethod(quiet_transformers)
+
+    @staticmethod
+    def train_and_report(config, args, engine=None):
+        return train_and_report(config, args, engine)
 
     def __init__(self, subparsers):
         self._subparsers = subparsers
@@ -364,22 +361,6 @@ def train_and_report(config, args, engine=None):
     if run.is_main_process:
         print(summary(run))
     return run
-
-
-def cmd_pretrain(args) -> int:
-    from .config import load_config
-    from .errors import ConfigError
-    from .plugins import Engine
-
-    config = load_config(args.config, args.overrides)
-    engine = Engine(disable=config.plugins.disable)
-    objective = getattr(engine.create("task", config.task.name, config.task.options, key="task"), "objective", None)
-    if objective is None:
-        raise ConfigError(f"task.name: '{config.task.name}' is not a language-modelling task; pretraining takes mlm or clm (use `lccore train` for other tasks)")
-    run = train_and_report(config, args, engine)
-    if run.is_main_process:
-        print(f"fine-tune it with `model: {run.model_dir}` in a run config")
-    return 0
 
 
 def summary(run) -> str:

@@ -49,3 +49,10 @@ def register_heads(register):
 
     register("masked_lm", make_masked, description="The model's masked-LM head (AutoModelForMaskedLM).")
     register("causal_lm", make_causal, description="The model's causal-LM head (AutoModelForCausalLM).")
+
+
+@lccore.hookimpl
+def register_commands(commands):
+    from .commands import add_commands
+
+    add_commands(commands)

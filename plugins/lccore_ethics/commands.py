@@ -63,16 +63,13 @@ def run_check(commands, args) -> int:
 
 
 def run_audit(commands, args) -> int:
-    import transformers
-
     from lccore.predictor import read_prediction_inputs
 
     from .audit import audit, load_terms, render, render_html
 
     groups = load_terms(args.terms)  # a bad term file or --html path fails before the model loads
     commands.check_output_path(args.html, "--html", overwrite=args.overwrite, inputs=[args.data, args.terms])
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    commands.quiet_transformers()
     predictor = lccore.load(args.run_dir)
     texts = []
     for where, value in read_prediction_inputs(args.data):

@@ -8,7 +8,7 @@ generative run conditioned on those triples (`lccore kg ask`).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import attrs
 
@@ -22,6 +22,13 @@ class KGQAOptions:
     ner: Optional[str] = attrs.field(default=None, metadata={"doc": "An NER run that finds the question's entities; null: match entity labels in the question."})
     generator: Optional[str] = attrs.field(default=None, metadata={"doc": "A generative run (dialogue, clm, seq2seq) that answers from the retrieved triples; null: answer from the best-matching triple."})
     max_new_tokens: int = attrs.field(default=48, metadata={"doc": "With a generator: most tokens generated.", "min": 1, "max": 1 << 16})
+    matcher: Literal["auto", "encoder", "words", "lexical"] = attrs.field(default="auto", metadata={"doc": (
+        "How the question's relation is matched to the graph's: `encoder` (a sentence encoder's similarity), `words` (shared word stems), "
+        "both abstaining below `min_confidence`; `auto`: `encoder` when `encoder` is set or the packaged MiniLM is installed, else `words`; "
+        "`lexical`: the matcher before issue 22 (most shared words; never abstains).")})
+    encoder: Optional[str] = attrs.field(default=None, metadata={"doc": "A run directory or model folder (BERT, MiniLM, ...) whose mean-pooled embeddings match questions to relations; null: the packaged MiniLM-L6 (`lccore[quickstart]`)."})
+    min_confidence: Optional[float] = attrs.field(default=None, metadata={"doc": "Below this confidence (0 to 1) the reasoner abstains; null: the value calibrated for the matcher (encoder 0.45, words 0.5; benchmarks/kg_qa.py --calibrate).", "min": 0.0, "max": 1.0})
+    max_answers: int = attrs.field(default=100, metadata={"doc": "Most answers to a list question, and facts in a summary.", "min": 1, "max": 10_000})
 
 
 @lccore.hookimpl

@@ -244,8 +244,11 @@ class StoreBase(lccore.KGBackend):
 
 
 def stats(store, *, top: int = 10) -> dict:
-    """Counts for ``lccore kg stats``: triples, distinct subjects, predicates and classes, the most
-    used predicates (``top``, at most :data:`MAX_LOOKUP`), and provenance statements."""
+    """Counts for ``lccore kg stats``: triples; facts (the triples outside provenance and
+    inferred-link records); distinct subjects, predicates and classes; the most used predicates
+    (``top``, at most :data:`MAX_LOOKUP`); provenance statements (where stated facts were read);
+    and inferred links (``lc:InferredLink`` statements from link prediction, never asserted as
+    facts), in all and per model."""
     _check_count(top, "stats: top", 1, MAX_LOOKUP)
 
     def count(what: str, where: str) -> int:
@@ -253,12 +256,17 @@ def stats(store, *, top: int = 10) -> dict:
         return int(rows[0]["n"]) if rows else 0
 
     rdf_type = _iri_ref(RDF.type)
+    inferred = f"?st {rdf_type} {_iri_ref(VOCAB.InferredLink)}"
     top_rows = store.query(f"SELECT ?p (COUNT(*) AS ?n) WHERE {{ ?s ?p ?o }} GROUP BY ?p ORDER BY DESC(?n) ?p LIMIT {int(top)}")["rows"]
+    by_model = store.query(f"SELECT ?m (COUNT(DISTINCT ?st) AS ?n) WHERE {{ {inferred} . OPTIONAL {{ ?st {_iri_ref(VOCAB.model)} ?m }} }} GROUP BY ?m ORDER BY ?m")["rows"]
     return {
         "triples": len(store),
+        "facts": count("*", f'?s ?p ?o . FILTER(!STRSTARTS(STR(?s), "{STATEMENT_PREFIX}"))'),
         "subjects": count("DISTINCT ?s", "?s ?p ?o"),
         "predicates": count("DISTINCT ?p", "?s ?p ?o"),
         "classes": count("DISTINCT ?c", f"?s {rdf_type} ?c"),
-        "provenance_statements": count("DISTINCT ?st", f"?st {rdf_type} {_iri_ref(RDF.Statement)}"),
+        "provenance_statements": count("DISTINCT ?st", f"?st {rdf_type} {_iri_ref(RDF.Statement)} . FILTER NOT EXISTS {{ {inferred} }}"),
+        "inferred_links": sum(int(r["n"]) for r in by_model),
+        "inferred_links_by_model": {str(r.get("m", "")): int(r["n"]) for r in by_model if int(r["n"])},
         "top_predicates": [{"predicate": str(r["p"]), "triples": int(r["n"])} for r in top_rows],
     }

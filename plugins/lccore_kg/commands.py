@@ -40,9 +40,11 @@ def add_commands(commands) -> None:
     kg_query.add_argument("--timeout", type=commands.bounded(float, high=MAX_TIMEOUT, above=0), default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"stop after this long, --infer and --update included: exit 124 (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     kg_query.set_defaults(command=run_query)
 
-    kg_stats = commands.add("stats", group="kg", help="triples, distinct subjects/predicates/classes, top predicates, provenance statements")
+    kg_stats = commands.add("stats", group="kg", help="triples, facts, distinct subjects/predicates/classes, top predicates, provenance statements, inferred links")
     kg_stats.add_argument("store", help=store_help)
     kg_stats.add_argument("--json", action="store_true", help="machine-readable output")
+    kg_stats.add_argument("--infer", choices=["rdfs"], help="also count the triples the RDFS closure would add (computed on an in-memory copy, not stored: small graphs)")
+    kg_stats.add_argument("--timeout", type=commands.bounded(float, high=MAX_TIMEOUT, above=0), default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"with --infer: stop after this long, exit 124 (default {DEFAULT_TIMEOUT:g})")
     kg_stats.set_defaults(command=run_stats)
 
     kg_export = commands.add("export", group="kg", help="write every triple of a store to an RDF file")
@@ -151,19 +153,36 @@ def run_query(args) -> int:
 def run_stats(args) -> int:
     from rdflib import URIRef
 
-    from . import open_store, stats
+    from . import infer_rdfs, open_store, stats
     from .terms import short
 
-    store = open_store(args.store, write=False)
-    try:
-        report = stats(store)
-    finally:
-        store.close()
+    def work():
+        store = open_store(args.store, write=False)
+        try:
+            report = stats(store)
+            if args.infer:
+                # Only the closure's new triples: nothing inferred this way is ever stored.
+                report["rdfs_inferred"] = len(infer_rdfs(store)) - report["triples"]
+            return report
+        finally:
+            store.close()
+
+    report = run_to_deadline(work, args.timeout, "kg stats") if args.infer else work()
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    for key in ("triples", "subjects", "predicates", "classes", "provenance_statements"):
-        print(f"{key.replace('_', ' '):<22} {report[key]}")
+    notes = {
+        "facts": "stated: outside provenance and inferred-link records",
+        "provenance_statements": "where stated facts were read",
+        "inferred_links": "learned (kg predict --accept), kept apart from the facts",
+        "rdfs_inferred": "the RDFS closure would add these; not stored",
+    }
+    if report["inferred_links_by_model"]:
+        notes["inferred_links"] += ": " + ", ".join(f"{model or '?'} {n}" for model, n in report["inferred_links_by_model"].items())
+    for key in ("triples", "facts", "subjects", "predicates", "classes", "provenance_statements", "inferred_links", "rdfs_inferred"):
+        if key in report:
+            note = f"  ({notes[key]})" if key in notes else ""
+            print(f"{key.replace('_', ' '):<22} {report[key]}{note}")
     if report["top_predicates"]:
         print("top predicates:")
         width = len(str(report["top_predicates"][0]["triples"]))

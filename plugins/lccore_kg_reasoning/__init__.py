@@ -46,3 +46,6 @@ def register_commands(commands):
     from .commands import add_commands
 
     add_commands(commands)
+    from .link_commands import add_link_commands  # kg embed | predict | drop-inferred
+
+    add_link_commands(commands)

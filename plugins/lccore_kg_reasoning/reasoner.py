@@ -36,6 +36,8 @@ ANSWER_TYPES = {
     "where": {"loc", "location", "gpe", "place", "city", "country"},
     "when": {"date", "time", "year"},
 }
+#: What "how old", "how many", "how long" ask for.
+QUANTITY_TYPES = {"date", "time", "year", "age", "number", "quantity", "duration", "cardinal", "money", "percent"}
 #: Longest question answered: without an NER run every word n-gram of it is looked up.
 MAX_QUESTION_CHARS = 4096
 STOPWORDS = set("a an the of in on at to is are was were be been does do did what which who whom where when how why and or".split())
@@ -48,7 +50,7 @@ FUNCTION_WORDS = STOPWORDS | set(
 #: ``min_confidence`` is not set. Calibrated by `python benchmarks/kg_qa.py --calibrate` on its
 #: dev set (calibration templates only; the test and paraphrase questions are not used): the
 #: threshold with the highest accuracy whose wrong-answer rate is at most 0.05. See benchmarks/README.md.
-CALIBRATED = {"encoder": 0.45, "words": 0.5}
+CALIBRATED = {"encoder": 0.51, "words": 0.51}
 #: "tell me about X", "what do you know about X", "describe X", "who is X" (X: an entity's whole label).
 ABOUT = re.compile(
     r"^\s*(?:(?:please\s+)?(?:tell|show)\s+me\s+(?:more\s+|everything\s+|all\s+)?about|what\s+(?:do|does)\s+(?:you|the\s+graph)\s+know\s+about|"
@@ -71,6 +73,8 @@ NOUN_TYPES = {
 MAX_EDGES = 100_000
 MAX_FOUND = 10
 MAX_PROVENANCE = 5
+#: Labels and types kept in memory between questions (cleared when the graph changes).
+MAX_KNOWN = 100_000
 
 
 def words(text: str) -> list[str]:
@@ -108,6 +112,7 @@ class KGQuestionAnswering:
         self._ner = self._generator = None
         self._encoder = None
         self._vocabulary: tuple | None = None  # (graph, size, {predicate: label})
+        self._known: dict[tuple, object] = {}  # labels and types read, until the graph changes
 
     # --- the reasoner contract -------------------------------------------------------------------
 
@@ -327,6 +332,8 @@ class KGQuestionAnswering:
         for i, word in enumerate(tokens):
             if word in ("which", "what") and i + 1 < len(tokens) and tokens[i + 1] in NOUN_TYPES:
                 return NOUN_TYPES[tokens[i + 1]]
+            if word == "how" and i + 1 < len(tokens) and tokens[i + 1] in ("old", "many", "much", "long", "often"):
+                return QUANTITY_TYPES
             if word in ANSWER_TYPES:
                 return ANSWER_TYPES[word]
         return None
@@ -342,16 +349,15 @@ class KGQuestionAnswering:
         if not vocabulary:
             return {}
         predicates = list(vocabulary)
-        if self.matcher() == "encoder":
-            encoder = self._encoder_run()
-            vectors = encoder.encode([text] + [RELATION_TEXT.format(label=vocabulary[p]) for p in predicates])
-            similarity = (vectors[1:] @ vectors[0]).clamp(min=0.0).tolist()
-            return dict(zip(predicates, similarity))
         asked = {stem(w) for w in words(text) if w not in FUNCTION_WORDS}
         scores = {}
-        for predicate in predicates:
+        for predicate in predicates:  # the share of the label's word stems the question holds
             label = [w for w in words(vocabulary[predicate]) if w not in STOPWORDS] or words(vocabulary[predicate])
             scores[predicate] = sum(any(stem(w) == a or same_word(w, a) for a in asked) for w in label) / max(1, len(label))
+        if self.matcher() == "encoder":  # by meaning; a label the question names word for word still counts in full
+            vectors = self._encoder_run().encode([text] + [RELATION_TEXT.format(label=vocabulary[p]) for p in predicates])
+            similarity = (vectors[1:] @ vectors[0]).clamp(min=0.0).tolist()
+            scores = {p: max(similarity[i], scores[p]) for i, p in enumerate(predicates)}
         return scores
 
     @staticmethod
@@ -404,6 +410,7 @@ class KGQuestionAnswering:
         labels = self._labels(predicates, graph)
         vocabulary = {p: labels.get(p) or " ".join(name_words(p)) for p in predicates}
         self._vocabulary = (graph, size, vocabulary)
+        self._known = {}
         return vocabulary
 
     def relation_label(self, predicate, graph) -> str:
@@ -585,13 +592,27 @@ class KGQuestionAnswering:
             self._generator = (reasoner, lccore.load(self.options.generator))
         return self._generator
 
+    def types_of(self, iri, graph) -> set[str]:
+        key = ("types", id(graph), str(iri))
+        if key not in self._known:
+            self._known[key] = self._read_types(iri, graph)
+        return self._known[key]
+
+    def label_of(self, iri, graph) -> str:
+        key = ("label", id(graph), str(iri))
+        if key not in self._known:
+            if len(self._known) > MAX_KNOWN:
+                self._known.clear()
+            self._known[key] = self._read_label(iri, graph)
+        return self._known[key]
+
     @staticmethod
-    def types_of(iri, graph) -> set[str]:
+    def _read_types(iri, graph) -> set[str]:
         rows = graph.query(f"SELECT ?t WHERE {{ <{iri}> <{RDF.type}> ?t }} LIMIT 100")["rows"]
         return {local_name(r["t"]).casefold() for r in rows}
 
     @staticmethod
-    def label_of(iri, graph) -> str:
+    def _read_label(iri, graph) -> str:
         labels = [str(r["l"]) for r in graph.query(f"SELECT ?l WHERE {{ <{iri}> <{RDFS.label}> ?l }} LIMIT 100")["rows"]]
         return min(labels, key=len) if labels else local_name(iri)
 

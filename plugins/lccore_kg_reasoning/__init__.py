@@ -27,7 +27,7 @@ class KGQAOptions:
         "both abstaining below `min_confidence`; `auto`: `encoder` when `encoder` is set or the packaged MiniLM is installed, else `words`; "
         "`lexical`: the matcher before issue 22 (most shared words; never abstains).")})
     encoder: Optional[str] = attrs.field(default=None, metadata={"doc": "A run directory or model folder (BERT, MiniLM, ...) whose mean-pooled embeddings match questions to relations; null: the packaged MiniLM-L6 (`lccore[quickstart]`)."})
-    min_confidence: Optional[float] = attrs.field(default=None, metadata={"doc": "Below this confidence (0 to 1) the reasoner abstains; null: the value calibrated for the matcher (encoder 0.45, words 0.5; benchmarks/kg_qa.py --calibrate).", "min": 0.0, "max": 1.0})
+    min_confidence: Optional[float] = attrs.field(default=None, metadata={"doc": "Below this confidence (0 to 1) the reasoner abstains; null: the value calibrated for the matcher (0.51 for both encoder and words; benchmarks/kg_qa.py --calibrate).", "min": 0.0, "max": 1.0})
     max_answers: int = attrs.field(default=100, metadata={"doc": "Most answers to a list question, and facts in a summary.", "min": 1, "max": 10_000})
 
 

@@ -172,8 +172,8 @@ def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_di
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("{store}",), "kg ask: expected a question or --evaluate QUESTIONS.jsonl"),
-        (("{store}", "Where?", "--evaluate", "{bad}"), "kg ask: expected a question or --evaluate QUESTIONS.jsonl"),
+        (("{store}",), "the following arguments are required: question"),
+        (("{store}", "--evaluate", "Where does Maria live?"), "Where does Maria live?: no such file"),
         (("{store}", "--evaluate", "{bad}"), "bad.jsonl:1: expected exactly one of \"answer\""),
         (("{store}", "--evaluate", "{missing}"), "missing.jsonl: no such file"),
         (("{empty}", "Where does Maria live?"), "the graph is empty"),

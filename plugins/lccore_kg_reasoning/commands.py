@@ -23,8 +23,8 @@ def add_commands(commands) -> None:
 
     kg_ask = commands.add("ask", group="kg", help="answer a question from STORE's triples (reasoner kg_qa) with the supporting triples and their provenance, or abstain; --evaluate scores a question file")
     kg_ask.add_argument("store", help="an Oxigraph store directory, 'memory', or an http(s) SPARQL endpoint URL")
-    kg_ask.add_argument("question", nargs="?", help="the question (or --evaluate FILE)")
-    kg_ask.add_argument("--evaluate", metavar="QUESTIONS.jsonl", help='score the answers to {"question", "answer" | "answers": [...]} lines (null: the graph cannot answer): accuracy, wrong-answer rate, abstention rate')
+    kg_ask.add_argument("question", help="the question; with --evaluate, a JSONL file of questions")
+    kg_ask.add_argument("--evaluate", action="store_true", help='QUESTION is a file of {"question", "answer" | "answers": [...]} lines (null: the graph cannot answer): print accuracy, wrong-answer rate, abstention rate')
     kg_ask.add_argument("--matcher", choices=["auto", "encoder", "words", "lexical"], default="auto",
                         help="relation matching: encoder (sentence similarity), words (shared word stems), lexical (before issue 22, never abstains); auto: encoder when one is available (default)")
     kg_ask.add_argument("--encoder", metavar="RUN_DIR_OR_MODEL", help="the sentence encoder for --matcher encoder (default: the packaged MiniLM-L6)")
@@ -81,12 +81,10 @@ def run_build(args) -> int:
 
 
 def run_ask(args) -> int:
-    if (args.question is None) == (args.evaluate is None):
-        raise lccore.ConfigError("kg ask: expected a question or --evaluate QUESTIONS.jsonl (one of the two)")
     from lccore.data import check_file
 
     if args.evaluate:
-        check_file(args.evaluate)
+        check_file(args.question)
     quiet_transformers()
     from lccore_kg import open_store
 
@@ -114,7 +112,7 @@ def run_ask(args) -> int:
 def evaluate_file(args, reasoner) -> int:
     from .reasoner import evaluate, read_questions
 
-    questions = read_questions(args.evaluate)
+    questions = read_questions(args.question)
     bar = lccore.progress_bar(total=len(questions), desc="kg ask --evaluate", unit="question", enabled=not args.quiet)
     try:
         metrics = evaluate(reasoner.answer, questions, progress=bar.update)

@@ -23,6 +23,7 @@ def add_link_commands(commands) -> None:
     embed.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed (default 0): the same store and seed give the same model")
     embed.add_argument("--learning-rate", type=bounded(float, high=10, above=0), default=0.01, help="Adam's learning rate (default 0.01)")
     embed.add_argument("--batch-size", type=bounded(int, 1, links.MAX_BATCH_SIZE), default=256, help="triples per step (default 256)")
+    embed.add_argument("--negatives", type=bounded(int, 1, links.MAX_NEGATIVES), default=16, help=f"corrupted triples per true one (1 to {links.MAX_NEGATIVES}, default 16)")
     embed.add_argument("--max-triples", type=bounded(int, 1, links.MAX_TRIPLES_LIMIT), default=links.DEFAULT_MAX_TRIPLES,
                        help=f"refuse a store with more links than this (default {links.DEFAULT_MAX_TRIPLES:,}: about 2 minutes of 100 TransE epochs on two CPU cores; at most {links.MAX_TRIPLES_LIMIT:,})")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -53,7 +54,7 @@ def run_embed(args) -> int:
 
     from . import links
 
-    options = links.TrainingOptions(model=args.model, epochs=args.epochs, dim=args.dim, seed=args.seed, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    options = links.TrainingOptions(model=args.model, epochs=args.epochs, dim=args.dim, seed=args.seed, learning_rate=args.learning_rate, batch_size=args.batch_size, negatives=args.negatives)
     options.check(flags=True)
     links.check_out_dir(args.out)  # before any training: a refused directory costs nothing
     store = open_store(args.store, write=False)

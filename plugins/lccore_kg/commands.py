@@ -175,7 +175,7 @@ def run_stats(args) -> int:
         "facts": "stated: outside provenance and inferred-link records",
         "provenance_statements": "where stated facts were read",
         "inferred_links": "learned (kg predict --accept), kept apart from the facts",
-        "rdfs_inferred": "the RDFS closure would add these; not stored",
+        "rdfs_inferred": "what kg query --infer rdfs sees beyond the store; not stored",
     }
     if report["inferred_links_by_model"]:
         notes["inferred_links"] += ": " + ", ".join(f"{model or '?'} {n}" for model, n in report["inferred_links_by_model"].items())

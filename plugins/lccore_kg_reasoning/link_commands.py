@@ -25,7 +25,7 @@ def add_link_commands(commands) -> None:
     embed.add_argument("--batch-size", type=bounded(int, 1, links.MAX_BATCH_SIZE), default=256, help="triples per step (default 256)")
     embed.add_argument("--negatives", type=bounded(int, 1, links.MAX_NEGATIVES), default=16, help=f"corrupted triples per true one (1 to {links.MAX_NEGATIVES}, default 16)")
     embed.add_argument("--max-triples", type=bounded(int, 1, links.MAX_TRIPLES_LIMIT), default=links.DEFAULT_MAX_TRIPLES,
-                       help=f"refuse a store with more links than this (default {links.DEFAULT_MAX_TRIPLES:,}: about 2 minutes of 100 TransE epochs on two CPU cores; at most {links.MAX_TRIPLES_LIMIT:,})")
+                       help=f"refuse a store with more links than this (default {links.DEFAULT_MAX_TRIPLES:,}: 100 TransE epochs of that many take about 5 minutes on two CPU cores; at most {links.MAX_TRIPLES_LIMIT:,})")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(command=run_embed)
 

@@ -15,7 +15,7 @@ import lccore
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 86_400.0
 
-GROUP_HELP = "knowledge graphs: import RDF files, SPARQL, statistics, export (and what other plugins add: build, ask)"
+GROUP_HELP = "knowledge graphs: import RDF files, SPARQL, statistics, export (and what other plugins add: build, ask, embed, predict, drop-inferred)"
 
 
 def add_commands(commands) -> None:

@@ -194,7 +194,8 @@ def register_routes(server):
     - ``await server.predict(name, examples, until)``: guarded records, batched with the other
       requests; ``await server.in_model_thread(name, fn, *args, until=...)``: any work on the
       model, never two at once; ``await server.in_helper_thread(fn, until)``: other slow work;
-      ``await server.timed(awaitable, until)``: its result, or 504 at ``until``.
+      ``await server.timed(awaitable, until)``: its result, or 504 at ``until``;
+      ``server.on_shutdown(callback)``: called when the server stops (a plugin's own threads).
     - Raise FastAPI's ``HTTPException(status, "field: message")``: every error goes out as that
       one line and the field it names, in a body both lccore's and OpenAI's clients read.
 

@@ -228,6 +228,54 @@ def test_a_blocked_sentence_ends_the_choice_with_content_filter(chat):
     run(scenario())
 
 
+# --- continuous batching ----------------------------------------------------------------------------
+
+
+def test_concurrent_chats_join_one_running_batch(chat):
+    """Greedy chats of a decoder-only run share each forward pass (transformers' continuous
+    batching): six at once cost far fewer forward passes than six one after the other, and each
+    gets the answer it gets alone."""
+    app = create_app({"chat": chat})
+    forwards = [0]
+    hook = chat.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    questions = [QUESTION, [{"role": "user", "content": "count to three"}], [{"role": "user", "content": "what colour is the sky?"}]] * 2
+
+    async def scenario():
+        client = client_for(app)
+        alone = []
+        for messages in questions[:3]:
+            forwards[0] = 0
+            reply = await client.chat.completions.create(model="chat", messages=messages)
+            alone.append((reply.choices[0].message.content, forwards[0]))
+        forwards[0] = 0
+        replies = await asyncio.gather(*(client.chat.completions.create(model="chat", messages=m) for m in questions))
+        return alone, [r.choices[0].message.content for r in replies], forwards[0]
+
+    try:
+        alone, together, shared_forwards = run(scenario())
+    finally:
+        hook.remove()
+    assert together == [text for text, _ in alone] * 2 and together[0] == ANSWER
+    one_by_one = 2 * sum(count for _, count in alone)
+    assert shared_forwards < one_by_one / 2, (shared_forwards, one_by_one)
+
+
+def test_an_app_never_closed_does_not_keep_the_process_alive(dialogue_run):
+    """The batch's threads are daemons: a program that embeds the app without its lifespan exits."""
+    script = (
+        "import asyncio, httpx, lccore\n"
+        "from lccore_serve.app import create_app\n"
+        f"app = create_app({{'chat': lccore.load({str(dialogue_run.output_dir)!r}, device='cpu')}})\n"
+        "async def ask():\n"
+        "    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://serve') as http:\n"
+        "        reply = await http.post('/v1/chat/completions', json={'model': 'chat', 'messages': [{'role': 'user', 'content': 'count to three'}]})\n"
+        "        print(reply.json()['choices'][0]['message']['content'])\n"
+        "asyncio.run(ask())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "one two three.", done.stderr[-2000:]
+
+
 # --- embeddings ----------------------------------------------------------------------------------------
 
 

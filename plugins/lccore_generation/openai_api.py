@@ -32,11 +32,12 @@ ROLE_ALIASES = {"developer": "system"}
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 
 
-def add_openai_routes(server, producers: set) -> None:
+def add_openai_routes(server, producers: set, continuous: dict, streams) -> None:
     from fastapi import HTTPException
     from fastapi.responses import StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field
 
+    from .continuous import applies
     from .routes import STREAM_HEADERS, _failure, _prompt_error, open_stream
 
     class Sampling(BaseModel):
@@ -162,7 +163,13 @@ def add_openai_routes(server, producers: set) -> None:
             return "", "content_filter"
         return answer["text"], answer["finish_reason"]
 
+    def batched_continuously(name: str, reasoner) -> bool:
+        options = getattr(getattr(reasoner, "reasoner", reasoner), "options", None)
+        return name in continuous and options is not None and applies(server.predictors[name], options)
+
     async def answer_all(name: str, reasoner, queries: list, wheres: list, field: str, until: float) -> list[dict]:
+        if len(queries) == 1 and batched_continuously(name, reasoner):  # joins the run's running batch
+            return [await answer_streamed(name, reasoner, queries[0], field, until)]
         try:
             return await server.timed(server.in_model_thread(name, reasoner.answer_batch, queries, wheres=wheres, until=until), until)
         except LccoreError as exc:  # a conversation the template cannot render, a prompt too long
@@ -237,12 +244,36 @@ def add_openai_routes(server, producers: set) -> None:
         return {"id": completion_id, "object": "text_completion", "created": created, "model": name, "choices": choices,
                 "usage": usage(prompt_tokens, sum(a.get("tokens", 0) for a in answers))}
 
+    async def answer_streamed(name: str, reasoner, query, field: str, until: float) -> dict:
+        """One answer record made from the stream (the continuous batcher streams), with the same
+        policies: a blocked input is a refusal record, a blocked sentence blanks the answer."""
+        report: dict = {}
+        first, next_item, stop = await open_stream(server, name, reasoner, query, until, producers=producers, field=field, report=report,
+                                                   continuous=continuous, streams=streams)
+        item, text = first, ""
+        try:
+            while True:
+                kind, value = item
+                if kind == "end":
+                    return {"text": text, "tokens": report.get("tokens", 0), "prompt_tokens": report.get("prompt_tokens", 0),
+                            "finish_reason": report.get("finish_reason", "stop")}
+                if kind == "error":
+                    status = 504 if isinstance(value, TimeLimitError) else 422 if isinstance(value, LccoreError) else 500
+                    raise refuse(status, _failure(value, field))
+                if isinstance(value, dict):  # a refusal record, as answer_batch gives it
+                    return {**value, "tokens": report.get("tokens", 0), "prompt_tokens": report.get("prompt_tokens", 0)}
+                text += value
+                item = await next_item()
+        finally:
+            stop.set()
+
     async def stream_choices(name, reasoner, query, until, *, field, include_usage, frame, first_delta, piece, usage_frame):
         """One choice as OpenAI streams it: ``frame(delta, None)`` per piece of text, then
         ``frame({}, finish_reason)``, the usage when asked, and ``data: [DONE]``. A blocked input
         is a plain 400 before the stream starts; an error met later is an ``error`` event."""
         report: dict = {}
-        first, next_item, stop = await open_stream(server, name, reasoner, query, until, producers=producers, field=field, report=report)
+        first, next_item, stop = await open_stream(server, name, reasoner, query, until, producers=producers, field=field, report=report,
+                                                   continuous=continuous, streams=streams)
         kind, value = first
         if kind == "piece" and isinstance(value, dict) and value.get("stage") == "input":
             stop.set()

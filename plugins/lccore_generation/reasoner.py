@@ -41,17 +41,24 @@ class GenerateReasoner:
             answers += self._generate(prompts[start : start + size], predictor)
         return answers
 
-    def stream(self, query: Any, predictor, report: dict | None = None) -> Iterator[str]:
+    def stream(self, query: Any, predictor, report: dict | None = None, batcher=None) -> Iterator[str]:
         """The text of :meth:`answer`, in pieces as the model writes them; once the stream ends,
         ``report`` (a dict, when given) holds the answer's ``tokens``, ``prompt_tokens`` and
-        ``finish_reason``."""
+        ``finish_reason``. With ``batcher`` (a :class:`lccore_generation.continuous.ContinuousBatcher`
+        of this run, from ``lccore serve``), greedy decoding joins the requests running on it."""
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        from . import continuous
 
         if self.options.strategy == "beam":
             raise lccore.ConfigError("generate.strategy: beam search cannot stream (the best beam is known only at the end); use greedy or sample")
         model, tokenizer = predictor.model, predictor.tokenizer
         prompt = self.prompt_ids(query, predictor, "prompt")
+        if batcher is not None and continuous.applies(predictor, self.options):
+            pieces = continuous.stream_text(batcher, prompt, tokenizer, self.options.max_new_tokens, report)
+            yield from cut_stream(pieces, self.options.stop, drain=False)
+            return
         ids, mask = self._batch([prompt], predictor)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         turn_ends = self._turn_ends(predictor)
@@ -172,24 +179,31 @@ def cut_text(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(positions)], True) if positions else (text, False)
 
 
-def cut_stream(pieces, stops: list[str]) -> Iterator[str]:
+def cut_stream(pieces, stops: list[str], drain: bool = True) -> Iterator[str]:
     """Pass text pieces on, ending before the first stop string. The tail that could still be the
-    beginning of a stop string is held back until the next piece tells."""
+    beginning of a stop string is held back until the next piece tells. ``drain``: read the
+    source to its end after a stop string (a generation thread that stops there too); else close
+    it then, or when the reader stops early (a request leaving a running batch)."""
     stops = [s for s in stops if s]
     hold = max((len(s) for s in stops), default=1) - 1
     pending = ""
-    for piece in pieces:
-        pending += piece
-        text, stopped = cut_text(pending, stops)
-        if stopped:
-            if text:
-                yield text
-            for _ in pieces:  # let generation finish (it stops at the string too)
-                pass
-            return
-        safe = len(pending) - hold
-        if safe > 0:
-            yield pending[:safe]
-            pending = pending[safe:]
-    if pending:
-        yield pending
+    try:
+        for piece in pieces:
+            pending += piece
+            text, stopped = cut_text(pending, stops)
+            if stopped:
+                if text:
+                    yield text
+                if drain:
+                    for _ in pieces:  # let generation finish (it stops at the string too)
+                        pass
+                return
+            safe = len(pending) - hold
+            if safe > 0:
+                yield pending[:safe]
+                pending = pending[safe:]
+        if pending:
+            yield pending
+    finally:
+        if not drain and hasattr(pieces, "close"):
+            pieces.close()

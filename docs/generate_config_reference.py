@@ -24,7 +24,7 @@ def type_name(tp) -> str:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
         inner = [type_name(a) for a in args if a is not type(None)]
-        return " \\| ".join(inner) + " \\| null"
+        return " \\| ".join(inner) + (" \\| null" if type(None) in args else "")
     if origin is list:
         return f"list of {type_name(args[0])}" if args else "list"
     if attrs.has(tp):

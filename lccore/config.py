@@ -43,10 +43,19 @@ class HeadConfig:
 @attrs.define
 class OptimizerConfig:
     name: str = attrs.field(default="adamw", metadata=doc("Registered optimiser name (`adamw`, `sgd`, ...)."))
-    lr: float = attrs.field(default=5e-5, metadata=doc("Peak learning rate.", min=0.0))
+    lr: Union[float, Literal["auto"]] = attrs.field(default=5e-5, metadata=doc(
+        "Peak learning rate, or `auto`: a learning-rate range test of `lr_find_steps` steps before training picks it (a tenth of "
+        "the rate at the loss's minimum); the model, data order and random state are put back first, so the run is the one "
+        "`lr: <that rate>` gives. The pick is in `metrics.json` → `lr_find` and `manifest.json`, the curve in `lr_find.png`; "
+        "`config.yaml` keeps `auto`. See docs/fine-tuning.md.", min=0.0,
+    ))
     weight_decay: float = attrs.field(default=0.01, metadata=doc("Decoupled weight decay, not applied to biases and norm weights.", min=0.0))
     schedule: Literal["linear", "cosine", "constant"] = attrs.field(default="linear", metadata=doc("Learning-rate decay after warmup."))
     warmup_ratio: float = attrs.field(default=0.1, metadata=doc("Fraction of the optimiser steps spent warming up linearly from 0.", min=0.0, max=1.0))
+    lr_find_steps: int = attrs.field(default=100, metadata=doc(
+        "Optimiser steps of the range test that `lr: auto` runs (from 1e-7 to 1, stopping once the loss diverges); at most the "
+        "run's own steps.", min=10, max=10_000,
+    ))
     layer_lr_decay: Optional[float] = attrs.field(
         default=None, metadata=doc("Layer-wise learning-rate decay: the head gets `lr`, each layer below it `layer_lr_decay` times the one above; null: one rate.", min=0.0, max=1.0)
     )

@@ -34,7 +34,7 @@ LOCK_FILE = ".lccore-lock"
 #: probe, the ethics audit of the training data); "start again" removes these and nothing else.
 RUN_ENTRIES = (
     "model", "model.partial", "model.old", "config.yaml", "metrics.json", "metrics.json.tmp", "manifest.json",
-    "manifest.json.tmp", "training_curve.png", "checkpoints", "ethics_audit.jsonl", "ethics_audit.jsonl.key", "explanations", "trackers",
+    "manifest.json.tmp", "training_curve.png", "lr_find.png", "checkpoints", "ethics_audit.jsonl", "ethics_audit.jsonl.key", "explanations", "trackers",
 )
 #: The files of lccore's own bookkeeping: a folder holding only these is empty for a new run.
 BOOKKEEPING = (MARKER_FILE, LOCK_FILE)

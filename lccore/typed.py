@@ -85,6 +85,18 @@ def _convert(tp, value, key: str, metadata=None):
         sections = [a for a in inner if attrs.has(a)]
         if isinstance(value, dict) and sections:  # `model: {architecture: ...}` rather than a name
             return structure(sections[0], value, key)
+        words = [w for a in inner if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        if words:  # `lr: auto` beside a number
+            if isinstance(value, str) and value in words:
+                return value
+            other = next(a for a in inner if typing.get_origin(a) is not Literal)
+            try:
+                return _convert(other, value, key, metadata)
+            except ConfigError as exc:
+                if "expected" not in str(exc):  # out of bounds: that message says what is allowed
+                    raise
+                raise ConfigError(f"{key}: expected {_KINDS.get(other, other)} or {' or '.join(map(str, words))}, got {_describe(value)}"
+                                  f"{close_matches(value, words) if isinstance(value, str) else ''}") from None
         lists = [a for a in inner if typing.get_origin(a) is list]
         if isinstance(value, list) and lists:  # `train: [a.txt, b.txt]` rather than one file
             return _convert(lists[0], value, key, metadata)
@@ -134,6 +146,9 @@ def _convert(tp, value, key: str, metadata=None):
     if "max" in metadata and value > metadata["max"]:
         raise ConfigError(f"{key}: must be at most {metadata['max']}, got {value}")
     return value
+
+
+_KINDS = {float: "a number", int: "an integer", str: "a string"}
 
 
 def _describe(value) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import attrs
 
-from . import checkpoints, diagnosis, ethics, finetuning, scratch, tracking
+from . import checkpoints, diagnosis, ethics, finetuning, lr_find, scratch, tracking
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
 from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, optimizer_config_with_options, resolve, unstructure
@@ -269,10 +269,6 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
             accelerator = make_accelerator("bf16")
         if main_process and progress:
             print(f"precision auto: {precision_choice['chosen']} ({precision_choice['reason']})", flush=True)
-    finish_tracking = tracking.start(accelerator, settings.report_to, config.to_dict(), output_dir,
-                                     resumed_after=checkpoints.step_of(checkpoint) if checkpoint is not None else None)
-    optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
-    optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     # A step budget (train.max_steps) may end inside an epoch; the schedule decays over it. A
     # stream's passes have no known length: as many as the budget takes.
     if streamed is None:
@@ -281,6 +277,46 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         epochs = math.ceil(total_steps / steps_per_epoch)
     else:
         total_steps, epochs = settings.max_steps, settings.max_steps * settings.grad_accum
+    optimizer_component, optimizer_config = optimizer_config_with_options(config, engine)
+    lr_choice = None
+    if optimizer_config.lr == "auto":  # the range test runs here, before the run's optimiser exists
+
+        def range_test_batches():
+            """The training batches, pass after pass, in the run's order (a sampler of its own: the run's stays untouched)."""
+            for epoch in itertools.count():
+                if streamed is not None:
+                    rows_of = streamed.batches(epoch)
+                else:
+                    own = LengthGroupedBatchSampler(features["train"].lengths, settings.batch_size, settings.seed, group_by_length=settings.group_by_length)
+                    own.set_epoch(epoch)
+                    rows_of = (features["train"].__getitems__(indices) for indices in own)
+                with contextlib.closing(rows_of):  # a stream's tokenising workers go with it
+                    for rows in rows_of:
+                        yield task.collate(rows, tokenizer)
+
+        def objective(outputs, batch):
+            loss = head.loss(outputs, batch)
+            if loss is None:
+                raise PluginError(no_loss_message(config, engine, task, head, batch))
+            return loss + settings.aux_lm_weight * outputs["lm_loss"] if settings.aux_lm_weight else loss
+
+        def make_optimizer(lr: float):
+            at_rate = attrs.evolve(optimizer_config, lr=lr)
+            return optimizer_component.factory(finetuning.parameter_groups(model, at_rate), at_rate)
+
+        lr_choice = found_lr(model, make_optimizer, range_test_batches(), objective, checkpoint, accelerator,
+                             steps=min(optimizer_config.lr_find_steps, total_steps), total_steps=total_steps,
+                             max_grad_norm=settings.max_grad_norm, progress=progress)
+        optimizer_config = attrs.evolve(optimizer_config, lr=lr_choice["lr"])
+        if main_process and checkpoint is None:
+            lr_find.plot(lr_choice, output_dir / lr_find.PICTURE_FILE)
+        if main_process and progress:
+            print(f"lr auto: {lr_choice['lr']:.3g} ({lr_choice['method']}, {lr_choice['steps']}-step range test; {lr_find.PICTURE_FILE})", flush=True)
+    tracked_config = config.to_dict()
+    tracked_config["optimizer"]["lr"] = optimizer_config.lr  # trackers get the rate the run trains with
+    finish_tracking = tracking.start(accelerator, settings.report_to, tracked_config, output_dir,
+                                     resumed_after=checkpoints.step_of(checkpoint) if checkpoint is not None else None)
+    optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
     scheduler = get_scheduler(
         {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optimizer_config.schedule],
         optimizer,
@@ -318,6 +354,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     metrics = {"train": [], "dev": [], "best": None, "test": {}}
     if precision_choice is not None:
         metrics["precision"] = precision_choice
+    if lr_choice is not None:
+        metrics["lr_find"] = lr_choice
     if ethics_report is not None:
         metrics["ethics"] = {"training_data": ethics_report}
         if main_process:
@@ -532,6 +570,9 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         run_manifest = manifest(config, engine, task, counts, data_files, data_hashes, accelerator.num_processes)
         if tokenizer_record:
             run_manifest["tokenizer"] = tokenizer_record
+        run_manifest["components"]["optimizer"]["lr"] = optimizer_config.lr  # the rate used, also when config.yaml says auto
+        if lr_choice is not None:
+            run_manifest["components"]["optimizer"]["lr_find"] = {key: lr_choice[key] for key in ("lr", "method", "steps")}
         if ethics_report is not None:
             run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)
@@ -565,6 +606,31 @@ def measured_precision(model, head, first_batches, checkpoint: Path | None, acce
             found["reason"] = (f"bf16 {found['bf16_speedup']:.2f}x the speed of fp32, gradient cosine {found['gradient_cosine']:.4f}, "
                                f"loss difference {found['loss_difference']:.2%}")
             choice[0] = found
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice, from_process=0)
+    return choice[0]
+
+
+def found_lr(model, make_optimizer, batches, loss_of, checkpoint: Path | None, accelerator, *, steps: int, total_steps: int,
+             max_grad_norm: float | None, progress: bool) -> dict:
+    """``optimizer.lr: auto``: the record of :func:`lccore.lr_find.range_test`, run by the main
+    process and sent to the others (every process trains with the same rate), or the pick a
+    resumed run made when it started (the test is not run again)."""
+    from accelerate.utils import broadcast_object_list
+
+    if checkpoint is not None:
+        earlier = json.loads((checkpoint / checkpoints.LOOP_FILE).read_text(encoding="utf-8"))["metrics"].get("lr_find")
+        if earlier:
+            return earlier
+    if steps < lr_find.MIN_STEPS:
+        raise ConfigError(f"optimizer.lr: auto needs a range test of at least {lr_find.MIN_STEPS} steps, and this run has {total_steps} optimiser steps: give a rate")
+    choice = [None]
+    if accelerator.is_main_process:
+        with contextlib.closing(batches):
+            choice[0] = lr_find.range_test(
+                model.to(accelerator.device), make_optimizer, batches, loss_of, steps=steps, grad_accum=accelerator.gradient_accumulation_steps,
+                max_grad_norm=max_grad_norm, device=accelerator.device, autocast=accelerator.autocast, progress=progress,
+            )
     if accelerator.num_processes > 1:
         broadcast_object_list(choice, from_process=0)
     return choice[0]

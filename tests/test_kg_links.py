@@ -21,7 +21,7 @@ PARENT_OF, CHILD_OF = URIRef(EX + "parentOf"), URIRef(EX + "childOf")
 PAIRS = 16
 HIDDEN = PAIRS - 1
 #: Small enough to train in about a second; TransE finds the hidden link with these on every seed tried.
-TRAINING = ["--model", "TransE", "--epochs", "200", "--dim", "16", "--batch-size", "8", "--learning-rate", "0.02", "--negatives", "1", "-q"]
+TRAINING = ["--model", "TransE", "--training", "slcwa", "--epochs", "200", "--dim", "16", "--batch-size", "8", "--learning-rate", "0.02", "--negatives", "1", "-q"]
 
 
 def parent(i: int) -> URIRef:
@@ -93,6 +93,9 @@ def test_training_reads_only_links_between_entities(trained):
     assert set(links) == expected  # no labels, types, subClassOf, nor provenance statements
     info = json.loads((trained[1] / "embedding.json").read_text())
     assert info["links"] == len(expected) and info["entities"] == 2 * PAIRS and info["relations"] == 2
+    # what trained it, as given: sLCWA with the model's own loss, one negative, no reciprocal relations
+    assert (info["training"], info["reciprocal"], info["negatives"], info["loss"]) == ("slcwa", False, 1, "MarginRankingLoss")
+    assert info["requested"] == {"training": "slcwa", "reciprocal": None}
 
 
 def test_predict_finds_the_link_the_graph_does_not_state(trained, capsys):
@@ -182,6 +185,13 @@ def test_unknown_names_and_bad_input_are_one_line_errors(trained, tmp_path, caps
     one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e2", "--max-triples", "10", "-q"), f"{2 * PAIRS - 1} links, more than --max-triples 10")
     one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e3", "--epochs", "100000"), "--epochs")
     one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e3", "--dim", "4096"), "--dim")
+    one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e3", "--training", "cwa"), "--training: invalid choice: 'cwa'")
+    for loop in ("lcwa", "auto"):
+        one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e3", "--training", loop, "--negatives", "4"), "--negatives: only with --training slcwa")
+    # an lcwa batch scores every entity at once: one too large for memory is refused before training
+    one_line_error(cli(capsys, "kg", "embed", store, "--out", tmp_path / "e3", "--training", "lcwa", "--batch-size", "65536", "--dim", "1024", "-q"),
+                   "--training lcwa: a batch of 65536 x 32 entities x dim 1024", "--training slcwa")
+    assert not (tmp_path / "e3").exists()
 
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -228,17 +238,20 @@ def test_saved_models_load_without_pickle(trained, tmp_path, monkeypatch):
     store = open_store(str(trained[0]), write=False)
     triples = links.graph_links(store)
     store.close()
-    for model in ("RotatE", "ComplEx"):
-        embeddings = links.train(triples, links.TrainingOptions(model=model, epochs=2, dim=8))
+    for model, training in (("RotatE", "lcwa"), ("ComplEx", "slcwa"), ("TransE", "lcwa")):
+        embeddings = links.train(triples, links.TrainingOptions(model=model, epochs=2, dim=8, training=training))
+        assert embeddings.info["reciprocal"] is (training == "lcwa")  # reciprocal relations: twice the relation rows
         folder = links.save(embeddings, tmp_path / model)
         with monkeypatch.context() as patch:
             for target, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler")):
                 patch.setattr(target, name, refuse)
             loaded = links.load(folder)
-        for head in (str(parent(0)), str(child(3))):
-            expected = embeddings.scores(relation=str(PARENT_OF), head=head)
-            assert torch.equal(loaded.scores(relation=str(PARENT_OF), head=head), expected)
+        for end in (str(parent(0)), str(child(3))):
+            for known in ("head", "tail"):
+                expected = embeddings.scores(relation=str(PARENT_OF), **{known: end})
+                assert torch.equal(loaded.scores(relation=str(PARENT_OF), **{known: end}), expected)
         assert loaded.info["model"] == model and loaded.entity_to_id == embeddings.entity_to_id
+        assert loaded.model.use_inverse_triples is embeddings.info["reciprocal"]
 
 
 def test_the_same_store_and_seed_train_the_same_model(trained, tmp_path, capsys):
@@ -249,3 +262,38 @@ def test_the_same_store_and_seed_train_the_same_model(trained, tmp_path, capsys)
     assert cli(capsys, "kg", "embed", store, "--out", tmp_path / "again", *TRAINING[:-1], "--seed", "1", "-q")[0] == 0
     assert (tmp_path / "again" / "model.safetensors").read_bytes() != (embeddings / "model.safetensors").read_bytes()
     assert json.loads((tmp_path / "again" / "embedding.json").read_text())["seed"] == 1
+
+
+def test_default_training_is_lcwa_with_reciprocal_relations_on_a_small_graph(trained, tmp_path, capsys):
+    """`kg embed` with no settings: auto picks LCWA, cross-entropy and reciprocal relations for a
+    graph this small, says so, records it, and the model finds the hidden link from both ends
+    (a missing head through the inverse relation: what LCWA alone never learns)."""
+    from lccore_kg_reasoning import links
+
+    store = trained[0]
+    status, out, _ = cli(capsys, "kg", "embed", store, "--out", tmp_path / "auto", "--epochs", "60", "-q")
+    assert status == 0 and "RotatE dim 64 (lcwa, reciprocal), 31 links" in out
+    info = json.loads((tmp_path / "auto" / "embedding.json").read_text())
+    assert (info["model"], info["training"], info["reciprocal"], info["negatives"], info["loss"]) == ("RotatE", "lcwa", True, None, "CrossEntropyLoss")
+    assert info["requested"] == {"training": "auto", "reciprocal": None} and info["relations"] == 2
+    ask = ("kg", "predict", store, "--embeddings", tmp_path / "auto", "--relation", "childOf", "--top", "1", "--json")
+    assert json.loads(cli(capsys, *ask, "--head", f"child {HIDDEN}")[1])["tail"] == str(parent(HIDDEN))
+    assert json.loads(cli(capsys, *ask, "--tail", f"parent {HIDDEN}")[1])["head"] == str(child(HIDDEN))
+    # a missing head is the inverse relation's tail (PyKEEN stores r at row 2r, its inverse at 2r + 1)
+    import torch
+
+    embeddings = links.load(tmp_path / "auto")
+    r, t = embeddings.relation_to_id[str(CHILD_OF)], embeddings.entity_to_id[str(parent(HIDDEN))]
+    with torch.inference_mode():
+        inverse_tails = embeddings.model.score_t(torch.tensor([[t, 2 * r + 1]]))[0]
+    assert torch.allclose(embeddings.scores(relation=str(CHILD_OF), tail=str(parent(HIDDEN))), inverse_tails)
+
+    # what auto weighs: (head, relation) and (tail, inverse) pairs times entities, against the bound
+    triples = [(f"e{i}", "r", f"e{i + 1}") for i in range(9)]
+    assert links.lcwa_scores(triples) == (9 + 9) * 10 and links.lcwa_scores(triples, reciprocal=False) == 9 * 10
+    assert links.resolve_options(links.TrainingOptions(), triples).training == "lcwa"
+    big = [(f"e{i}", f"r{i % 50}", f"e{(i * 7919) % 5000}") for i in range(5000)]
+    assert links.lcwa_scores(big) > links.LCWA_MAX_SCORES
+    chosen = links.resolve_options(links.TrainingOptions(), big)
+    assert (chosen.training, chosen.reciprocal, chosen.negatives_used) == ("slcwa", False, links.DEFAULT_NEGATIVES)
+    assert links.resolve_options(links.TrainingOptions(training="slcwa", reciprocal=True), triples).reciprocal is True

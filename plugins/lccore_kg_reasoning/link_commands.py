@@ -13,19 +13,27 @@ STORE_HELP = "an Oxigraph store directory, 'memory', or an http(s) SPARQL endpoi
 def add_link_commands(commands) -> None:
     from . import links
 
+    import argparse
+
     bounded = commands.bounded
+    default = links.TrainingOptions()  # the defaults live there: one copy for the CLI and the API
     embed = commands.add("embed", group="kg", help="train knowledge-graph embeddings (PyKEEN) on STORE's entity-relation-entity triples, for kg predict")
     embed.add_argument("store", help=STORE_HELP)
     embed.add_argument("--out", required=True, metavar="DIR", help="directory for the embeddings: new, empty, or an earlier kg embed's (its files are replaced)")
-    embed.add_argument("--model", default="TransE", choices=links.MODELS, help="the embedding model (default TransE)")
-    embed.add_argument("--epochs", type=bounded(int, 1, links.MAX_EPOCHS), default=100, help=f"training epochs (1 to {links.MAX_EPOCHS:,}, default 100)")
-    embed.add_argument("--dim", type=bounded(int, links.MIN_DIM, links.MAX_DIM), default=64, help=f"embedding dimension (2 to {links.MAX_DIM}, default 64)")
-    embed.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="random seed (default 0): the same store and seed give the same model")
-    embed.add_argument("--learning-rate", type=bounded(float, high=10, above=0), default=0.01, help="Adam's learning rate (default 0.01)")
-    embed.add_argument("--batch-size", type=bounded(int, 1, links.MAX_BATCH_SIZE), default=256, help="triples per step (default 256)")
-    embed.add_argument("--negatives", type=bounded(int, 1, links.MAX_NEGATIVES), default=16, help=f"corrupted triples per true one (1 to {links.MAX_NEGATIVES}, default 16)")
+    embed.add_argument("--model", default=default.model, choices=links.MODELS, help=f"the embedding model (default {default.model})")
+    embed.add_argument("--training", default=default.training, choices=links.TRAINING_LOOPS,
+                       help="PyKEEN's training loop: lcwa scores every entity for each (head, relation) with cross-entropy loss; slcwa samples --negatives corrupted triples per true one; "
+                            f"auto (default): lcwa for graphs up to {links.LCWA_MAX_SCORES:,} (head, relation) x entity scores per epoch (a few thousand links), slcwa above")
+    embed.add_argument("--reciprocal", action=argparse.BooleanOptionalAction, default=default.reciprocal,
+                       help="also train on each link reversed, under an inverse relation: heads are then predicted as the inverse's tails (default: with lcwa, not with slcwa)")
+    embed.add_argument("--epochs", type=bounded(int, 1, links.MAX_EPOCHS), default=default.epochs, help=f"training epochs (1 to {links.MAX_EPOCHS:,}, default {default.epochs})")
+    embed.add_argument("--dim", type=bounded(int, links.MIN_DIM, links.MAX_DIM), default=default.dim, help=f"embedding dimension (2 to {links.MAX_DIM}, default {default.dim})")
+    embed.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=default.seed, help=f"random seed (default {default.seed}): the same store and seed give the same model")
+    embed.add_argument("--learning-rate", type=bounded(float, high=10, above=0), default=default.learning_rate, help=f"Adam's learning rate (default {default.learning_rate:g})")
+    embed.add_argument("--batch-size", type=bounded(int, 1, links.MAX_BATCH_SIZE), default=default.batch_size, help=f"links (slcwa) or (head, relation) pairs (lcwa) per step (default {default.batch_size})")
+    embed.add_argument("--negatives", type=bounded(int, 1, links.MAX_NEGATIVES), help=f"--training slcwa only: corrupted triples per true one (1 to {links.MAX_NEGATIVES}, default {links.DEFAULT_NEGATIVES})")
     embed.add_argument("--max-triples", type=bounded(int, 1, links.MAX_TRIPLES_LIMIT), default=links.DEFAULT_MAX_TRIPLES,
-                       help=f"refuse a store with more links than this (default {links.DEFAULT_MAX_TRIPLES:,}: 100 TransE epochs of that many take about 5 minutes on two CPU cores; at most {links.MAX_TRIPLES_LIMIT:,})")
+                       help=f"refuse a store with more links than this (default {links.DEFAULT_MAX_TRIPLES:,}: 100 RotatE slcwa epochs of that many take about 12 minutes on two CPU cores; at most {links.MAX_TRIPLES_LIMIT:,})")
     embed.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(command=run_embed)
 
@@ -54,7 +62,8 @@ def run_embed(args) -> int:
 
     from . import links
 
-    options = links.TrainingOptions(model=args.model, epochs=args.epochs, dim=args.dim, seed=args.seed, learning_rate=args.learning_rate, batch_size=args.batch_size, negatives=args.negatives)
+    options = links.TrainingOptions(model=args.model, epochs=args.epochs, dim=args.dim, seed=args.seed, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                                    training=args.training, reciprocal=args.reciprocal, negatives=args.negatives)
     options.check(flags=True)
     links.check_out_dir(args.out)  # before any training: a refused directory costs nothing
     store = open_store(args.store, write=False)
@@ -62,6 +71,7 @@ def run_embed(args) -> int:
         triples = links.graph_links(store, max_triples=args.max_triples, where=args.store)
     finally:
         store.close()
+    links.resolve_options(options, triples, where=args.store)  # before the bar: a refused lcwa batch costs nothing (train decides auto again, alike)
     bar = lccore.progress_bar(total=args.epochs, desc=f"kg embed {args.model}", unit="epoch", enabled=not args.quiet)
 
     def advance(loss: float) -> None:
@@ -74,7 +84,7 @@ def run_embed(args) -> int:
         bar.close()
     links.save(embeddings, args.out)
     info = embeddings.info
-    print(f"{args.out}: {info['model']} dim {info['dim']}, {info['links']:,} links, {info['entities']:,} entities, {info['relations']:,} relations, "
+    print(f"{args.out}: {info['model']} dim {info['dim']} ({info['training']}{', reciprocal' if info['reciprocal'] else ''}), {info['links']:,} links, {info['entities']:,} entities, {info['relations']:,} relations, "
           f"{info['epochs']} epochs in {info['train_seconds']:g} s; fit: MRR {info['fit']['mrr']:.3f} on {info['fit']['triples']} training links")
     return 0
 

@@ -28,13 +28,33 @@ import attrs
 import lccore
 
 MODELS = ("TransE", "RotatE", "ComplEx")
+#: PyKEEN's training loops. ``lcwa`` (local closed world): each (head, relation) seen in training
+#: is scored against every entity, its known tails the positives, with cross-entropy loss.
+#: ``slcwa`` (stochastic LCWA): each true triple against ``negatives`` corrupted ones, with the
+#: model's own default loss (TransE: margin ranking; RotatE: self-adversarial NSSA; ComplEx: softplus).
+#: ``auto``: lcwa with reciprocal relations while an epoch scores at most :data:`LCWA_MAX_SCORES`
+#: (head, relation) x entity pairs, else slcwa (see :func:`resolve_options`).
+TRAINING_LOOPS = ("auto", "lcwa", "slcwa")
+#: ``auto`` picks lcwa up to this many scores per epoch ((head, relation) pairs, reciprocal ones
+#: included, times entities). LCWA RotatE runs at about 0.35-0.55 M scores/s on two CPU cores
+#: (20,000 links over 1,000 entities: 24 M scores, 70 s an epoch), so this is 5-7 s an epoch, what
+#: a sLCWA epoch of the --max-triples default costs. UMLS: 0.21 M; Nations: 0.01 M.
+LCWA_MAX_SCORES = 2_500_000
+#: LCWA holds a batch's scores against every entity at once, each through a dim-sized vector:
+#: batch x entities x dim above this is refused (about 1 GB per intermediate tensor for RotatE).
+LCWA_MAX_BATCH_ELEMENTS = 1 << 27
+#: The loss each loop trains with (None: the model's default).
+LOSSES = {"lcwa": "crossentropy", "slcwa": None}
+#: Corrupted triples per true one when ``training="slcwa"`` and none are given.
+DEFAULT_NEGATIVES = 16
 #: Bounds of the options that cost time or memory.
 MAX_EPOCHS = 10_000
 MIN_DIM, MAX_DIM = 2, 1024
 MAX_BATCH_SIZE = 1 << 16
 MAX_NEGATIVES = 256
 #: ``max_triples``: the default, and the most it may be raised to. With the default settings
-#: 100,000 links take about 3 s per TransE epoch (7 s RotatE) on two CPU cores: 5 minutes for 100.
+#: 100,000 links take about 3 s per TransE epoch (7 s RotatE) with slcwa, what ``auto`` picks for
+#: them, on two CPU cores: 12 minutes for 100 RotatE epochs (5 for TransE).
 DEFAULT_MAX_TRIPLES = 100_000
 MAX_TRIPLES_LIMIT = 10_000_000
 MAX_TOP = 1_000
@@ -52,15 +72,28 @@ _NOT_LINKS = (
 
 @attrs.frozen
 class TrainingOptions:
-    model: str = "TransE"
+    model: str = "RotatE"
     epochs: int = 100
     dim: int = 64
     seed: int = 0
     learning_rate: float = 0.01
     batch_size: int = 256
-    #: Corrupted triples scored against each true one (PyKEEN's basic sampler): more is slower
-    #: per epoch and, up to a point, better (UMLS, RotatE, 100 epochs: MRR 0.68 with 1, 0.76 with 32).
-    negatives: int = 16
+    #: The training loop, one of :data:`TRAINING_LOOPS`.
+    training: str = "auto"
+    #: Train on reciprocal relations too (PyKEEN's ``create_inverse_triples``): each (h, r, t) also
+    #: as (t, r⁻¹, h), so a missing head is predicted as the tail of r⁻¹. LCWA without it learns
+    #: tails only. None: with lcwa, not with slcwa (the measured better of each).
+    reciprocal: bool | None = None
+    #: sLCWA only: corrupted triples scored against each true one (PyKEEN's basic sampler; None:
+    #: :data:`DEFAULT_NEGATIVES`). More is slower per epoch and, up to a point, better (UMLS,
+    #: RotatE, 100 epochs: MRR 0.68 with 1, 0.76 with 32). LCWA scores every entity: none to give.
+    negatives: int | None = None
+
+    @property
+    def negatives_used(self) -> int | None:
+        if self.training != "slcwa":
+            return None
+        return DEFAULT_NEGATIVES if self.negatives is None else self.negatives
 
     def check(self, flags: bool = False) -> None:
         def refuse(name: str, expected: str, value):
@@ -69,7 +102,17 @@ class TrainingOptions:
 
         if self.model not in MODELS:
             refuse("model", " or ".join(MODELS), self.model)
+        if self.training not in TRAINING_LOOPS:
+            refuse("training", " or ".join(TRAINING_LOOPS), self.training)
+        if self.reciprocal is not None and not isinstance(self.reciprocal, bool):
+            refuse("reciprocal", "true, false or None", self.reciprocal)
+        if self.negatives is not None and self.training != "slcwa":
+            key = "--negatives" if flags else "negatives"
+            why = "lcwa scores every entity, it samples no negatives" if self.training == "lcwa" else "auto may choose lcwa, which samples none"
+            raise lccore.ConfigError(f"kg embed: {key}: only with --training slcwa ({why})")
         for name, low, high in (("epochs", 1, MAX_EPOCHS), ("dim", MIN_DIM, MAX_DIM), ("batch_size", 1, MAX_BATCH_SIZE), ("negatives", 1, MAX_NEGATIVES), ("seed", 0, 2**32 - 1)):
+            if name == "negatives" and self.negatives is None:
+                continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 refuse(name, f"an integer from {low} to {high:,}", value)
@@ -130,11 +173,13 @@ class Embeddings:
         r = self.relation_to_id[relation]
         self.model.eval()
         with torch.inference_mode():
+            # predict_t / predict_h: a model trained with reciprocal relations scores a missing
+            # head as the tail of the inverse relation (the only direction LCWA trained it on).
             if head is not None:
                 batch = torch.tensor([[self.entity_to_id[head], r]], dtype=torch.long)
-                return self.model.score_t(batch)[0].float().cpu()
+                return self.model.predict_t(batch)[0].float().cpu()
             batch = torch.tensor([[r, self.entity_to_id[tail]]], dtype=torch.long)
-            return self.model.score_h(batch)[0].float().cpu()
+            return self.model.predict_h(batch)[0].float().cpu()
 
 
 def _epoch_callback(advance: Callable[[float], None] | None):
@@ -163,53 +208,94 @@ def _quiet_pykeen() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def triples_factory(links: Iterable[tuple[str, str, str]]):
+def triples_factory(links: Iterable[tuple[str, str, str]], *, reciprocal: bool = False):
     import numpy as np
     from pykeen.triples import TriplesFactory
 
-    return TriplesFactory.from_labeled_triples(np.array(list(links), dtype=str).reshape(-1, 3))
+    return TriplesFactory.from_labeled_triples(np.array(list(links), dtype=str).reshape(-1, 3), create_inverse_triples=reciprocal)
+
+
+def lcwa_scores(links: list[tuple[str, str, str]], *, reciprocal: bool = True) -> int:
+    """Scores one LCWA epoch computes: distinct (head, relation) pairs (and, with reciprocal
+    relations, (tail, inverse relation) pairs), each against every entity."""
+    pairs = len({(h, r) for h, r, _ in links}) + (len({(t, r) for _, r, t in links}) if reciprocal else 0)
+    return pairs * len({e for h, _, t in links for e in (h, t)})
+
+
+def resolve_options(options: TrainingOptions, links: list[tuple[str, str, str]], where: str = "kg embed") -> TrainingOptions:
+    """``options`` with ``training="auto"`` and ``reciprocal=None`` decided for ``links``: lcwa
+    with reciprocal relations when an epoch is at most :data:`LCWA_MAX_SCORES` scores (small
+    graphs: Nations, UMLS, a few thousand links), else slcwa without. An lcwa batch too large for
+    memory (:data:`LCWA_MAX_BATCH_ELEMENTS`) is a one-line DataError."""
+    options.check()
+    training = options.training
+    if training == "auto":
+        training = "lcwa" if lcwa_scores(links) <= LCWA_MAX_SCORES else "slcwa"
+    reciprocal = (training == "lcwa") if options.reciprocal is None else options.reciprocal
+    if training == "lcwa":
+        entities = len({e for h, _, t in links for e in (h, t)})
+        if options.batch_size * entities * options.dim > LCWA_MAX_BATCH_ELEMENTS:
+            raise lccore.DataError(f"{where}: --training lcwa: a batch of {options.batch_size} x {entities:,} entities x dim {options.dim} is more than "
+                                   f"{LCWA_MAX_BATCH_ELEMENTS:,} values; lower --batch-size or --dim, or use --training slcwa")
+    return attrs.evolve(options, training=training, reciprocal=reciprocal)
+
+
+def pipeline_settings(options: TrainingOptions) -> dict:
+    """The keyword arguments of :func:`pykeen.pipeline.pipeline` that ``options`` set (model,
+    loop, loss, optimiser, sampler, epochs, batch size, seed); the data, callbacks and ``use_tqdm``
+    are the caller's. benchmarks/kg_links.py gives PyKEEN's pipeline the same ones."""
+    settings = {
+        "model": options.model,
+        "model_kwargs": {"embedding_dim": options.dim},
+        "training_loop": options.training,
+        "optimizer": "Adam",
+        "optimizer_kwargs": {"lr": options.learning_rate},
+        "training_kwargs": {"num_epochs": options.epochs, "batch_size": options.batch_size},
+        "random_seed": options.seed,
+    }
+    if LOSSES[options.training]:
+        settings["loss"] = LOSSES[options.training]
+    if options.training == "slcwa":
+        settings["negative_sampler"] = "basic"
+        settings["negative_sampler_kwargs"] = {"num_negs_per_pos": options.negatives_used}
+    return settings
 
 
 def train(links: list[tuple[str, str, str]], options: TrainingOptions, *, progress: Callable[[float], None] | None = None) -> Embeddings:
-    """Train ``options.model`` on ``links`` through :func:`pykeen.pipeline.pipeline`. The
+    """Train ``options.model`` on ``links`` through :func:`pykeen.pipeline.pipeline` (``auto``
+    settings decided by :func:`resolve_options`; ``info`` records what ran and what was asked). The
     pipeline's evaluation runs on up to :data:`FIT_SAMPLE` of the training links: the filtered
     MRR it gives (``info["fit"]``) says how well the model learnt what it was shown, not how
     well it generalises."""
-    options.check()
+    requested = options
+    options = resolve_options(options, links)
     import gc
     import warnings
 
     from pykeen.pipeline import pipeline
 
     _quiet_pykeen()
-    training = triples_factory(links)
+    training = triples_factory(links, reciprocal=options.reciprocal)
     step = max(1, training.num_triples // FIT_SAMPLE)
     fit_sample = training.clone_and_exchange_triples(training.mapped_triples[::step][:FIT_SAMPLE])
     gc.freeze()  # see _epoch_callback
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*pin_memory.*")  # PyTorch's, on a machine without a GPU
-            result = pipeline(
-                training=training,
-                testing=fit_sample,
-                model=options.model,
-                model_kwargs={"embedding_dim": options.dim},
-                optimizer="Adam",
-                optimizer_kwargs={"lr": options.learning_rate},
-                negative_sampler="basic",
-                negative_sampler_kwargs={"num_negs_per_pos": options.negatives},
-                training_kwargs={"num_epochs": options.epochs, "batch_size": options.batch_size, "callbacks": [_epoch_callback(progress)]},
-                random_seed=options.seed,
-                use_tqdm=False,
-            )
+            settings = pipeline_settings(options)
+            settings["training_kwargs"]["callbacks"] = [_epoch_callback(progress)]
+            result = pipeline(training=training, testing=fit_sample, use_tqdm=False, **settings)
     finally:
         gc.unfreeze()
     metrics = result.metric_results
     info = {
         **attrs.asdict(options),
+        "requested": {"training": requested.training, "reciprocal": requested.reciprocal},
+        "negatives": options.negatives_used,
+        "loss": type(result.model.loss).__name__,
         "links": training.num_triples,
         "entities": training.num_entities,
-        "relations": training.num_relations,
+        "relations": training.real_num_relations,
         "final_loss": float(result.losses[-1]) if result.losses else None,
         "fit": {"triples": fit_sample.num_triples, "mrr": round(float(metrics.get_metric("both.realistic.inverse_harmonic_mean_rank")), 4)},
         "train_seconds": round(result.train_seconds, 2),
@@ -301,6 +387,9 @@ def load(path) -> Embeddings:
     info = _read_json(path / "embedding.json", dict)
     if info.get("model") not in MODELS or not isinstance(info.get("dim"), int):
         raise lccore.ConfigError(f"{path / 'embedding.json'}: expected 'model' ({', '.join(MODELS)}) and an integer 'dim'")
+    reciprocal = info.get("reciprocal", False)  # absent: embeddings from before the option, trained without
+    if not isinstance(reciprocal, bool):
+        raise lccore.ConfigError(f"{path / 'embedding.json'}: 'reciprocal': expected true or false, got {reciprocal!r}")
     entities, relations = _id_map(path / "entities.json"), _id_map(path / "relations.json")
     weights = path / "model.safetensors"
     try:
@@ -310,7 +399,8 @@ def load(path) -> Embeddings:
     except (SafetensorError, OSError, ValueError) as exc:
         raise lccore.ConfigError(f"{weights}: not a safetensors file ({' '.join(str(exc).split())})") from None
     _quiet_pykeen()
-    shape = CoreTriplesFactory.create(mapped_triples=torch.empty(0, 3, dtype=torch.long), num_entities=len(entities), num_relations=len(relations))
+    shape = CoreTriplesFactory.create(mapped_triples=torch.empty(0, 3, dtype=torch.long), num_entities=len(entities), num_relations=len(relations),
+                                      create_inverse_triples=reciprocal)
     model = model_resolver.make(info["model"], triples_factory=shape, embedding_dim=info["dim"], random_seed=0)
     try:
         model.load_state_dict(state, strict=True)

@@ -95,7 +95,8 @@ def _convert(tp, value, key: str, metadata=None):
             except ConfigError as exc:
                 if "expected" not in str(exc):  # out of bounds: that message says what is allowed
                     raise
-                raise ConfigError(f"{key}: expected {_KINDS.get(other, other)} or {' or '.join(map(str, words))}, got {_describe(value)}"
+                expected, got = str(exc).split(", got ", 1)  # "key: expected a finite number", "nan"
+                raise ConfigError(f"{expected} or {' or '.join(map(str, words))}, got {got}"
                                   f"{close_matches(value, words) if isinstance(value, str) else ''}") from None
         lists = [a for a in inner if typing.get_origin(a) is list]
         if isinstance(value, list) and lists:  # `train: [a.txt, b.txt]` rather than one file
@@ -147,8 +148,6 @@ def _convert(tp, value, key: str, metadata=None):
         raise ConfigError(f"{key}: must be at most {metadata['max']}, got {value}")
     return value
 
-
-_KINDS = {float: "a number", int: "an integer", str: "a string"}
 
 
 def _describe(value) -> str:

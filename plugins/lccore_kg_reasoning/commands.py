@@ -3,6 +3,7 @@ kg plugin's `kg import | query | stats | export`."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def add_commands(commands) -> None:
     kg_build.add_argument("--min-confidence", type=float, default=0.5, help="relations scored lower are left out (0 to 1, default 0.5)")
     kg_build.add_argument("--batch-size", type=int, default=64, help="sentences per transaction, whole documents (1 to 4096, default 64)")
     kg_build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    kg_build.set_defaults(command=run_build)
+    kg_build.set_defaults(command=functools.partial(run_build, commands=commands))
 
     kg_ask = commands.add("ask", group="kg", help="answer a question from STORE's triples (reasoner kg_qa) with the supporting triples and their provenance, or abstain; --evaluate scores a question file")
     kg_ask.add_argument("store", help="an Oxigraph store directory, 'memory', or an http(s) SPARQL endpoint URL")
@@ -36,19 +37,11 @@ def add_commands(commands) -> None:
     kg_ask.add_argument("--policy", action="append", default=[], metavar="NAME", help="ethics policy on the question (input) and the answer (output) (repeatable)")
     kg_ask.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions to this JSONL file")
     kg_ask.add_argument("-q", "--quiet", action="store_true", help="with --evaluate: no progress bar")
-    kg_ask.set_defaults(command=run_ask)
+    kg_ask.set_defaults(command=functools.partial(run_ask, commands=commands))
 
 
-def quiet_transformers() -> None:
-    """No per-load reports from transformers: the terminal is for the command's own output."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
-def run_build(args) -> int:
-    quiet_transformers()
+def run_build(args, commands) -> int:
+    commands.quiet_transformers()
     from lccore_kg import open_store
     from lccore.data import bytes_read, check_file
 
@@ -80,12 +73,12 @@ def run_build(args) -> int:
     return 0
 
 
-def run_ask(args) -> int:
+def run_ask(args, commands) -> int:
     from lccore.data import check_file
 
     if args.evaluate:
         check_file(args.question)
-    quiet_transformers()
+    commands.quiet_transformers()
     from lccore_kg import open_store
 
     options = {"hops": args.hops, "ner": args.ner, "generator": args.generator, "matcher": args.matcher, "encoder": args.encoder, "min_confidence": args.min_confidence}

@@ -23,15 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from serve_throughput import free_port, wait_until_ready
 
 BASELINE = "one-at-a-time"
 MAX_TOKENS = 48
@@ -55,12 +55,6 @@ def make_run(folder: Path) -> Path:
               "task": {"name": "dialogue", "train": str(data)}, "train": {"epochs": 1, "batch_size": 16, "max_length": 64, "seed": 0}}
     lccore.train(config, folder / "run", progress=False)
     return folder / "run"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chat(client, model: str, message: str) -> tuple[float | None, int, float]:
@@ -106,20 +100,6 @@ def all_at_once(make_client, model: str, messages: list[str]) -> tuple[list, flo
     return results, time.perf_counter() - started
 
 
-def wait_ready(base: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5):
-                return
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"lccore serve exited: {process.stdout.read()[-2000:]}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError("lccore serve not ready in 120 s") from None
-            time.sleep(0.3)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chats", type=int, default=16)
@@ -133,10 +113,9 @@ def main() -> int:
         run_dir = Path(args.run_dir) if args.run_dir else make_run(Path(scratch))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        process = subprocess.Popen([sys.executable, "-m", "lccore", "serve", str(run_dir), "--port", str(port), "--timeout", "600"],
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = wait_until_ready(subprocess.Popen([sys.executable, "-m", "lccore", "serve", str(run_dir), "--port", str(port), "--timeout", "600"],
+                                                    env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), port)
         try:
-            wait_ready(base, process)
 
             def make_client():
                 return openai.OpenAI(api_key="unused", base_url=f"{base}/v1", max_retries=0, timeout=600)

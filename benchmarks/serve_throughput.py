@@ -100,7 +100,11 @@ def concurrent(port: int, texts: list[str], clients: int) -> list[float]:
 def start_server(run_dir: Path, port: int, args) -> subprocess.Popen:
     command = [sys.executable, "-m", "lccore", "serve", str(run_dir), "--host", "127.0.0.1", "--port", str(port),
                "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms), "--max-inputs", "1024"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return wait_until_ready(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), port)
+
+
+def wait_until_ready(process: subprocess.Popen, port: int) -> subprocess.Popen:
+    """``process`` (an `lccore serve` started with ``stderr=PIPE``) once /healthz answers on ``port``."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:

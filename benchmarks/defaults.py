@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import random
 import statistics
@@ -64,8 +65,9 @@ def ner_data(size: int, seed: int = 0):
 # --- systems ------------------------------------------------------------------------------------
 
 
-def run_lccore(args, kind: str, train, test, seed: int, folder: Path) -> float:
+def run_lccore(args, kind: str, train, test, seed: int, folder: Path, overrides: tuple[str, ...] = ()) -> float:
     import lccore
+    from lccore.config import apply_overrides
 
     if kind == "sentiment":
         for name, rows in (("train", train), ("test", test)):
@@ -75,7 +77,7 @@ def run_lccore(args, kind: str, train, test, seed: int, folder: Path) -> float:
         write_conll(folder / "train.txt", train)
         write_conll(folder / "test.txt", test)
         task = {"name": "ner", "train": str(folder / "train.txt"), "test": str(folder / "test.txt")}
-    config = {"model": args.model, "task": task, "train": {"seed": seed, "max_length": args.max_length}}
+    config = apply_overrides({"model": args.model, "task": task, "train": {"seed": seed, "max_length": args.max_length}}, list(overrides))
     run = lccore.train(config, folder / "run", progress=False, overwrite=True)
     after = run.metrics["test"]["after"]
     return after["accuracy"] if kind == "sentiment" else after["f1"]
@@ -202,10 +204,21 @@ def main() -> int:
     parser.add_argument("--rows", default="sentiment-500,ner-300,ner-1000")
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[;KEY=VALUE]",
+                        help="another system: lccore with these --set overrides, e.g. 'constant=optimizer.schedule=constant;optimizer.warmup_ratio=0'")
     parser.add_argument("--model", default=None)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--json", help="also write every score here")
+    parser.add_argument("--table-from", nargs="+", metavar="JSON", help="print the table of earlier runs' --json files (merged; systems of later files win) and exit")
     args = parser.parse_args()
+    if args.table_from:
+        merged: dict[str, dict[str, list[float]]] = {}
+        for path in args.table_from:
+            saved = json.loads(Path(path).read_text())
+            for row, by_system in saved["scores"].items():
+                merged.setdefault(row, {}).update(by_system)
+        print_table(merged, ",".join(map(str, saved["seeds"])), args.max_length)
+        return 0
     args.model = args.model or default_model()
     import transformers
 
@@ -213,7 +226,10 @@ def main() -> int:
     transformers.logging.disable_progress_bar()
     seeds = [int(s) for s in args.seeds.split(",")]
     systems = {"lccore": run_lccore, "naive": run_naive, "trainer": run_trainer}
-    chosen = [s for s in args.systems.split(",") if s]
+    for variant in args.variant:
+        name, _, overrides = variant.partition("=")
+        systems[name] = functools.partial(run_lccore, overrides=tuple(o for o in overrides.split(";") if o))
+    chosen = [s for s in args.systems.split(",") if s] + [v.partition("=")[0] for v in args.variant]
     scores: dict[str, dict[str, list[float]]] = {}
     for row in args.rows.split(","):
         kind, size = row.rsplit("-", 1)
@@ -230,13 +246,18 @@ def main() -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"seeds": seeds, "scores": scores}, indent=2))
 
-    print(f"metric mean (spread over seeds {args.seeds}); {EPOCHS} epochs, max_length {args.max_length}; baseline: {BASELINE}")
+    print_table(scores, args.seeds, args.max_length)
+    return 0
+
+
+def print_table(scores: dict, seeds: str, max_length: int) -> None:
+    chosen = list(dict.fromkeys(name for by_system in scores.values() for name in by_system))
+    print(f"metric mean (spread over seeds {seeds}); {EPOCHS} epochs, max_length {max_length}; baseline: {BASELINE}")
     print(f"{'row':<16}" + "".join(f"{name:>18}" for name in chosen) + (f"{'lccore - naive':>16}" if {"lccore", "naive"} <= set(chosen) else ""))
     for row, by_system in scores.items():
-        cells = "".join(f"{statistics.mean(v):>10.3f} ({max(v) - min(v):.3f})" for v in by_system.values())
+        cells = "".join(f"{statistics.mean(by_system[n]):>10.3f} ({max(by_system[n]) - min(by_system[n]):.3f})" if n in by_system else f"{'-':>18}" for n in chosen)
         delta = f"{statistics.mean(by_system['lccore']) - statistics.mean(by_system['naive']):>+16.3f}" if {"lccore", "naive"} <= set(by_system) else ""
         print(f"{row:<16}{cells}{delta}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -50,8 +50,12 @@ class OptimizerConfig:
         "`config.yaml` keeps `auto`. See docs/fine-tuning.md.", min=0.0,
     ))
     weight_decay: float = attrs.field(default=0.01, metadata=doc("Decoupled weight decay, not applied to biases and norm weights.", min=0.0))
-    schedule: Literal["linear", "cosine", "constant"] = attrs.field(default="linear", metadata=doc("Learning-rate decay after warmup."))
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = attrs.field(default="linear", metadata=doc(
+        "Learning-rate decay after warmup: `linear` or `cosine` to 0 over the run, `constant`, or `wsd` (warmup-stable-decay: "
+        "constant, then linear to 0 over the last `decay_ratio` of the steps)."
+    ))
     warmup_ratio: float = attrs.field(default=0.1, metadata=doc("Fraction of the optimiser steps spent warming up linearly from 0.", min=0.0, max=1.0))
+    decay_ratio: float = attrs.field(default=0.1, metadata=doc("With `schedule: wsd`: the fraction of the optimiser steps, at the end, over which the rate decays to 0.", min=0.0, max=1.0))
     lr_find_steps: int = attrs.field(default=100, metadata=doc(
         "Optimiser steps of the range test that `lr: auto` runs (from 1e-7 to 1, stopping once the loss diverges); at most the "
         "run's own steps.", min=10, max=10_000,

@@ -111,7 +111,6 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
     from torch.utils.data import DataLoader
-    from transformers import get_scheduler
 
     from .batching import LengthGroupedBatchSampler
 
@@ -317,12 +316,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     finish_tracking = tracking.start(accelerator, settings.report_to, tracked_config, output_dir,
                                      resumed_after=checkpoints.step_of(checkpoint) if checkpoint is not None else None)
     optimizer = optimizer_component.factory(finetuning.parameter_groups(model, optimizer_config), optimizer_config)
-    scheduler = get_scheduler(
-        {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[optimizer_config.schedule],
-        optimizer,
-        num_warmup_steps=round(optimizer_config.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    scheduler = lr_schedule(optimizer, optimizer_config.schedule, warmup=round(optimizer_config.warmup_ratio * total_steps), total=total_steps,
+                            decay=round(optimizer_config.decay_ratio * total_steps))
     skeleton, sharded_checkpoints = None, False
     if accelerator.is_fsdp2:  # FSDP2 shards the model in place; whole_model gathers it into a copy of the skeleton
         fsdp2_layers(accelerator.state.fsdp_plugin, model)
@@ -582,6 +577,29 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     accelerator.wait_for_everyone()
     notify("on_train_end", run=state, metrics=metrics)
     return Run(output_dir, config, metrics, main_process)
+
+
+def lr_schedule(optimizer, schedule: str, *, warmup: int, total: int, decay: int = 0):
+    """The learning-rate multiplier per step as a torch ``LambdaLR``: a linear warmup over ``warmup``
+    steps, then ``linear`` decay to 0, ``cosine`` decay to 0, ``constant``, or ``wsd``: constant,
+    then linear to 0 over the last ``decay`` steps. The formulas are transformers' ``get_scheduler``'s
+    (a checkpoint of either resumes under the other); not that function itself, because importing it
+    imports peft: 2-3 s at the start of every process."""
+    import torch
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        if schedule == "wsd":
+            return 1.0 if step < total - decay else max(0.0, (total - step) / max(1, decay))
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 
 def measured_precision(model, head, first_batches, checkpoint: Path | None, accelerator, *, total_batches: int) -> dict:

@@ -121,27 +121,29 @@ def test_a_timed_out_explanation_stops_and_frees_the_model_thread(predictor, exp
     # shap compiles its numba kernels on first use, seconds in which no deadline check can run:
     # warm it up first, so the test measures the stopping, not the compiling
     predictor.explain(["a great film"], explainer, **{**options, **({"max_evals": 10} if explainer == "shap" else {"n_steps": 2})})
-    app = create_app({"tiny": predictor}, limits=ServeLimits(timeout_s=1.0))
-    with slow_forward(predictor.model, 0.02) as calls, client_for(app) as client:  # all the evaluations: 20 s or more
+    # 3 s, not 1: on a loaded 2-core CI machine the quick request below, which has the same limit,
+    # can need more than a second even when the model thread is free
+    app = create_app({"tiny": predictor}, limits=ServeLimits(timeout_s=3.0))
+    with slow_forward(predictor.model, 0.05) as calls, client_for(app) as client:  # all the evaluations: 50 s or more
         slow = client.post("/v1/explain", json={"inputs": [LONG_TEXT], "explainer": explainer, "options": options})
-        assert slow.status_code == 504 and "1 s" in slow.json()["detail"]
+        assert slow.status_code == 504 and "3 s" in slow.json()["detail"]
         # The same run's single model thread takes the next request at once: the explanation stopped.
         quick = client.post("/v1/predict", json={"inputs": ["a great film"]})
         assert quick.status_code == 200, quick.text
-        assert calls[0] < 200, calls[0]  # far fewer evaluations than asked for
+        assert calls[0] < 150, calls[0]  # far fewer evaluations than the 1,000 or more asked for
         assert client.get("/healthz").status_code == 200
 
 
 def test_a_timed_out_generation_stops_and_frees_the_model_thread(chat, monkeypatch):
     monkeypatch.setattr(chat.model.generation_config, "eos_token_id", None)  # nothing ends it early: max_new_tokens
     monkeypatch.setattr(chat.task, "end_token_ids", lambda tokenizer: [])  # (nor the template's end of turn)
-    app = create_app({"chat": chat}, limits=ServeLimits(timeout_s=1.0))
+    app = create_app({"chat": chat}, limits=ServeLimits(timeout_s=3.0))  # 3 s: room for the quick one on a loaded machine
     with slow_forward(chat.model, 0.05) as calls, client_for(app) as client:  # 200 tokens: 10 s or more
         slow = client.post("/v1/generate", json={"prompt": "hello", "options": {"max_new_tokens": 200}})
         assert slow.status_code == 504
         quick = client.post("/v1/generate", json={"prompt": "hello", "options": {"max_new_tokens": 2}})
         assert quick.status_code == 200, quick.text
-        assert calls[0] < 100, calls[0]
+        assert calls[0] < 100, calls[0]  # far fewer than the 200 asked for
 
 
 def test_a_timed_out_sparql_query_is_stopped_and_frees_its_thread(kg_store):

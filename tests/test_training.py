@@ -258,3 +258,36 @@ def test_the_run_records_and_the_summary_says_when_the_model_looks_under_trained
     text = summary(run)
     assert "warning: the model looks under-trained: the training loss was still falling" in text and "train.epochs: 10" in text
     assert trained_run.metrics["under_trained"] is None and "under-trained" not in summary(trained_run)
+
+
+@pytest.mark.parametrize("schedule, theirs", [("linear", "linear"), ("cosine", "cosine"), ("constant", "constant_with_warmup")])
+def test_the_learning_rate_schedules_are_transformers_own_step_for_step(schedule, theirs):
+    # lccore builds its schedules on torch (transformers' get_scheduler imports peft: seconds a process);
+    # the rates must stay transformers', so a checkpoint written under either resumes under the other
+    import torch
+    from transformers import get_scheduler
+
+    from lccore.training import lr_schedule
+
+    ours_optimizer, their_optimizer = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1) for _ in range(2))
+    ours = lr_schedule(ours_optimizer, schedule, warmup=7, total=50)
+    their = get_scheduler(theirs, their_optimizer, num_warmup_steps=7, num_training_steps=50)
+    for _ in range(55):
+        assert ours.get_last_lr()[0] == pytest.approx(their.get_last_lr()[0], abs=1e-12)
+        ours_optimizer.step(), their_optimizer.step(), ours.step(), their.step()
+    their.load_state_dict(ours.state_dict())  # the saved state is the same shape
+
+
+def test_warmup_stable_decay_holds_the_rate_then_decays_to_zero_over_the_last_steps():
+    import torch
+
+    from lccore.training import lr_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = lr_schedule(optimizer, "wsd", warmup=2, total=20, decay=5)
+    rates = []
+    for _ in range(20):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step(), schedule.step()
+    assert rates[:3] == [0.0, 0.5, 1.0] and set(rates[2:15]) == {1.0}  # warmup, then the peak held
+    assert rates[15:] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])  # the last 5 steps decay linearly towards 0

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import types
+from unittest import mock
 from pathlib import Path
 
 from _common import conll2003_dir, default_model, load_reviews
@@ -77,8 +78,14 @@ def run_lccore(args, kind: str, train, test, seed: int, folder: Path, overrides:
         write_conll(folder / "train.txt", train)
         write_conll(folder / "test.txt", test)
         task = {"name": "ner", "train": str(folder / "train.txt"), "test": str(folder / "test.txt")}
-    config = apply_overrides({"model": args.model, "task": task, "train": {"seed": seed, "max_length": args.max_length}}, list(overrides))
-    run = lccore.train(config, folder / "run", progress=False, overwrite=True)
+    # `pool_batches=N`, not a config key: length grouping within pools of N batches instead of 50 (lccore.batching)
+    pool = next((int(o.partition("=")[2]) for o in overrides if o.startswith("pool_batches=")), None)
+    config = apply_overrides({"model": args.model, "task": task, "train": {"seed": seed, "max_length": args.max_length}},
+                             [o for o in overrides if not o.startswith("pool_batches=")])
+    from lccore import batching
+
+    with mock.patch.object(batching.LengthGroupedBatchSampler.__init__, "__kwdefaults__", {"group_by_length": True, "pool_batches": pool}) if pool else contextlib.nullcontext():
+        run = lccore.train(config, folder / "run", progress=False, overwrite=True)
     after = run.metrics["test"]["after"]
     return after["accuracy"] if kind == "sentiment" else after["f1"]
 

@@ -183,9 +183,10 @@ def run_lccore(args, seed: int, train_file: Path, test_file: Path, test, run_dir
     }
 
 
-def run_hand(args, seed: int, train, test, *, schedule: str = "linear", warmup_ratio: float = 0.1, clip: float | None = 1.0) -> dict:
-    """The hand-written loop, after transformers' examples/pytorch/token-classification/run_ner_no_trainer.py
-    (benchmarks/defaults.py runs it naive: ``schedule="constant", warmup_ratio=0, clip=None``)."""
+def run_hand(args, seed: int, train, test, *, schedule: str = "warmup_stable_decay", warmup_ratio: float = 0.0, clip: float | None = 1.0) -> dict:
+    """The hand-written loop, after transformers' examples/pytorch/token-classification/run_ner_no_trainer.py,
+    with lccore's default schedule (transformers' warmup-stable-decay, linear over the last 10%)
+    unless told otherwise (benchmarks/defaults.py runs it naive: ``schedule="constant", warmup_ratio=0, clip=None``)."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, get_scheduler, set_seed
@@ -244,7 +245,8 @@ def run_hand(args, seed: int, train, test, *, schedule: str = "linear", warmup_r
         (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     total_steps = len(loader) * args.epochs
-    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=round(warmup_ratio * total_steps), num_training_steps=total_steps)
+    wsd = {"num_decay_steps": round(0.1 * total_steps), "decay_type": "linear"} if schedule == "warmup_stable_decay" else None
+    scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=round(warmup_ratio * total_steps), num_training_steps=total_steps, scheduler_specific_kwargs=wsd)
 
     model.train()
     loop_start = time.perf_counter()

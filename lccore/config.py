@@ -50,11 +50,15 @@ class OptimizerConfig:
         "`config.yaml` keeps `auto`. See docs/fine-tuning.md.", min=0.0,
     ))
     weight_decay: float = attrs.field(default=0.01, metadata=doc("Decoupled weight decay, not applied to biases and norm weights.", min=0.0))
-    schedule: Literal["linear", "cosine", "constant", "wsd"] = attrs.field(default="linear", metadata=doc(
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = attrs.field(default="wsd", metadata=doc(
         "Learning-rate decay after warmup: `linear` or `cosine` to 0 over the run, `constant`, or `wsd` (warmup-stable-decay: "
         "constant, then linear to 0 over the last `decay_ratio` of the steps)."
     ))
-    warmup_ratio: float = attrs.field(default=0.1, metadata=doc("Fraction of the optimiser steps spent warming up linearly from 0.", min=0.0, max=1.0))
+    warmup_ratio: Optional[float] = attrs.field(default=None, metadata=doc(
+        "Fraction of the optimiser steps spent warming up linearly from 0. Null: 0 for a pretrained model (measured: warmup "
+        "only cost it accuracy, benchmarks/defaults.py), 0.1 for one built from scratch (`model: {architecture: ...}`), whose "
+        "first steps are unstable without it; the run's config.yaml records the value used.", min=0.0, max=1.0,
+    ))
     decay_ratio: float = attrs.field(default=0.1, metadata=doc("With `schedule: wsd`: the fraction of the optimiser steps, at the end, over which the rate decays to 0.", min=0.0, max=1.0))
     lr_find_steps: int = attrs.field(default=100, metadata=doc(
         "Optimiser steps of the range test that `lr: auto` runs (from 1e-7 to 1, stopping once the loss diverges); at most the "
@@ -384,6 +388,8 @@ def resolve(config: RunConfig, engine: Engine, *, recorded: dict | None = None):
         parsed = engine.parse_options(optimizer, config.optimizer.options, key="optimizer")
         if parsed is not None:
             config.optimizer.options = unstructure(parsed)
+        if config.optimizer.warmup_ratio is None:
+            config.optimizer.warmup_ratio = 0.1 if isinstance(config.model, ScratchModelConfig) else 0.0
 
     stopping = config.train.early_stopping
     if stopping.metric is None:

@@ -34,7 +34,7 @@ def under_training(metrics: dict, *, epochs: int, max_steps: int | None, schedul
         return None
     longer = f"train.max_steps: {max_steps * 2}" if max_steps else f"train.epochs: {epochs * 2}"
     advice = [f"training longer ({longer}, with a dev file and train.early_stopping.patience to stop when it stops improving)"]
-    if schedule != "constant":
-        advice.append("a schedule that does not decay to zero on a short run (optimizer.schedule: constant)")
+    if schedule in ("linear", "cosine"):
+        advice.append("a schedule that holds the rate for most of a short run (optimizer.schedule: wsd, lccore's default)")
     advice.append("a higher learning rate (optimizer.lr: auto finds one)")
     return {"reasons": reasons, "advice": "try " + "; or ".join(advice)}

@@ -14,7 +14,7 @@ from lccore.config import resolve
 def test_model_and_task_are_enough_and_defaults_are_filled_in():
     config = load_config({"model": "some/model", "task": "text_classification"})
     assert config.task.name == "text_classification"
-    assert (config.optimizer.name, config.optimizer.schedule, config.train.epochs) == ("adamw", "linear", 3)
+    assert (config.optimizer.name, config.optimizer.schedule, config.train.epochs) == ("adamw", "wsd", 3)
     config, task, head = resolve(config, lccore.Engine())
     resolved = config.to_dict()
     assert resolved["head"]["name"] == "sequence_classifier"

@@ -12,7 +12,7 @@ import pytest
 
 import lccore
 from conftest import NEGATIVE, POSITIVE, write_jsonl
-from conftest import ner_sentences, write_conll
+from conftest import FROM_SCRATCH_SCHEDULE, ner_sentences, write_conll
 
 EXPLAINERS = ["shap", "integrated_gradients", "attention", "random"]
 SENTIMENT = set(POSITIVE + NEGATIVE)
@@ -24,7 +24,7 @@ def ner_predictor(tiny_model, tmp_path_factory):
     config = {
         "model": tiny_model,
         "task": {"name": "ner", "train": str(write_conll(folder / "train.conll", ner_sentences(150, 1)))},
-        "optimizer": {"lr": 3e-3},
+        "optimizer": {"lr": 3e-3, **FROM_SCRATCH_SCHEDULE},
         "train": {"epochs": 8, "batch_size": 16, "max_length": 32, "seed": 3},
     }
     return lccore.train(config, folder / "run", progress=False).load()
@@ -341,7 +341,7 @@ def pair_run(tiny_model, tmp_path_factory):
         "model": tiny_model,
         "task": {"name": "text_classification", "train": str(write_jsonl(folder / "train.jsonl", pair_rows(200, 0))),
                  "text_field": "headline", "text_pair_field": "body"},
-        "optimizer": {"lr": 3e-3},
+        "optimizer": {"lr": 3e-3, **FROM_SCRATCH_SCHEDULE},
         "train": {"epochs": 4, "batch_size": 16, "max_length": 32, "seed": 1},
     }
     return lccore.train(config, folder / "run", progress=False)

@@ -40,7 +40,7 @@ from unittest import mock
 from pathlib import Path
 
 from _common import conll2003_dir, default_model, load_reviews
-from ner_parity import read_conll, run_hand, seqeval_scores, write_conll
+from ner_parity import encode_tagged, predict_tags, read_conll, run_hand, seqeval_scores, write_conll
 
 BASELINE = "naive"
 SYSTEMS = ("lccore", "naive", "trainer")
@@ -166,40 +166,14 @@ def tagger(args, train, test, seed: int):
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForTokenClassification.from_pretrained(args.model, num_labels=len(labels))
 
-    def encode(sentences):
-        encoded = tokenizer([tokens for tokens, _ in sentences], is_split_into_words=True, truncation=True, max_length=args.max_length)
-        features, word_ids = [], []
-        for row, (_, tags) in enumerate(sentences):
-            ids, previous, aligned = encoded.word_ids(row), None, []
-            for word in ids:
-                aligned.append(-100 if word is None or word == previous else labels.index(tags[word]) if tags[word] in labels else 0)
-                previous = word
-            features.append({**{k: v[row] for k, v in encoded.items()}, "labels": aligned})
-            word_ids.append(ids)
-        return features, word_ids
-
-    features, _ = encode(train)
-    test_features, test_word_ids = encode(test)
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    features, _ = encode_tagged(tokenizer, train, label_to_id, args.max_length)
+    test_features, test_word_ids = encode_tagged(tokenizer, test, label_to_id, args.max_length)
     return model, DataCollatorForTokenClassification(tokenizer), features, test_features, test_word_ids, labels
 
 
 def tag_f1(model, collator, test_features, test_word_ids, test, labels) -> float:
-    import torch
-
-    model.eval()
-    predicted = []
-    with torch.inference_mode():
-        for start in range(0, len(test_features), 64):
-            batch = collator(test_features[start : start + 64])
-            batch.pop("labels")
-            best = model(**batch).logits.argmax(-1)
-            for row, ids in enumerate(test_word_ids[start : start + 64]):
-                tags, seen = ["O"] * len(test[start + row][0]), set()
-                for position, word in enumerate(ids):
-                    if word is not None and word not in seen:
-                        seen.add(word)
-                        tags[word] = labels[int(best[row, position])]
-                predicted.append(tags)
+    predicted = predict_tags(model, collator, test_features, test_word_ids, test, labels, 64)
     return seqeval_scores([tags for _, tags in test], predicted)["f1"]
 
 

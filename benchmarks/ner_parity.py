@@ -183,6 +183,43 @@ def run_lccore(args, seed: int, train_file: Path, test_file: Path, test, run_dir
     }
 
 
+def encode_tagged(tokenizer, sentences, label_to_id: dict, max_length: int):
+    """Features for a token classifier (each word's first sub-token labelled, the rest -100; a tag
+    unseen in training counts as O) and each sentence's word ids."""
+    encoded = tokenizer([tokens for tokens, _ in sentences], is_split_into_words=True, truncation=True, max_length=max_length)
+    features, word_ids = [], []
+    for row, (_, tags) in enumerate(sentences):
+        ids = encoded.word_ids(row)
+        aligned, previous = [], None
+        for word in ids:
+            aligned.append(-100 if word is None or word == previous else label_to_id.get(tags[word], 0))
+            previous = word
+        features.append({**{key: values[row] for key, values in encoded.items()}, "labels": aligned})
+        word_ids.append(ids)
+    return features, word_ids
+
+
+def predict_tags(model, collator, features, word_ids, sentences, labels, batch_size: int) -> list[list[str]]:
+    """Each sentence's tags from its first sub-tokens' best labels; words cut off by max_length stay O."""
+    import torch
+
+    model.eval()
+    predicted = []
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            batch = collator(features[start : start + batch_size])
+            batch.pop("labels")
+            best = model(**batch).logits.argmax(dim=-1)
+            for row, ids in enumerate(word_ids[start : start + batch_size]):
+                tags, seen = ["O"] * len(sentences[start + row][0]), set()
+                for position, word in enumerate(ids):
+                    if word is not None and word not in seen:
+                        seen.add(word)
+                        tags[word] = labels[int(best[row, position])]
+                predicted.append(tags)
+    return predicted
+
+
 def run_hand(args, seed: int, train, test, *, schedule: str = "warmup_stable_decay", warmup_ratio: float = 0.0, clip: float | None = 1.0) -> dict:
     """The hand-written loop, after transformers' examples/pytorch/token-classification/run_ner_no_trainer.py,
     with lccore's default schedule (transformers' warmup-stable-decay, linear over the last 10%)
@@ -201,38 +238,12 @@ def run_hand(args, seed: int, train, test, *, schedule: str = "warmup_stable_dec
         args.model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label_to_id
     )
 
-    def encode(sentences):
-        encoded = tokenizer([tokens for tokens, _ in sentences], is_split_into_words=True, truncation=True, max_length=args.max_length)
-        features, word_ids = [], []
-        for row, (_, tags) in enumerate(sentences):
-            ids = encoded.word_ids(row)
-            aligned, previous = [], None
-            for word in ids:
-                aligned.append(-100 if word is None or word == previous else label_to_id[tags[word]])
-                previous = word
-            features.append({**{key: values[row] for key, values in encoded.items()}, "labels": aligned})
-            word_ids.append(ids)
-        return features, word_ids
-
-    train_features, _ = encode(train)
-    test_features, test_word_ids = encode(test)
+    train_features, _ = encode_tagged(tokenizer, train, label_to_id, args.max_length)
+    test_features, test_word_ids = encode_tagged(tokenizer, test, label_to_id, args.max_length)
     collator = DataCollatorForTokenClassification(tokenizer)
 
     def predict() -> list[list[str]]:
-        model.eval()
-        predicted = []
-        with torch.inference_mode():
-            for start in range(0, len(test_features), args.eval_batch_size):
-                batch = collator(test_features[start : start + args.eval_batch_size])
-                batch.pop("labels")
-                best = model(**batch).logits.argmax(dim=-1)
-                for row, ids in enumerate(test_word_ids[start : start + args.eval_batch_size]):
-                    tags, seen = ["O"] * len(test[start + row][0]), set()  # words cut off by max_length stay O
-                    for position, word in enumerate(ids):
-                        if word is not None and word not in seen:
-                            seen.add(word)
-                            tags[word] = labels[int(best[row, position])]
-                    predicted.append(tags)
+        predicted = predict_tags(model, collator, test_features, test_word_ids, test, labels, args.eval_batch_size)
         model.train()
         return predicted
 

@@ -108,21 +108,13 @@ def test_streaming_without_a_step_budget_is_one_line(tmp_path, capsys):
 
 def test_two_processes_stream_the_same_batches_as_one(tiny_config, tmp_path):
     """Under torchrun every process reads the stream and trains on its half of each batch."""
-    import subprocess
-    import sys
-
-    import yaml
-    from test_resume import without_dropout
+    from test_resume import train_on_two_processes, without_dropout
 
     config = json.loads(json.dumps(tiny_config))
     config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
     config["train"].update(max_steps=13)  # 160 examples at batch 16: 10 batches a pass, so two passes
     config["data"] = {"streaming": True, "shuffle_buffer": 32}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
-    result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_two_processes(config, tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     single = lccore.train(config, tmp_path / "one", progress=False)
     assert len(two["train"]) == len(single.metrics["train"]) == 13

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
-import yaml
 from test_data_cache import stop_at_step
-from test_resume import assert_same_weights, without_dropout
+from test_resume import assert_same_weights, train_on_two_processes, without_dropout
 
 import lccore
 from lccore import checkpoints, lr_find
@@ -143,11 +140,7 @@ def test_two_processes_pick_the_rate_one_process_picks(tiny_config, tmp_path):
     """The main process runs the test on whole global batches and sends the pick to the others."""
     config = auto_config(tiny_config, epochs=1)
     config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
-    result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_two_processes(config, tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     one = lccore.train(config, tmp_path / "one", progress=False)
     assert two["lr_find"]["lr"] == one.metrics["lr_find"]["lr"]

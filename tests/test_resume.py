@@ -155,11 +155,7 @@ def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_p
     config["model"] = without_dropout(tiny_config["model"], tmp_path / "model")
     # An odd number of test examples: sharding over two processes must not pad or drop any.
     config["task"]["test"] = str(write_jsonl(tmp_path / "test.jsonl", sentiment_rows(37, seed=5)))
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]  # = torchrun, as docs/ say
-    result = subprocess.run([*launcher, "train", str(path), "--output", str(tmp_path / "two"), "-q"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_on_two_processes(config, tmp_path / "two")
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
     # only the main process logs: one event file, one value per optimiser step
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -181,6 +177,17 @@ def test_two_processes_match_one_and_count_every_example_once(tiny_config, tmp_p
     again = lccore.load(tmp_path / "two").evaluate(config["task"]["test"])
     assert again["loss"] == pytest.approx(two["test"]["after"]["loss"], rel=1e-5)
     assert again["accuracy"] == two["test"]["after"]["accuracy"]
+
+
+def train_on_two_processes(config: dict, output: Path) -> subprocess.CompletedProcess:
+    """`lccore train` of ``config`` under torchrun with 2 processes (= `torchrun`, as docs/ say), into
+    ``output``; the config is written beside it. Fails the test when the run fails."""
+    path = output.with_name(output.name + "-config.yaml")
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lccore"]
+    result = subprocess.run([*launcher, "train", str(path), "--output", str(output), "-q"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def without_dropout(model: str, copy: Path) -> str:

@@ -7,7 +7,7 @@ is trained once by `lccore.train` on 2,000 generated sentences. Then, for each i
 sentences of 4 to 20 words, one JSON string per line), each in a fresh child process that loads
 the run first (not timed):
 
-- **streamed**: `lccore.predictor.predict_file` — what `lccore predict --input IN --output OUT`
+- **streamed**: `lccore_predict.files.predict_file` — what `lccore predict --input IN --output OUT`
   runs: 4,096 rows at a time, length-sorted within, each window written and flushed;
 - **in memory** (baseline, on each size up to `--in-memory-max`, 100,000 rows): what `lccore
   predict` did before issue 17: read and parse every row, `predict_parsed` on the whole list,
@@ -67,7 +67,8 @@ def train_run(folder: Path) -> Path:
 def child(system: str, run: str, inputs: str, output: str) -> None:
     """In a fresh process: load the run, then time the prediction of ``inputs`` into ``output``."""
     import lccore
-    from lccore.predictor import predict_file, read_prediction_inputs
+    from lccore.predictor import read_prediction_inputs
+    from lccore_predict.files import predict_file
 
     predictor = lccore.load(run)
     start = time.perf_counter()
@@ -127,7 +128,7 @@ def kill_and_resume(run: Path, inputs: Path, folder: Path, seed: int) -> dict:
     process.wait()
     rows_at_kill = sum(1 for _ in out.open("rb")) if out.exists() else 0
     # on a small input the kill can fall before the first window or after the last: no state to resume, run again as a user would
-    from lccore.predictor import PREDICT_STATE_SUFFIX
+    from lccore_predict.files import PREDICT_STATE_SUFFIX
 
     started = out.with_name(out.name + PREDICT_STATE_SUFFIX).exists()
     subprocess.run([*command, "--output", str(out), *(["--resume"] if started else [])], check=True)

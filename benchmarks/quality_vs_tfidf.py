@@ -64,7 +64,7 @@ def main() -> None:
     results[f"TF-IDF + logistic regression (C={best.C})"] = scores(gold, best.predict(vectorizer.transform([r["text"] for r in test])))
 
     import lccore
-    from lccore.cli import quickstart_model
+    from lccore_text_classification.quickstart import quickstart_model
 
     config = {
         "model": args.model or quickstart_model(),

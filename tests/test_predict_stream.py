@@ -9,7 +9,8 @@ from conftest import sentiment_rows
 
 import lccore
 from lccore.cli import main as cli
-from lccore.predictor import PREDICT_STATE_SUFFIX, Predictor, predict_file
+from lccore.predictor import Predictor
+from lccore_predict.files import PREDICT_STATE_SUFFIX, predict_file
 
 
 def write_inputs(path, count: int, seed: int = 11):

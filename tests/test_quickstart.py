@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 
-from lccore.cli import main, quickstart_model
+from lccore.cli import main
+from lccore_text_classification.quickstart import quickstart_model
 
 
 def test_quickstart_fine_tunes_evaluates_and_predicts(tmp_path, capsys, monkeypatch):

@@ -77,3 +77,10 @@ def register_heads(register):
         return MeanPooledClassifierHead()
 
     register("mean_pooled_classifier", make_mean_pooled, description="Linear layer over the mean of the token states (for encoders pretrained by masked LM alone); loss by task.label_type.")
+
+
+@lccore.hookimpl
+def register_commands(commands):
+    from .quickstart import add_commands
+
+    add_commands(commands)

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 from lccore import LccoreError, TimeLimitError
 
-from .routes import _event
+from .streaming import STREAM_HEADERS, _event, _failure, _prompt_error, open_stream
 
 #: Most choices (``n``) one request may ask for.
 MAX_CHOICES = 8
@@ -38,7 +38,6 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
     from pydantic import BaseModel, ConfigDict, Field
 
     from .continuous import applies
-    from .routes import STREAM_HEADERS, _failure, _prompt_error, open_stream
 
     class Sampling(BaseModel):
         model_config = ConfigDict(extra="allow")  # fields lccore does not read are tolerated

@@ -297,3 +297,26 @@ def test_default_training_is_lcwa_with_reciprocal_relations_on_a_small_graph(tra
     chosen = links.resolve_options(links.TrainingOptions(), big)
     assert (chosen.training, chosen.reciprocal, chosen.negatives_used) == ("slcwa", False, links.DEFAULT_NEGATIVES)
     assert links.resolve_options(links.TrainingOptions(training="slcwa", reciprocal=True), triples).reciprocal is True
+
+
+def test_predictions_keep_to_the_types_the_relation_has(tmp_path, capsys):
+    """A birthplace is a place: candidates whose rdf:type the relation's stated ends never have are
+    left out (and said so), unless --any-type; an untyped graph is not filtered."""
+    from lccore_kg import open_store
+
+    born_in, person, city = URIRef(EX + "bornIn"), URIRef(EX + "Person"), URIRef(EX + "City")
+    store = open_store(str(tmp_path / "kg"))
+    for i in range(8):
+        store.add([(URIRef(f"{EX}p{i}"), born_in, URIRef(f"{EX}city{i % 3}")), (URIRef(f"{EX}p{i}"), RDF.type, person)])
+    store.add([(URIRef(f"{EX}city{i}"), RDF.type, city) for i in range(3)])
+    store.close()
+    assert main(["kg", "embed", str(tmp_path / "kg"), "--out", str(tmp_path / "emb"), *TRAINING]) == 0
+    capsys.readouterr()
+    ask = ("kg", "predict", tmp_path / "kg", "--embeddings", tmp_path / "emb", "--head", EX + "p0", "--relation", "bornIn", "--top", "20", "--json")
+    status, out, err = cli(capsys, *ask)
+    tails = [json.loads(line)["tail"] for line in out.splitlines()]
+    assert status == 0 and tails and all("/city" in tail for tail in tails)  # no person as a birthplace
+    assert "left out 7 higher-ranked entities of another type" in err and "--any-type" in err
+    status, out, err = cli(capsys, *ask, "--any-type")
+    tails = [json.loads(line)["tail"] for line in out.splitlines()]
+    assert status == 0 and sum("/p" in tail for tail in tails) == 7 and not err

@@ -4,6 +4,7 @@ the work is in :mod:`lccore_kg_reasoning.links`."""
 from __future__ import annotations
 
 import json
+import sys
 
 import lccore
 
@@ -46,6 +47,8 @@ def add_link_commands(commands) -> None:
     ends.add_argument("--tail", metavar="IRI_OR_LABEL", help="the known tail: rank heads")
     predict.add_argument("--top", type=bounded(int, 1, links.MAX_TOP), default=10, help=f"how many to list (1 to {links.MAX_TOP:,}, default 10)")
     predict.add_argument("--include-known", action="store_true", help="also list the ends the graph already states (marked 'stated')")
+    predict.add_argument("--any-type", action="store_true",
+                         help="also list entities whose rdf:type the relation's stated ends never have (left out by default: no person as a birthplace)")
     predict.add_argument("--accept", type=bounded(float, 0, 1), metavar="PROBABILITY",
                          help="write the listed predictions with at least this probability to STORE as inferred links (lc:InferredLink statements, not facts)")
     predict.add_argument("--json", action="store_true", help="one JSON object per prediction")
@@ -99,7 +102,9 @@ def run_predict(args) -> int:
     embeddings = links.load(args.embeddings)
     store = open_store(args.store, write=args.accept is not None)
     try:
-        predictions = links.predict(embeddings, store, relation=args.relation, head=args.head, tail=args.tail, top=args.top, include_known=args.include_known)
+        checked: dict = {}
+        predictions = links.predict(embeddings, store, relation=args.relation, head=args.head, tail=args.tail, top=args.top,
+                                    include_known=args.include_known, any_type=args.any_type, report=checked)
         accepted = None
         if args.accept is not None:
             accepted = links.accept_links(store, predictions, threshold=args.accept, embeddings_dir=args.embeddings, model=embeddings.info["model"])
@@ -116,6 +121,10 @@ def run_predict(args) -> int:
             label = f"  ({row['label']})" if row["label"] else ""
             stated = "  stated" if row["stated"] else ""
             print(f"{rank:>3}  p={row['probability']:.4f}  score={row['score']:.4f}  {short(URIRef(row[missing]))}{label}{stated}")
+    if checked.get("left_out"):
+        types = ", ".join(short(URIRef(t)) for t in checked["expected_types"])
+        print(f"left out {checked['left_out']} higher-ranked entities of another type than the {missing}s the graph states for this relation ({types}); "
+              "--any-type lists them", file=sys.stderr)
     if accepted is not None:
         print(f"{args.store}: {accepted} inferred links written (probability >= {args.accept:g}; lc:InferredLink statements, not facts)")
     return 0

@@ -437,11 +437,16 @@ def resolve(text: str, known: dict[str, int], store, what: str) -> str:
     raise lccore.DataError(f"--{what}: '{text}' is no {kind} the embeddings were trained on (an IRI, label or IRI's last segment; retrain with lccore kg embed after adding it)")
 
 
-def predict(embeddings: Embeddings, store, *, relation: str, head: str | None = None, tail: str | None = None, top: int = 10, include_known: bool = False) -> list[dict]:
+def predict(embeddings: Embeddings, store, *, relation: str, head: str | None = None, tail: str | None = None, top: int = 10,
+            include_known: bool = False, any_type: bool = False, report: dict | None = None) -> list[dict]:
     """The ``top`` best entities for the missing end, best first: ``{"iri", "label", "score",
     "probability", "stated"}``. ``score`` is the model's own (TransE: a negated distance);
     ``probability`` is its softmax over every entity, comparable across models. Ends the graph
-    already states are left out unless ``include_known``."""
+    already states are left out unless ``include_known``; so are entities whose ``rdf:type`` the
+    relation's stated ends never have (a person as a birthplace) unless ``any_type``: an untyped
+    entity, or a relation whose ends are untyped, is not filtered. ``report`` (a dict) receives
+    ``expected_types`` and ``left_out`` (the candidates ranked above the last one listed that the
+    type check dropped)."""
     if (head is None) == (tail is None):
         raise lccore.ConfigError("kg predict: give --head or --tail (the end that is known), not both")
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOP:
@@ -454,6 +459,8 @@ def predict(embeddings: Embeddings, store, *, relation: str, head: str | None = 
         tail = resolve(tail, embeddings.entity_to_id, store, "tail")
         rows = store.query(f"SELECT ?x WHERE {{ ?x <{relation}> <{tail}> }}")["rows"]
     stated = {str(row["x"]) for row in rows}
+    expected, types_of = (set(), {}) if any_type else end_types(store, relation, "tail" if head is not None else "head")
+    left_out = 0
     scores = embeddings.scores(relation=relation, head=head, tail=tail)
     probabilities = scores.softmax(0)
     names = embeddings.id_to_entity
@@ -464,13 +471,35 @@ def predict(embeddings: Embeddings, store, *, relation: str, head: str | None = 
             continue
         if iri == (head or tail):
             continue  # a link from an entity to itself is never what was asked
+        if expected and types_of.get(iri) and not types_of[iri] & expected:
+            left_out += 1
+            continue
         out.append({"iri": iri, "score": float(scores[index]), "probability": float(probabilities[index]), "stated": iri in stated})
         if len(out) == top:
             break
+    if report is not None:
+        report.update(expected_types=sorted(expected), left_out=left_out)
     labels = _labels(store, [row["iri"] for row in out])
     for row in out:
         row["label"] = labels.get(row["iri"])
     return [{"head": head or row["iri"], "relation": relation, "tail": tail or row["iri"], **row} for row in out]
+
+
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+
+
+def end_types(store, relation: str, end: str) -> tuple[set[str], dict[str, set[str]]]:
+    """The types the ``end`` (``"head"`` or ``"tail"``) of ``relation``'s stated links have (empty
+    when any of those ends is untyped: the graph then says nothing about the relation's range),
+    and every typed entity's types."""
+    pattern = f"?x <{relation}> ?o" if end == "head" else f"?s <{relation}> ?x"
+    rows = store.query(f"SELECT ?x ?t WHERE {{ {pattern} . OPTIONAL {{ ?x <{RDF_TYPE}> ?t }} }}")["rows"]
+    if not rows or any(row.get("t") is None for row in rows):
+        return set(), {}
+    types_of: dict[str, set[str]] = {}
+    for row in store.query(f"SELECT ?e ?t WHERE {{ ?e <{RDF_TYPE}> ?t }}")["rows"]:
+        types_of.setdefault(str(row["e"]), set()).add(str(row["t"]))
+    return {str(row["t"]) for row in rows}, types_of
 
 
 def _labels(store, iris: list[str]) -> dict[str, str]:

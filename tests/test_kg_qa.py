@@ -184,6 +184,8 @@ def test_kg_ask_evaluate_reports_accuracy_wrong_answers_and_abstentions(store_di
         (("{empty}", "Where does Maria live?"), "the graph is empty"),
         (("{store}", "Where?", "--min-confidence", "2"), "--min-confidence: must be at most 1"),
         (("{store}", "Where does Maria live?", "--encoder", "{missing}"), "encoder: expected a run directory or a model folder"),
+        (("{store}", "  "), "question: expected a string of 1 to 4,096 characters, got an empty question"),
+        (("{store}", "--evaluate", "{long}"), "long.jsonl:1: \"question\": at most 4,096 characters, got 10,000"),
     ],
 )
 def test_kg_ask_bad_input_is_one_line(store_dir, tmp_path, capsys, args, expected):
@@ -193,7 +195,9 @@ def test_kg_ask_bad_input_is_one_line(store_dir, tmp_path, capsys, args, expecte
     bad.write_text('{"question": "Where?"}\n', encoding="utf-8")
     empty = tmp_path / "empty"
     open_store(str(empty)).close()
-    paths = {"store": store_dir, "bad": bad, "missing": tmp_path / "missing.jsonl", "empty": empty}
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"question": "who " * 2500, "answer": None}) + "\n", encoding="utf-8")
+    paths = {"store": store_dir, "bad": bad, "missing": tmp_path / "missing.jsonl", "empty": empty, "long": long}
     status, out, err = cli(capsys, *(a.format(**paths) for a in args))
     assert status == 2 and out == "" and expected in err and "Traceback" not in err
     lines = err.strip().splitlines()

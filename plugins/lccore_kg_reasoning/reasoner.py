@@ -121,9 +121,9 @@ class KGQuestionAnswering:
 
         if graph is None:
             raise lccore.ConfigError("kg_qa: needs a knowledge graph (graph=...)")
-        if not isinstance(query, str) or len(query) > MAX_QUESTION_CHARS:
-            got = f"{len(query):,} characters" if isinstance(query, str) else type(query).__name__
-            raise lccore.ConfigError(f"kg_qa: question: expected a string of at most {MAX_QUESTION_CHARS:,} characters, got {got}")
+        if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUESTION_CHARS:
+            got = (f"{len(query):,} characters" if query.strip() else "an empty question") if isinstance(query, str) else type(query).__name__
+            raise lccore.ConfigError(f"kg_qa: question: expected a string of 1 to {MAX_QUESTION_CHARS:,} characters, got {got}")
         entities = self.find_entities(query, graph, predictor)
         if self.options.generator:
             return self.generate(query, entities, self.retrieve(entities, graph), graph)
@@ -655,6 +655,8 @@ def read_questions(path: str) -> list[dict]:
         where = f"{path}:{number}"
         if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
             raise lccore.DataError(f"{where}: expected {{\"question\": TEXT, \"answer\": TEXT or null}} or {{\"question\", \"answers\": [TEXT, ...]}}, got {str(row)[:80]!r}")
+        if len(row["question"]) > MAX_QUESTION_CHARS:
+            raise lccore.DataError(f"{where}: \"question\": at most {MAX_QUESTION_CHARS:,} characters, got {len(row['question']):,}")
         if ("answer" in row) == ("answers" in row):
             raise lccore.DataError(f"{where}: expected exactly one of \"answer\" (a string or null) and \"answers\" (a list of strings or null)")
         gold = row.get("answer", row.get("answers"))

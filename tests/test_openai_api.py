@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -231,14 +232,30 @@ def test_a_blocked_sentence_ends_the_choice_with_content_filter(chat):
 # --- continuous batching ----------------------------------------------------------------------------
 
 
-def test_concurrent_chats_join_one_running_batch(chat):
+def test_concurrent_chats_join_one_running_batch(chat, monkeypatch):
     """Greedy chats of a decoder-only run share each forward pass (transformers' continuous
     batching): six at once cost far fewer forward passes than six one after the other, and each
     gets the answer it gets alone."""
+    from lccore_generation.continuous import ContinuousBatcher
+
+    batchers, make_batcher = [], ContinuousBatcher.__init__
+    monkeypatch.setattr(ContinuousBatcher, "__init__", lambda self, *a, **k: (make_batcher(self, *a, **k), batchers.append(self))[0])
     app = create_app({"chat": chat})
     forwards = [0]
     hook = chat.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
     questions = [QUESTION, [{"role": "user", "content": "count to three"}], [{"role": "user", "content": "what colour is the sky?"}]] * 2
+    hold = threading.Event()
+
+    def until_all_arrived(*_):
+        # "At once" whatever the machine's load: the batch's first step waits (on the manager's
+        # thread) until all six requests are in, as they would be on a server they reach together.
+        if hold.is_set():
+            hold.clear()
+            waited_until = time.monotonic() + 30
+            while len(batchers[0].waiting) < len(questions) and time.monotonic() < waited_until:
+                time.sleep(0.01)
+
+    gate = chat.model.register_forward_pre_hook(until_all_arrived)
 
     async def scenario():
         client = client_for(app)
@@ -248,6 +265,7 @@ def test_concurrent_chats_join_one_running_batch(chat):
             reply = await client.chat.completions.create(model="chat", messages=messages)
             alone.append((reply.choices[0].message.content, forwards[0]))
         forwards[0] = 0
+        hold.set()
         replies = await asyncio.gather(*(client.chat.completions.create(model="chat", messages=m) for m in questions))
         return alone, [r.choices[0].message.content for r in replies], forwards[0]
 
@@ -255,7 +273,8 @@ def test_concurrent_chats_join_one_running_batch(chat):
         alone, together, shared_forwards = run(scenario())
     finally:
         hook.remove()
-    assert together == [text for text, _ in alone] * 2 and together[0] == ANSWER
+        gate.remove()
+    assert len(batchers) == 1 and together == [text for text, _ in alone] * 2 and together[0] == ANSWER
     one_by_one = 2 * sum(count for _, count in alone)
     assert shared_forwards < one_by_one / 2, (shared_forwards, one_by_one)
 

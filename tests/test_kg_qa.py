@@ -95,6 +95,17 @@ def test_yes_no_two_hops_and_tell_me_about(reasoner, graph):
     assert all(s["provenance"][0]["source"] == "news-2" for s in about["support"])
 
 
+def test_questions_naming_several_entities_answer_for_each_or_all_of_them(reasoner, graph):
+    both = ask(reasoner, graph, "Where do Maria and Alice live?")  # was: Athens alone, as if that answered it
+    assert both["kind"] == "list" and both["answers"] == ["Athens", "New York"] and len(both["evidence"]) == 2
+    missing = ask(reasoner, graph, "Where do Maria and Tom live?")  # the graph knows where Maria lives, not Tom
+    assert missing["answer"] is None and "does not hold it for 'Tom'" in missing["reason"]
+    alice = ask(reasoner, graph, "Who was born in Lisbon and lives in New York?")  # every entity named constrains the answer
+    assert alice["answer"] == "Alice" and sorted(t[1].rsplit(":", 1)[-1] for t in alice["evidence"]) == ["born_in", "lives_in"]
+    nobody = ask(reasoner, graph, "Who was born in Warsaw and lives in Athens?")  # was: Tom, born in Warsaw, who lives nowhere the graph says
+    assert nobody["answer"] is None and "no entity of the graph fits all the question asks" in nobody["reason"]
+
+
 def test_the_words_matcher_abstains_and_the_lexical_one_is_kept(graph):
     engine = lccore.Engine()
     words = engine.create("reasoner", "kg_qa", {"matcher": "words"})

@@ -235,9 +235,50 @@ class KGQuestionAnswering:
         if found["candidate"] is None or found["confidence"] < self.min_confidence():
             return self.abstain(question, kind, self.why(found), entities, graph, around=mentions, scores=found)
         candidate = found["candidate"]
-        answers = candidate["answers"]
+        answers, triples, confidence, relations = candidate["answers"], candidate["triples"], found["confidence"], [candidate["relation"]]
+        together = self.coordinated(question, mentions)
+        if together:  # "Where do Maria and Alice live?": the relation asked, for each of them
+            relation = candidate["relation"]
+            each = {id(m): next((c for c in found["all"] if c["mention"] is m and c["relation"] == relation), None) for m in together}
+            lacking = [m["label"] for m in together if each[id(m)] is None]
+            if lacking:
+                return self.abstain(question, kind, f"the question asks for {relation['label']!r} of {', '.join(repr(m['label']) for m in together)}; "
+                                    f"the graph does not hold it for {', '.join(map(repr, lacking))}", entities, graph, around=together, confidence=0.0)
+            answers = list({a["iri"]: a for m in together for a in each[id(m)]["answers"]}.values())
+            triples = [t for m in together for t in each[id(m)]["triples"]]
+        elif len(mentions) > 1:  # "Who was born in Lisbon and lives in New York?": every entity named constrains the answer
+            chosen = [candidate]
+            for mention in (m for m in mentions if m is not candidate["mention"]):
+                best = next((c for c in found["all"] if c["mention"] is mention), None)
+                if best is None or best["confidence"] < self.min_confidence():
+                    return self.abstain(question, kind, f"the question also names {mention['label']!r}, and no relation of it fits the question "
+                                        f"beside {candidate['relation']['label']!r} of {candidate['mention']['label']!r}", entities, graph, around=mentions, confidence=0.0)
+                chosen.append(best)
+            keep = set.intersection(*({a["iri"] for a in c["answers"]} for c in chosen))
+            if not keep:
+                asked = " and ".join(f"? {c['relation']['label']} {c['mention']['label']}" if c["relation"]["direction"] == "in"
+                                     else f"{c['mention']['label']} {c['relation']['label']} ?" for c in chosen)
+                return self.abstain(question, kind, f"no entity of the graph fits all the question asks ({asked})", entities, graph, around=mentions, confidence=0.0)
+            answers = [a for a in candidate["answers"] if a["iri"] in keep]
+            triples = [t for c in chosen for t in c["triples"] if str(t[0]) in keep or str(t[2]) in keep]
+            confidence, relations = min(c["confidence"] for c in chosen), [c["relation"] for c in chosen]
         kind = "list" if kind == "factoid" and len(answers) > 1 else kind
-        return self.answered(question, kind, answers, candidate["triples"], found["confidence"], entities, graph, relations=[candidate["relation"]])
+        return self.answered(question, kind, answers, triples, confidence, entities, graph, relations=relations)
+
+    @staticmethod
+    def coordinated(question: str, mentions: list[dict]) -> list[dict]:
+        """The mentions the question joins with "and" or commas ("Maria and Alice", "Maria, Tom
+        and Alice"), when there are several; else none."""
+        run = [mentions[0]]
+        for previous, mention in zip(mentions, mentions[1:]):
+            between = question[previous["span"][1] : mention["span"][0]]
+            if re.fullmatch(r"\s*(?:,\s*)?(?:and|&)?\s*|\s*,\s*", between, re.IGNORECASE) and between.strip():
+                run.append(mention)
+            elif len(run) > 1:
+                break
+            else:
+                run = [mention]
+        return run if len(run) > 1 else []
 
     def yes_no(self, question: str, pair: list[dict], entities: list[dict], graph) -> dict:
         scores = self.relation_scores(self.masked(question, pair), graph)
@@ -317,13 +358,13 @@ class KGQuestionAnswering:
                     end = t[2] if direction == "out" else t[0]
                     answers.setdefault(str(end), {"iri": str(end), "label": self.label_of(end, graph)})
                 confidence = self.confidence(scores.get(predicate, 0.0), best)
-                candidates.append({"confidence": confidence, "relation": {"iri": predicate, "label": label, "direction": direction},
+                candidates.append({"confidence": confidence, "relation": {"iri": predicate, "label": label, "direction": direction}, "mention": mention,
                                    "answers": list(answers.values())[: self.options.max_answers], "triples": keep[: self.options.max_answers],
                                    "truncated": len(answers) > self.options.max_answers})
         candidates.sort(key=lambda c: -c["confidence"])
         top = max(scores, key=scores.get) if scores else None
         return {"candidate": candidates[0] if candidates else None, "confidence": candidates[0]["confidence"] if candidates else 0.0,
-                "asked": top, "asked_score": best, "mentions": mentions}
+                "asked": top, "asked_score": best, "mentions": mentions, "all": candidates}
 
     @staticmethod
     def wanted_types(question: str) -> Optional[set]:

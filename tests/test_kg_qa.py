@@ -106,6 +106,16 @@ def test_questions_naming_several_entities_answer_for_each_or_all_of_them(reason
     assert nobody["answer"] is None and "no entity of the graph fits all the question asks" in nobody["reason"]
 
 
+def test_negated_questions_abstain_and_possessives_are_read_as_two_hops(reasoner, graph):
+    for question in ("Where does Maria not live?", "Doesn't Alice live in New York?", "Who never lived in London?"):
+        negated = ask(reasoner, graph, question)  # was: Athens; yes; Carol, Dave
+        assert negated["answer"] is None and "the question is negated" in negated["reason"], question
+    friend = ask(reasoner, graph, "Where does Maria's friend live?")  # was: Athens, where Maria lives
+    assert friend["answer"] is None and friend["question"] == "Where does Maria's friend live?"
+    assert ask(reasoner, graph, "Where is Alice's home?")["answer"] == "New York"
+    assert ask(reasoner, graph, "Where was Bob's employer founded?")["answer"] == "Lisbon"  # as "the employer of Bob"
+
+
 def test_the_words_matcher_abstains_and_the_lexical_one_is_kept(graph):
     engine = lccore.Engine()
     words = engine.create("reasoner", "kg_qa", {"matcher": "words"})

@@ -61,6 +61,10 @@ YES_NO_START = set("is are was were does do did has have had can could".split())
 #: A relation named as a noun before its entity: "the employer of Bob", "the birthplace of Tom".
 NOUN_OF = re.compile(r"\bthe\s+((?:[\w-]+\s+){0,3}?[\w-]+)\s+of\s+$", re.IGNORECASE)
 LEGACY = "lexical"
+#: A negated question (the graph is open-world: it never says what is not so).
+NEGATION = re.compile(r"\b(?:not|never|no\s+longer|nobody|no\s+one|none)\b|n't\b|n’t\b", re.IGNORECASE)
+#: "Maria's friend": the possessive after an entity and the noun it owns.
+POSSESSIVE = re.compile(r"(?:'s|’s|')\s+(?P<noun>[A-Za-z][\w-]*)")
 #: How a relation label is written for the encoder: beside the question with its entity as X.
 RELATION_TEXT = "X {label} something"
 #: "which city", "what company": the noun names the answer's type.
@@ -125,6 +129,11 @@ class KGQuestionAnswering:
             got = (f"{len(query):,} characters" if query.strip() else "an empty question") if isinstance(query, str) else type(query).__name__
             raise lccore.ConfigError(f"kg_qa: question: expected a string of 1 to {MAX_QUESTION_CHARS:,} characters, got {got}")
         entities = self.find_entities(query, graph, predictor)
+        if not self.options.generator and self.matcher() != LEGACY:
+            rewritten = self.possessives_spelled_out(query, entities)
+            if rewritten != query:  # "Maria's friend" asks as "the friend of Maria" does: two hops, not Maria's own relation
+                result = self.reason(rewritten, self.find_entities(rewritten, graph, predictor), graph)
+                return {**result, "question": query}
         if self.options.generator:
             return self.generate(query, entities, self.retrieve(entities, graph), graph)
         if self.matcher() == LEGACY:
@@ -212,6 +221,10 @@ class KGQuestionAnswering:
         if not mentions:
             empty = self._size(graph) == 0
             return self.abstain(question, "factoid", "the graph is empty" if empty else "no entity of the graph is named in the question", entities, graph)
+        negated = NEGATION.search(self.masked(question, mentions))
+        if negated:  # "Where does Maria not live?": the open-world graph holds what texts said, never what is not so
+            return self.abstain(question, "factoid", f"the question is negated ({negated.group(0).strip()!r}); the graph holds what texts stated, "
+                                "not what is not so", entities, graph, around=mentions)
         first = (words(question) or [""])[0]
         about = ABOUT.match(question)
         if about and len(mentions) == 1 and self._is_whole(about.group("rest"), mentions[0]):
@@ -264,6 +277,16 @@ class KGQuestionAnswering:
             confidence, relations = min(c["confidence"] for c in chosen), [c["relation"] for c in chosen]
         kind = "list" if kind == "factoid" and len(answers) > 1 else kind
         return self.answered(question, kind, answers, triples, confidence, entities, graph, relations=relations)
+
+    @staticmethod
+    def possessives_spelled_out(question: str, entities: list[dict]) -> str:
+        """``question`` with "X's noun" (X an entity it names) written "the noun of X"."""
+        for span in sorted({tuple(e["span"]) for e in entities}, reverse=True):  # from the end: earlier spans stay put
+            after = POSSESSIVE.match(question, span[1])
+            if after and after.group("noun").lower() not in FUNCTION_WORDS:
+                noun = after.group("noun")
+                question = f"{question[: span[0]]}the {noun} of {question[span[0] : span[1]]}{question[after.end() :]}"
+        return question
 
     @staticmethod
     def coordinated(question: str, mentions: list[dict]) -> list[dict]:

@@ -19,7 +19,8 @@ none, where the relation asked is not in the graph, or the entity is unknown):
 - factoid / list ("Where does Maria live?", "Who lives in London?", "What affects virus?"),
   yes/no ("Does Alice live in New York?": yes; a false pair: null, the graph does not say no),
   two hops ("Where was the employer of Bob founded?", people), relations the graph lacks
-  ("Where did Maria study?", "When was Tom born?") and unknown entities ("Where does Zed live?").
+  ("Where did Maria study?", "When was Tom born?"; and worded near one it has: "Who died in
+  Athens?", "Who works in Lisbon?") and unknown entities ("Where does Zed live?").
 - **dev** and **test** split the (entity, relation) items half and half (seeded) and word them
   with the same *calibration templates*; **paraphrase** words the test items with other
   templates, never used for calibration ("What is the birthplace of Tom?", "Which company employs
@@ -64,7 +65,8 @@ PEOPLE_TEMPLATES = {
     ("founded_in", "out"): ["Where was {e} founded?"], ("founded_in", "in"): ["What was founded in {e}?"],
     "yes_no": {"lives_in": "Does {s} live in {o}?", "born_in": "Was {s} born in {o}?", "works_for": "Does {s} work for {o}?", "founded_in": "Was {s} founded in {o}?"},
     "two_hops": ["Where was the employer of {e} founded?"],
-    "missing": ["Where did {e} study?", "Who is {e} married to?", "When was {e} born?"],
+    "missing": ["Where did {e} study?", "Who is {e} married to?", "When was {e} born?", "Where did {e} die?", "Who is {e}'s brother?"],
+    "missing_in": ["Who died in {e}?", "Who works in {e}?"],
     "unknown": ["Where does {e} live?", "Who was born in {e}?"],
 }
 # Paraphrases (test items only; never used to calibrate).
@@ -79,7 +81,8 @@ PEOPLE_PARAPHRASES = {
     ("founded_in", "in"): ["Which companies were established in {e}?", "What company was started in {e}?", "Name a firm founded in {e}."],
     "yes_no": {"lives_in": "Is {s} a resident of {o}?", "born_in": "Is {o} the birthplace of {s}?", "works_for": "Is {s} employed by {o}?", "founded_in": "Was {s} established in {o}?"},
     "two_hops": ["In which city was the employer of {e} established?", "Where was the company of {e} founded?"],
-    "missing": ["Which university did {e} attend?", "Who is the spouse of {e}?", "How old is {e}?"],
+    "missing": ["Which university did {e} attend?", "Who is the spouse of {e}?", "How old is {e}?", "In which city did {e} pass away?", "Who is the sister of {e}?"],
+    "missing_in": ["Who passed away in {e}?", "Which people have jobs in {e}?"],
     "unknown": ["In which city does {e} reside?", "Which people were born in {e}?"],
 }
 UNKNOWN = ["Zed", "Quimby", "Atlantis", "Gotham"]
@@ -180,6 +183,8 @@ def people_questions(facts, seed: int = 1) -> dict[str, list[dict]]:
         items.append((("two_hops",), {"e": person}, answers_of(facts, company, "founded_in", "out") or None))
     for e in rng.sample(PEOPLE, 12):
         items.append((("missing",), {"e": e}, None))
+    for e in rng.sample(CITIES, 8):  # relations the graph lacks, worded near one it has ("works in", "died in": "lives in")
+        items.append((("missing_in",), {"e": e}, None))
     for e in UNKNOWN:
         items.append((("unknown",), {"e": e}, None))
     rng.shuffle(items)
@@ -302,7 +307,7 @@ def main() -> int:
                 # one threshold for both graphs: their dev questions together
                 best, table = pooled_calibration(reasoner, [(store, sets["dev"]) for store, sets in graphs.values()])
                 print(f"calibrated min_confidence for {system}: {best:.2f}")
-                for threshold, accuracy, wrong in table[::5]:
+                for threshold, accuracy, wrong in table[::5] + [row for row in table if abs(row[0] - best) <= 0.03]:
                     print(f"  {threshold:.2f}  accuracy {accuracy:.3f}  wrong {wrong:.3f}")
             return 0
 

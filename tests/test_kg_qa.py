@@ -112,6 +112,7 @@ def test_negated_questions_abstain_and_possessives_are_read_as_two_hops(reasoner
         assert negated["answer"] is None and "the question is negated" in negated["reason"], question
     friend = ask(reasoner, graph, "Where does Maria's friend live?")  # was: Athens, where Maria lives
     assert friend["answer"] is None and friend["question"] == "Where does Maria's friend live?"
+    assert "'the friend of Maria'" in friend["reason"] and "Athens" not in friend["reason"]  # a friend is a person: Athens is no friend
     assert ask(reasoner, graph, "Where is Alice's home?")["answer"] == "New York"
     assert ask(reasoner, graph, "Where was Bob's employer founded?")["answer"] == "Lisbon"  # as "the employer of Bob"
 

@@ -72,6 +72,10 @@ NOUN_TYPES = {
     **dict.fromkeys("city cities town towns place places country countries".split(), {"loc", "location", "gpe", "place", "city", "country"}),
     **dict.fromkeys("company companies organisation organisations organization organizations firm firms employer employers".split(), {"org", "organization", "organisation"}),
     **dict.fromkeys("people person persons man men woman women".split(), {"per", "person"}),
+    # relation nouns of a two-hop question ("the friend of Maria"): what the first hop must reach
+    **dict.fromkeys("friend friends mother father parent parents brother sister sibling siblings wife husband spouse partner son daughter "
+                    "child children boss colleague colleagues founder founders owner owners author ceo neighbour neighbor".split(), {"per", "person"}),
+    **dict.fromkeys("birthplace hometown home residence headquarters capital".split(), {"loc", "location", "gpe", "place", "city", "country"}),
 }
 #: Most triples read around one entity, facts shown with an abstention (per entity), provenance records per triple.
 MAX_EDGES = 100_000
@@ -324,7 +328,9 @@ class KGQuestionAnswering:
 
     def two_hops(self, question: str, cut: int, mention: dict, outer: str, entities: list[dict], graph) -> dict:
         inner_text = question[cut : mention["span"][1]]
-        inner = self.best_relation(inner_text, [{**mention, "span": (mention["span"][0] - cut, mention["span"][1] - cut)}], graph, wh=False)
+        noun = NOUN_OF.search(question[: mention["span"][0]])
+        reaches = NOUN_TYPES.get(words(noun.group(1))[-1].lower()) if noun else None  # "the friend of X" reaches a person
+        inner = self.best_relation(inner_text, [{**mention, "span": (mention["span"][0] - cut, mention["span"][1] - cut)}], graph, wh=False, wanted=reaches)
         if inner["candidate"] is None or inner["confidence"] < self.min_confidence():
             return self.abstain(question, "two_hops", f"{inner_text!r}: {self.why(inner)}", entities, graph, around=[mention], scores=inner)
         answers, triples, relations, confidence = [], list(inner["candidate"]["triples"]), [inner["candidate"]["relation"]], inner["confidence"]
@@ -356,11 +362,12 @@ class KGQuestionAnswering:
 
     # --- relations -------------------------------------------------------------------------------
 
-    def best_relation(self, question: str, mentions: list[dict], graph, *, wh: bool = True) -> dict:
-        """The relation of one of ``mentions`` that the question asks for, with its answers and a confidence."""
+    def best_relation(self, question: str, mentions: list[dict], graph, *, wh: bool = True, wanted: Optional[set] = None) -> dict:
+        """The relation of one of ``mentions`` that the question asks for, with its answers and a confidence;
+        ``wanted``: the types the answer must have when ``wh`` is off (the first hop of "the friend of X": a person)."""
         scores = self.relation_scores(self.masked(question, mentions), graph)
         best = max(scores.values(), default=0.0)
-        wanted = self.wanted_types(question) if wh else None
+        wanted = self.wanted_types(question) if wh else wanted
         candidates = []
         for mention in mentions:
             by_relation: dict[tuple, list] = {}

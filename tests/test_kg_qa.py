@@ -117,6 +117,20 @@ def test_negated_questions_abstain_and_possessives_are_read_as_two_hops(reasoner
     assert ask(reasoner, graph, "Where was Bob's employer founded?")["answer"] == "Lisbon"  # as "the employer of Bob"
 
 
+def test_a_passive_question_asks_for_the_subject(reasoner):
+    """'What is cancer caused by?' asks what causes cancer (cancer is the object), as 'Cancer is
+    caused by what?' does; it answered what cancer causes."""
+    from lccore_kg import open_store
+
+    ex = "urn:ex:"
+    store = open_store("memory")
+    for s_, o in (("smoking", "cancer"), ("cancer", "pain")):
+        store.add([(URIRef(ex + s_), URIRef(ex + "causes"), URIRef(ex + o)), (URIRef(ex + s_), RDFS.label, Literal(s_)), (URIRef(ex + o), RDFS.label, Literal(o))])
+    for question in ("What is cancer caused by?", "Cancer is caused by what?"):
+        assert ask(reasoner, store, question)["answers"] == ["smoking"], question
+    assert ask(reasoner, store, "What does cancer cause?")["answers"] == ["pain"]
+
+
 def test_the_words_matcher_abstains_and_the_lexical_one_is_kept(graph):
     engine = lccore.Engine()
     words = engine.create("reasoner", "kg_qa", {"matcher": "words"})

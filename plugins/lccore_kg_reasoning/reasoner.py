@@ -454,7 +454,7 @@ class KGQuestionAnswering:
             return "out"
         if relation & {stem(w) for w in between}:
             return "in"
-        if not wh and "by" in after and relation & {stem(w) for w in after}:  # "X is caused by what"
+        if "by" in after and relation & {stem(w) for w in after}:  # "X is caused by what", "what is X caused by?"
             return "in"
         return "out"
 

@@ -117,6 +117,12 @@ def test_negated_questions_abstain_and_possessives_are_read_as_two_hops(reasoner
     assert ask(reasoner, graph, "Where was Bob's employer founded?")["answer"] == "Lisbon"  # as "the employer of Bob"
 
 
+def test_how_many_counts_the_answers_the_graph_holds(reasoner, graph):
+    londoners = ask(reasoner, graph, "How many people live in London?")  # was: an abstention (a person is no number)
+    assert (londoners["answer"], londoners["kind"], londoners["counted"]) == ("2", "count", ["Carol", "Dave"]) and len(londoners["evidence"]) == 2
+    assert ask(reasoner, graph, "How many people live in Warsaw?")["answer"] is None  # none held is not "0": the graph is open-world
+
+
 def test_a_passive_question_asks_for_the_subject(reasoner):
     """'What is cancer caused by?' asks what causes cancer (cancer is the object), as 'Cancer is
     caused by what?' does; it answered what cancer causes."""

@@ -142,5 +142,5 @@ def render(result: dict) -> str:
         return "\n".join(lines)
     if result["kind"] == "about":
         return "\n".join([f"What the graph holds about {result['entities'][0]['label']}:"] + [f"  {s['text']}{where_read(s['provenance'])}" for s in result["support"]])
-    lines = [result["answer"]]
+    lines = [f"{result['answer']}: {', '.join(result['counted'])}" if result["kind"] == "count" else result["answer"]]
     return "\n".join(lines + [f"  because: {s['text']}{where_read(s['provenance'])}" for s in result["support"]])

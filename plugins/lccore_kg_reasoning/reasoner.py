@@ -4,7 +4,9 @@
    n-grams of the question that are some entity's ``rdfs:label``, not overlapping.
 2. **Kind**: "tell me about X" (a summary of X's triples), yes/no (two entities: is there a triple
    between them with the relation asked?), two hops ("the employer of Bob" resolved first, then
-   the rest of the question about it), or a factoid / list question (every answer is given).
+   the rest of the question about it), "how many" (the answers held, counted), or a factoid / list
+   question (every answer is given; several entities joined by "and" each get theirs, entities named
+   apart each constrain it). A negated question abstains: the graph never says what is not so.
 3. **Relation**: the question, its entity mentions replaced by ``X``, is compared with every
    relation label of the graph (the predicate's ``rdfs:label``, or its local name split into
    words) — by a sentence encoder's cosine similarity (``matcher: encoder``) or by the share of the
@@ -63,6 +65,8 @@ NOUN_OF = re.compile(r"\bthe\s+((?:[\w-]+\s+){0,3}?[\w-]+)\s+of\s+$", re.IGNOREC
 LEGACY = "lexical"
 #: A negated question (the graph is open-world: it never says what is not so).
 NEGATION = re.compile(r"\b(?:not|never|no\s+longer|nobody|no\s+one|none)\b|n't\b|n’t\b", re.IGNORECASE)
+#: "How many people live in London?": a count of the answers (the noun, if any, names their type).
+COUNT = re.compile(r"^\s*how\s+many(?:\s+(?P<noun>[A-Za-z]+))?\b", re.IGNORECASE)
 #: "Maria's friend": the possessive after an entity and the noun it owns.
 POSSESSIVE = re.compile(r"(?:'s|’s|')\s+(?P<noun>[A-Za-z][\w-]*)")
 #: How a relation label is written for the encoder: beside the question with its entity as X.
@@ -239,6 +243,9 @@ class KGQuestionAnswering:
                 return self.abstain(question, "yes_no", f"a yes/no question needs two things the graph knows; of those the question names it knows only {mentions[0]['label']!r}",
                                     entities, graph, around=mentions, prefer=max(scores, key=scores.get) if scores else None)
             return self.yes_no(question, mentions[:2], entities, graph)
+        counted = COUNT.match(question)
+        if counted:  # "How many people live in London?": the answers the graph holds, counted
+            return self.count(question, counted.group("noun"), mentions, entities, graph)
         for mention in mentions:  # two hops: "the employer of Bob" first, then the rest of the question about it
             noun = NOUN_OF.search(question[: mention["span"][0]])
             if noun:
@@ -281,6 +288,18 @@ class KGQuestionAnswering:
             confidence, relations = min(c["confidence"] for c in chosen), [c["relation"] for c in chosen]
         kind = "list" if kind == "factoid" and len(answers) > 1 else kind
         return self.answered(question, kind, answers, triples, confidence, entities, graph, relations=relations)
+
+    def count(self, question: str, noun: str, mentions: list[dict], entities: list[dict], graph) -> dict:
+        """How many answers the graph holds for the relation asked (open-world: at least that many
+        exist), each with its triple; ``noun`` ("people", "companies") sets their type."""
+        found = self.best_relation(question, mentions, graph, wh=False, wanted=NOUN_TYPES.get((noun or "").lower()))
+        if found["candidate"] is None or found["confidence"] < self.min_confidence():
+            return self.abstain(question, "count", self.why(found), entities, graph, around=mentions, scores=found)
+        candidate = found["candidate"]
+        number = f"{'at least ' if candidate['truncated'] else ''}{len(candidate['answers'])}"
+        record = self.answered(question, "count", [number], candidate["triples"], found["confidence"], entities, graph,
+                               relations=[candidate["relation"]], literal=True)
+        return {**record, "counted": [a["label"] for a in candidate["answers"]]}
 
     @staticmethod
     def possessives_spelled_out(question: str, entities: list[dict]) -> str:

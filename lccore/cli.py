@@ -22,6 +22,10 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     """The ``lccore`` command; ``engine``: the plugins whose commands it offers (default: the
     installed ones)."""
     parser = build_parser(engine)
+    undecodable = not_text(sys.argv[1:] if argv is None else argv)
+    if undecodable:
+        print(f"lccore: error: {undecodable}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad flag (already printed in one line)
@@ -53,6 +57,28 @@ def main(argv: list[str] | None = None, engine=None) -> int:
             raise
         print(f"lccore: error: {lost}", file=sys.stderr, flush=True)
         return 1
+
+
+def not_text(argv: list[str]) -> str | None:
+    """Why an argument is refused before parsing, or None: bytes that are not UTF-8 (Python keeps
+    them as lone surrogates, which every tokenizer and JSON writer downstream fails on). An
+    existing path is kept as it is: a file's name may be any bytes."""
+    for position, value in enumerate(argv):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            if os.path.lexists(value):
+                continue
+            byte = ord(value[exc.start]) - 0xDC00  # how surrogateescape keeps an undecodable byte
+            if value.startswith("--") and "=" in value:
+                given = f"the value of {value.partition('=')[0]}"
+            elif position and argv[position - 1].startswith("-"):
+                given = f"the value of {argv[position - 1]}"
+            else:
+                given = f"argument {position + 1} of the command line"
+            what = f"byte 0x{byte:02x}" if 0x80 <= byte <= 0xFF else f"a lone surrogate \\u{byte + 0xDC00:04x}"
+            return f"{given} is not valid UTF-8 ({what} at character {exc.start + 1}); expected UTF-8 text or an existing path"
+    return None
 
 
 #: How gloo and NCCL say that another process of the group is gone.

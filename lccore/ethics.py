@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
+from .data import check_unicode
 from .errors import ConfigError
 
 STAGES = ("training_data", "input", "output")
@@ -644,6 +645,7 @@ class GuardedReasoner:
         self.reasoner, self.guard, self.bound = reasoner, guard, bound
 
     def answer(self, query: Any, **kwargs) -> dict:
+        check_unicode(query, "query")
         return self.guard.answer(query, lambda q: self.reasoner.answer(q, **self.bound, **kwargs))
 
     def answer_batch(self, queries: list, *, wheres: list[str] | None = None, **kwargs) -> list[dict]:
@@ -654,9 +656,12 @@ class GuardedReasoner:
             call = lambda qs, ws: batch(qs, **self.bound, wheres=ws, **kwargs)  # noqa: E731
         else:
             call = lambda qs, ws: batch(qs, **self.bound, **kwargs)  # noqa: E731
+        for i, query in enumerate(queries):
+            check_unicode(query, wheres[i] if wheres else f"query {i + 1}")
         return self.guard.answer_batch(queries, call, wheres)
 
     def stream(self, query: Any, **kwargs) -> Iterator[str | dict]:
         if not hasattr(self.reasoner, "stream"):
             raise TypeError(f"{type(self.reasoner).__name__} does not stream its answers")
+        check_unicode(query, "query")
         return self.guard.stream(query, lambda q: self.reasoner.stream(q, **self.bound, **kwargs))

@@ -14,6 +14,7 @@ from . import finetuning
 from . import precision as auto_precision
 from .batching import sorted_batches
 from .config import load_config, resolve
+from .data import check_unicode
 from .errors import ConfigError, RunDirError, model_load_errors
 from .plugins import Engine
 from .progress import progress_bar, without_hf_bars
@@ -137,8 +138,13 @@ class Predictor:
         """One prediction record per input (a string, or a JSON-like object the task accepts), in
         order. The ethics policies apply unless ``guard=False``: an input they block gets a refusal
         record ``{"refused": true, "stage", "decision", "reasons"}`` instead of a prediction."""
-        examples = [self.task.parse_input(value, f"input {i + 1}") for i, value in enumerate(inputs)]
+        examples = [self.parse_input(value, f"input {i + 1}") for i, value in enumerate(inputs)]
         return self.predict_parsed(examples, batch_size=batch_size, progress=progress, guard=guard)
+
+    def parse_input(self, value: Any, where: str):
+        """One input as the task's example, or a one-line :class:`~lccore.errors.DataError` naming ``where``."""
+        check_unicode(value, where)
+        return self.task.parse_input(value, where)
 
     def predict_parsed(self, examples: list, *, batch_size: int | None = None, progress: bool = False, guard: bool = True) -> list[dict]:
         """Like :meth:`predict`, for examples already parsed by ``task.parse_input``."""
@@ -158,7 +164,7 @@ class Predictor:
             raise ConfigError(f"window: expected an integer from 1 to {1 << 20}, got {window!r}")
         done = 0
         for chunk in batched(inputs, window):
-            examples = chunk if parsed else [self.task.parse_input(value, f"input {done + i + 1}") for i, value in enumerate(chunk)]
+            examples = chunk if parsed else [self.parse_input(value, f"input {done + i + 1}") for i, value in enumerate(chunk)]
             yield from self.predict_parsed(examples, batch_size=batch_size, guard=guard)
             done += len(chunk)
 

@@ -118,3 +118,26 @@ def test_model_that_cannot_be_loaded(config_with, tmp_path):
     (broken / "config.json").write_text("{not json")
     result = run_cli("train", str(config), "--output", str(tmp_path / "run"), "--set", f"model={broken}")
     assert_one_line_error(result, f"model: cannot load '{broken}'")
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    ([b"generate", b"runs/chat", b"--prompt", b"\xff hello"], "the value of --prompt"),
+    ([b"generate", b"runs/chat", b"--prompt=caf\xe9"], "the value of --prompt"),
+    ([b"explain", b"runs/sentiment", b"--text", b"ok", b"--text", b"\xc3"], "the value of --text"),
+    ([b"kg", b"ask", b"kg-store", b"where does \xffmaria live?"], "argument 4 of the command line"),
+])
+def test_arguments_that_are_not_utf8_are_refused_naming_them(args, named):
+    """Bytes that are not UTF-8 on the command line (Python keeps them as lone surrogates) reached
+    the tokenizer as a traceback; they are refused before anything loads."""
+    result = subprocess.run([sys.executable, "-m", "lccore.cli", *args], capture_output=True, timeout=300)
+    result = subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode("utf-8", "replace"))
+    assert_one_line_error(result, named, "is not valid UTF-8", "expected UTF-8 text or an existing path")
+
+
+def test_a_path_whose_name_is_not_utf8_is_still_a_path(tmp_path):
+    """A file's name may be any bytes: an existing one passes to the command (here: not a run)."""
+    folder = tmp_path / "r\udcffn"  # the bytes b"r\xffn"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-m", "lccore.cli", b"evaluate", bytes(folder)], capture_output=True, timeout=300)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2 and "not a finished lccore run (missing config.yaml)" in stderr and "Traceback" not in stderr, stderr

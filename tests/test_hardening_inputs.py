@@ -162,6 +162,24 @@ def test_lone_surrogate_in_a_training_file(tiny_config, tmp_path):
         lccore.train({**tiny_config, "task": {"name": "text_classification", "train": str(train)}}, tmp_path / "run", progress=False)
 
 
+def test_a_lone_surrogate_given_to_the_python_api_names_the_input(trained_run, dialogue_run):
+    """A program's strings are not checked by any JSON reader: predict and the reasoners refuse a
+    lone surrogate naming the input (it was a TypeError from deep in the tokenizer)."""
+    predictor = lccore.load(trained_run.output_dir, device="cpu")
+    with pytest.raises(DataError, match=r"^input 2: a lone surrogate \(\\ud800\)"):
+        predictor.predict(["great", "dull \ud800"])
+    with pytest.raises(DataError, match=r"^input 3: a lone surrogate"):
+        list(predictor.predict_stream(["great", "dull", {"text": "\udfff"}], window=2))
+    with pytest.raises(DataError, match=r"a lone surrogate \(\\udfff\)"):
+        predictor.explain(["great", "dull \udfff"], explainer="random")
+    generate = lccore.load(dialogue_run.output_dir, device="cpu").reasoner("generate")
+    with pytest.raises(DataError, match=r"^query: a lone surrogate"):
+        generate.answer({"messages": [{"role": "user", "content": "hello \ud800"}]})
+    with pytest.raises(DataError, match=r"^query: a lone surrogate"):
+        next(generate.stream("hello \udc80"))
+    assert generate.answer("hello \U0001f600")["text"]  # an emoji passes
+
+
 def test_csv_unterminated_quote_is_reported_where_it_starts(tiny_config, tmp_path):
     rows = ["text,label"] + [f"row {i},positive" for i in range(2, 6)] + ['"this quote never ends,negative'] + [f"row {i},negative" for i in range(7, 40)]
     train = tmp_path / "train.csv"

@@ -182,8 +182,53 @@ def test_chat_needs_a_dialogue_run_and_completions_a_generative_one(chat, predic
         with pytest.raises(openai.UnprocessableEntityError) as empty:
             await client.completions.create(model="chat", prompt=["hello", " "])
         assert empty.value.body["param"] == "prompt[1]"
+        # What changes the answer and cannot be honoured is refused, not ignored.
+        with pytest.raises(openai.UnprocessableEntityError) as best_of:
+            await client.completions.create(model="chat", prompt="hello", best_of=3)
+        assert best_of.value.body["param"] == "best_of"
+        with pytest.raises(openai.UnprocessableEntityError) as logprobs:
+            await client.completions.create(model="chat", prompt="hello", logprobs=0)  # 0 still asks for the chosen tokens'
+        assert logprobs.value.body["param"] == "logprobs"
+        # client.models.retrieve: one entry of the list, or a 404 naming the runs served.
+        listed = {m.id: m for m in (await client.models.list()).data}
+        retrieved = await client.models.retrieve("chat")
+        assert retrieved == listed["chat"] and retrieved.task == "dialogue" and retrieved.generates
+        with pytest.raises(openai.NotFoundError) as unknown:
+            await client.models.retrieve("gpt-4o")
+        assert unknown.value.body["param"] == "model" and "served: chat, tiny" in unknown.value.body["message"]
 
     run(scenario())
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi \\ud800"}]}', "messages[0].content"),
+    ("/v1/completions", '{"model": "chat", "prompt": ["fine", "\\udc00 there"]}', "prompt[1]"),
+    ("/v1/generate", '{"model": "chat", "prompt": "hello", "options": {"stop": ["\\uDBFF"]}}', "options.stop[0]"),
+    ("/v1/predict", '{"model": "tiny", "inputs": [{"text": "a"}, {"text": "b\\ud800"}]}', "inputs[1].text"),
+    ("/v1/embeddings", '{"model": "tiny", "input": "\\ud800"}', "input"),
+    ("/v1/predict", '{"model": "tiny", "inputs": ["a"], "\\ud800": 1}', "body"),
+    ("/v1/predict", '{"model": "tiny", "inputs": [' + "[" * 65 + "]" * 65 + "]}", "body"),
+    ("/v1/predict", '{"model": "tiny", "inputs": [' + "[" * 100_000 + "]" * 100_000 + "]}", "body"),
+])
+def test_json_no_route_can_read_is_a_422_naming_the_field(chat, predictor, path, body, field):
+    """A lone surrogate escape is valid JSON but no character (every tokenizer fails on it: these
+    were 500s), and nesting past 64 levels is no record (a 400 naming nothing): both are refused
+    before any route, naming the field."""
+    app = create_app({"chat": chat, "tiny": predictor})
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve") as client:
+            refused = await client.post(path, content=body, headers={"content-type": "application/json"})
+            # A surrogate pair is one character (an emoji): it passes.
+            paired = await client.post("/v1/predict", content='{"model": "tiny", "inputs": ["great \\ud83d\\ude00"]}', headers={"content-type": "application/json"})
+        return refused, paired
+
+    refused, paired = run(scenario())
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == field and error["message"].startswith(f"{field}: ")
+    assert ("lone surrogate" if "ud" in body.lower() else "nested deeper than 64 levels") in error["message"]
+    assert paired.status_code == 200 and paired.json()["outputs"][0]["label"] in ("positive", "negative")
 
 
 # --- ethics policies on the OpenAI endpoints -------------------------------------------------------

@@ -77,10 +77,26 @@ def check_json_value(value, text: str, where: str) -> None:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if "\\u" in text and ("\\ud" in text or "\\uD" in text):  # only then can a surrogate be there
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise DataError(f"{where}: a lone surrogate (\\u{ord(exc.object[exc.start]):04x}) is not a character; expected valid Unicode text") from None
+        check_unicode(value, where)
+
+
+def check_unicode(value, where: str) -> None:
+    """Refuse a lone surrogate in any string of ``value`` (a string, or lists and dicts of them):
+    no character, though Python and JSON let it through, and every tokenizer and encoder
+    downstream fails on it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(f"{where}: a lone surrogate (\\u{ord(item[exc.start]):04x}) is not a character; expected valid Unicode text") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def _depth(value) -> int:

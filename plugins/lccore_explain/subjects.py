@@ -152,7 +152,7 @@ class TaskAdapter:
         self.name = predictor.config.task.name
 
     def parse(self, value, where: str):
-        return self.task.parse_input(value, where)
+        return self.predictor.parse_input(value, where)  # a lone surrogate refused too
 
     def subject(self, index: int, example, prediction: dict, target: Optional[str]) -> Subject:
         raise NotImplementedError

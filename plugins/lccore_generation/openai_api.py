@@ -216,6 +216,10 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             raise refuse(422, "echo: not supported by lccore serve")
         if extra.get("suffix"):
             raise refuse(422, "suffix: not supported by lccore serve")
+        if extra.get("best_of") not in (None, 1):
+            raise refuse(422, "best_of: not supported by lccore serve (one candidate per choice: send 1 or leave it out)")
+        if type(extra.get("logprobs")) is int:  # completions' logprobs: 0 still asks for the chosen tokens' log-probabilities
+            raise refuse(422, "logprobs: log-probabilities are not returned by lccore serve")
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts or len(prompts) > server.limits.max_inputs:
             raise refuse(422 if not prompts else 413, f"prompt: between 1 and {server.limits.max_inputs} prompts per request, got {len(prompts)}")

@@ -349,8 +349,16 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         """The runs served, in OpenAI's list format (``data``: ``id``, ``object``, ``created``,
         ``owned_by``), each also with its task, base model (a local folder by its name only: no
         paths are shown), and whether it generates text and embeds."""
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "lccore", **_describe(p)}
-                                           for name, p in predictors.items()]}
+        return {"object": "list", "data": [model_card(name) for name in predictors]}
+
+    @app.get("/v1/models/{model}")
+    async def retrieve_model(model: str):
+        """One served run, as in the list (OpenAI's ``client.models.retrieve``); 404 naming the
+        runs served for any other name."""
+        return model_card(server.pick(model))
+
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "lccore", **_describe(predictors[name])}
 
     @app.post("/v1/predict", response_model=PredictResponse, responses={503: {"description": "the run's queue is full; retry after Retry-After seconds"}})
     async def predict(body: PredictRequest):

@@ -1,12 +1,14 @@
 """The guards in front of every route: the ``Host`` check (DNS rebinding), the bearer key, the
-cross-origin form check and the body-size limit, as pure ASGI so a refused request never reaches a
-route or the JSON parser."""
+cross-origin form check, the body-size limit and JSON no route can read, as pure ASGI so a refused
+request never reaches a route."""
 
 from __future__ import annotations
 
 import fnmatch
 import hmac
 import ipaddress
+import json
+import re
 from urllib.parse import urlsplit
 
 from .errors import error_bytes
@@ -25,8 +27,8 @@ ANY_IP = "<any ip>"
 
 class GuardMiddleware:
     """Pure ASGI, in front of everything: the ``Host`` check (421), the bearer key (401), the
-    cross-origin form check (403) and the body-size limit (413), so that none of those requests
-    reaches a route or the JSON parser. A body sent without a content type, or as a form (what
+    cross-origin form check (403), the body-size limit (413) and JSON no route can read (422: too
+    deep, or a lone surrogate), so that none of those requests reaches a route. A body sent without a content type, or as a form (what
     ``curl -d`` does), is read as JSON when no other site's page sent it."""
 
     def __init__(self, app, *, api_key: str | None, max_body_bytes: int, allowed_hosts=None):
@@ -71,6 +73,9 @@ class GuardMiddleware:
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
                 return await _reply(send, 413, too_big)
+        problem = json_problem(body)
+        if problem:
+            return await _reply(send, 422, problem)
         if content_type in ("", "application/x-www-form-urlencoded"):
             # Every endpoint takes JSON: `curl -d '{...}'` sends it labelled as a form; read it as JSON.
             scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"] + [(b"content-type", b"application/json")]}
@@ -99,6 +104,46 @@ class GuardMiddleware:
         shown = ", ".join(h for h in self.allowed_hosts if h != ANY_IP) + (", any IP address" if ANY_IP in self.allowed_hosts else "")
         return (f"Host header {host[:100]!r} is not a name this server answers to ({shown}); "
                 f"start lccore serve with --allowed-host NAME to serve under another name")
+
+
+#: Deepest nesting of lists and objects a request body may have (as a data file's rows): requests
+#: are records, not trees, and deeper ones would exhaust the recursion of the code that walks them.
+MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why a JSON body is refused before any route reads it, naming the field, or None: nesting
+    deeper than :data:`MAX_JSON_DEPTH`, or a lone surrogate escape (``"\\ud800"``: valid JSON,
+    but no character, and every tokenizer and encoder downstream fails on it). Parsed only when
+    the bytes could hold either; a body that is not JSON is left to the route's own error."""
+    deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+    if not deep and not _SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:
+        return None
+    stack = [(value, "", 0)]
+    while stack:  # depth first, without recursion
+        item, field, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, field or "body", depth + 1))  # a key is checked as a string of its object
+                stack.append((child, f"{field}.{key}" if field else str(key), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{field or 'body'}[{index}]", depth + 1) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (f"{field or 'body'}: a lone surrogate (\\u{ord(item[exc.start]):04x}) is not a character; "
+                        f"expected valid Unicode text (a pair of surrogate escapes, or the character itself)")
+    return None
 
 
 #: Bodies a browser sends to another site without a CORS preflight (the Fetch standard's

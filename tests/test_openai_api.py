@@ -324,6 +324,46 @@ def test_concurrent_chats_join_one_running_batch(chat, monkeypatch):
     assert shared_forwards < one_by_one / 2, (shared_forwards, one_by_one)
 
 
+@pytest.mark.parametrize("options", [{}, {"stream": True}, {"temperature": 1.0, "seed": 1}, {"n": 2}],
+                         ids=["continuous", "continuous-stream", "sampled", "several-choices"])
+def test_generation_requests_count_against_the_runs_queue(chat, options):
+    """Generation waits in the run's queue like predictions (``--max-queue``): past it, a 503 with
+    Retry-After at once (the openai client retries it), not an ever longer wait. Before, only
+    predictions were counted: any number of chats waited on the model."""
+    app = create_app({"chat": chat}, limits=ServeLimits(max_queue=2))
+    release = threading.Event()
+    held = chat.model.register_forward_pre_hook(lambda *_: (release.wait(30), None)[1])  # a pre-hook returns new inputs or None
+
+    async def scenario():
+        client = client_for(app)
+
+        async def ask():
+            try:
+                reply = await client.chat.completions.create(model="chat", messages=QUESTION, max_tokens=3, **options)
+                if options.get("stream"):
+                    reply = [chunk async for chunk in reply]
+                return 200, None
+            except openai.APIStatusError as refused:
+                return refused.status_code, refused
+
+        asking = [asyncio.ensure_future(ask()) for _ in range(5)]
+        while sum(task.done() for task in asking) < 3:  # two hold the queue; three are turned away
+            await asyncio.sleep(0.01)
+        turned_away = [task.result() for task in asking if task.done()]
+        release.set()
+        return turned_away, await asyncio.gather(*asking)
+
+    try:
+        turned_away, answered = run(scenario())
+    finally:
+        release.set()
+        held.remove()
+    assert sorted(status for status, _ in answered) == [200, 200, 503, 503, 503]
+    for status, refused in turned_away:
+        assert status == 503 and refused.response.headers["retry-after"] == "1"
+        assert refused.body["code"] == "busy" and "at most 2" in refused.body["message"]
+
+
 def test_an_app_never_closed_does_not_keep_the_process_alive(dialogue_run):
     """The batch's threads are daemons: a program that embeds the app without its lifespan exits."""
     script = (
@@ -354,15 +394,21 @@ def test_embeddings_from_an_encoder_run_are_mean_pooled_normalised_and_batched(p
         client = client_for(app)
         answers = await asyncio.gather(*[client.embeddings.create(model="tiny", input=text) for text in texts])
         batch = await client.embeddings.create(model="tiny", input=texts)
+        batches = app.state.batchers["tiny"].batches
         with pytest.raises(openai.UnprocessableEntityError) as decoder:
             await client.embeddings.create(model="chat", input="hello")
         assert "no encoder" in decoder.value.body["message"]
         with pytest.raises(openai.UnprocessableEntityError):
             await client.embeddings.create(model="tiny", input=[1, 2, 3])
-        return answers, batch
+        size = len(batch.data[0].embedding)
+        with pytest.raises(openai.UnprocessableEntityError) as shorter:  # was ignored: full-length vectors came back
+            await client.embeddings.create(model="tiny", input="a great film", dimensions=size // 2)
+        assert shorter.value.body["param"] == "dimensions" and f"embeds in {size} dimensions" in shorter.value.body["message"]
+        assert len((await client.embeddings.create(model="tiny", input="a great film", dimensions=size)).data[0].embedding) == size
+        return answers, batch, batches
 
-    answers, batch = run(scenario())
-    assert app.state.batchers["tiny"].batches < len(texts) + 1  # the three single requests shared model batches
+    answers, batch, batches = run(scenario())
+    assert batches < len(texts) + 1  # the three single requests shared model batches
     vectors = [a.data[0].embedding for a in answers]
     assert [d.index for d in batch.data] == [0, 1, 2] and batch.usage.prompt_tokens > 0
     # The same vectors as transformers' own encoder with mean pooling over the mask, normalised.

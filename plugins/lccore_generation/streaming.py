@@ -64,7 +64,9 @@ async def open_stream(server, name: str, reasoner, prompt, until: float, *, prod
             with deadline.limit(at=until):
                 produce()
 
+        release = server.admit(name)  # in the run's queue, as model-thread work is
         producer = asyncio.ensure_future(loop.run_in_executor(streams, within_deadline))
+        producer.add_done_callback(lambda _: release())
     else:
         producer = asyncio.ensure_future(server.in_model_thread(name, produce, until=until))
     producers.add(producer)  # a strong reference until it ends (the event loop keeps weak ones)

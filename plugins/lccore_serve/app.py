@@ -21,7 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 
@@ -160,8 +160,15 @@ class Server:
 
     async def in_model_thread(self, name: str, function, *args, until: float, **kwargs):
         """``function(*args, **kwargs)`` in run ``name``'s model thread (never two model calls at
-        once), stopped at ``until`` at its next deadline check; not timed: wrap it in :meth:`timed`."""
+        once), stopped at ``until`` at its next deadline check; one input of the run's queue while it
+        waits and runs (503 when the queue is full); not timed: wrap it in :meth:`timed`."""
         return await self.batchers[name].run(function, *args, until=until, **kwargs)
+
+    def admit(self, name: str) -> Callable[[], None]:
+        """Count one request against run ``name``'s queue (``--max-queue``; 503 when full) until
+        the function returned is called: for work a plugin runs outside the model thread and the
+        batches (a continuously batched generation)."""
+        return self.batchers[name].occupy(1)
 
     async def in_helper_thread(self, function, until: float):
         """``function()`` in a helper thread (ethics policies, queries): off the event loop."""
@@ -280,6 +287,7 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         input: Any = Field(description="a string or a list of strings (OpenAI's format)")
         model: Optional[str] = Field(None, description="the run's name; optional when one run is served")
         encoding_format: str = Field("float", description="float: lists of numbers; base64: little-endian float32 (what the openai client asks for)")
+        dimensions: Optional[int] = Field(None, description="the vectors' length: only the encoder's own (its hidden size) is served; a shorter one is refused")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -388,6 +396,10 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
         for i, text in enumerate(texts):
             server.check_size(text, f"input[{i}]")
         vectors = await server.predict(name, texts, until, call=embedders[name], field="input")
+        size = len(vectors[0]["embedding"])
+        if body.dimensions is not None and body.dimensions != size:
+            # Cutting a vector short keeps its meaning only for a model trained for it (Matryoshka): refused, not ignored.
+            raise RequestError(422, f"dimensions: run '{name}' embeds in {size} dimensions and cannot shorten them; send {size} or leave it out")
         tokens = sum(v["tokens"] for v in vectors)
         return {"object": "list", "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                 "data": [{"object": "embedding", "index": i, "embedding": _encoded(v["embedding"], body.encoding_format)} for i, v in enumerate(vectors)]}

@@ -8,7 +8,7 @@ import itertools
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 from lccore import deadline
 
@@ -101,24 +101,47 @@ class Batcher:
             return "the model thread is still busy with work past its time limit"
         return None
 
+    def occupy(self, count: int) -> Callable[[], None]:
+        """Count ``count`` inputs against ``max_queue`` (:class:`QueueFull` when there is no room)
+        until the function returned is called."""
+        self.check_room(count)
+        self.pending += count
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.pending -= count
+
+        return release
+
     async def submit(self, examples: list, until: float | None = None, *, call=None) -> list:
         """The results of ``examples`` (``call``, default ``predictor.predict_examples``); their
         batch stops at ``until`` (``time.monotonic()``) when every request in it has passed its own."""
         self._start()
-        self.check_room(len(examples))
-        self.pending += len(examples)
+        release = self.occupy(len(examples))
         try:
             future = asyncio.get_running_loop().create_future()
             await self._queue.put((examples, future, until, call or self.predictor.predict_examples))
             return await future
         finally:
-            self.pending -= len(examples)
+            release()
 
     async def run(self, function, *args, until: float | None = None, **kwargs):
         """Run ``function`` in this run's model thread (explanations and generation share the
-        model with predict), stopped at ``until`` (``time.monotonic()``) at its next deadline check."""
+        model with predict), stopped at ``until`` (``time.monotonic()``) at its next deadline check.
+        It counts as one input of the queue while it waits and runs: a flood of generation
+        requests gets 503s as a flood of predictions does."""
+        release = self.occupy(1)
+        try:
+            return await self._in_model_thread(functools.partial(function, *args, **kwargs), until)
+        finally:
+            release()
+
+    async def _in_model_thread(self, function, until: float | None):
         self._start()
-        return await self.pool.run(functools.partial(function, *args, **kwargs), until)
+        return await self.pool.run(function, until)
 
     async def _serve(self) -> None:
         queue = self._queue
@@ -149,7 +172,8 @@ class Batcher:
             self.batches += 1
             self.examples += len(examples)
             try:
-                records = await self.run(call, examples, batch_size=max(len(examples), 1), until=None if None in untils else max(untils))
+                records = await self._in_model_thread(functools.partial(call, examples, batch_size=max(len(examples), 1)),
+                                                      None if None in untils else max(untils))
             except Exception as exc:  # every waiting request learns; the loop keeps serving
                 for _, future, _, _ in pending:
                     if not future.done():

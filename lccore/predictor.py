@@ -15,7 +15,7 @@ from . import precision as auto_precision
 from .batching import sorted_batches
 from .config import load_config, resolve
 from .data import check_unicode
-from .errors import ConfigError, RunDirError, model_load_errors
+from .errors import ConfigError, LccoreError, RunDirError, model_load_errors
 from .plugins import Engine
 from .progress import progress_bar, without_hf_bars
 from .rundir import CONFIG_FILE, MANIFEST_FILE, MODEL_DIR, check_run_dir
@@ -364,13 +364,17 @@ def check_tokenizer_record(task, tokenizer, recorded: dict | None, where: Path) 
     template edited or replaced: prompts would be rendered unlike the training data)."""
     if not recorded:  # a run trained before records were kept, or a task with nothing to record
         return
-    now = task.tokenizer_record(tokenizer) if hasattr(task, "tokenizer_record") else {}
+    advice = "prompts would not look like the training data. Put the run's own tokenizer files back, or train again with this tokenizer"
+    try:
+        now = task.tokenizer_record(tokenizer) if hasattr(task, "tokenizer_record") else {}
+    except LccoreError as exc:  # the files now hold what training would have refused
+        raise ConfigError(f"{where}: the tokenizer is not the one the run was trained with ({exc}); {advice}") from None
     for key, was in recorded.items():
         if now.get(key) != was:
             shown = lambda value: f"sha256 {value['sha256'][:12]}" if isinstance(value, dict) and "sha256" in value else repr(value)  # noqa: E731
-            raise ConfigError(f"{where}: the tokenizer's {key.replace('_', ' ')} ({shown(now.get(key))}) is not the one the run was trained with "
-                              f"({shown(was)}, kept in manifest.json); prompts would not look like the training data. Put the run's own "
-                              f"tokenizer files back, or train again with this tokenizer")
+            differs = (f"({shown(now.get(key))}) is not the one the run was trained with ({shown(was)}, kept in manifest.json)"
+                       if shown(now.get(key)) != shown(was) else "differs from the one kept in manifest.json (whose record was edited)")
+            raise ConfigError(f"{where}: the tokenizer's {key.replace('_', ' ')} {differs}; {advice}")
 
 
 def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:

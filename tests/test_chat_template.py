@@ -113,6 +113,24 @@ def test_a_run_whose_tokenizer_template_changed_is_refused(chatml_run, tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "chat template" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
+def test_a_template_added_to_a_run_that_trained_with_the_default_is_refused_as_a_change(dialogue_run, tmp_path):
+    """A run trained with lccore's default template (its tokenizer had none) given a template that
+    training would refuse (no end token after a reply): refused as a changed tokenizer, not with
+    training's advice alone; and a manifest whose recorded template was edited is named as such."""
+    copy = tmp_path / "given-a-template"
+    shutil.copytree(dialogue_run.output_dir, copy)
+    (copy / "model" / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(lccore.ConfigError, match=r"model: the tokenizer is not the one the run was trained with \(task.template: .*no special token"):
+        lccore.load(copy, device="cpu")
+    edited = tmp_path / "manifest-edited"
+    shutil.copytree(dialogue_run.output_dir, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["tokenizer"]["chat_template"]["text"] += "{{ '' }}"  # the hash kept: the record contradicts itself
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(lccore.ConfigError, match=r"model: the tokenizer's chat template differs from the one kept in manifest.json \(whose record was edited\)"):
+        lccore.load(edited, device="cpu")
+
+
 def test_training_shows_the_supervised_share_and_a_decoded_conversation(chatml_run, tmp_path, capsys):
     data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS])
     config = {"model": str(chatml_run.output_dir / "model"), "task": {"name": "dialogue", "train": str(data)}, "train": {"max_steps": 1, "batch_size": 4, "max_length": 64}}

@@ -138,6 +138,13 @@ def test_training_shows_the_supervised_share_and_a_decoded_conversation(chatml_r
     out = capsys.readouterr().out
     assert "tokens (" in out and "are supervised" in out and "its last reply ends with the supervised end-of-turn token '<|im_end|>'" in out
     assert "[[<|im_start|>user\nwhat is the capital of france?<|im_end|>\n<|im_start|>assistant\n]]paris is the capital of france.<|im_end|>" in out
+    assert "warning" not in out
+    # Replies longer than max_length lose their end token: said with how many, before training.
+    lccore.train({**config, "train": {**config["train"], "max_length": 10}}, tmp_path / "short", progress=True)
+    out = capsys.readouterr().out
+    assert "its last reply does NOT end with" in out
+    cut = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(cut) == 1 and f"of these {len(CONVERSATIONS)} conversations lose the end of their last reply to train.max_length (10 tokens kept)" in cut[0], out
 
 
 def test_a_template_without_an_end_of_turn_token_is_refused_before_training(chatml_run, tmp_path):

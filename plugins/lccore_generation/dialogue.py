@@ -226,11 +226,17 @@ class DialogueTask(lccore.Task):
             text = tokenizer.decode(current)
             pieces.append(text if learnt else f"[[{text}]]")
         end_id = tokenizer.convert_tokens_to_ids(end) if end else None
-        last_learnt = [token for token, label in zip(first["input_ids"], first["labels"]) if label != -100][-1:]
-        ends = "ends with" if last_learnt == [end_id] else "does NOT end with"
+        def ends_learnt(row) -> bool:
+            return [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100][-1:] == [end_id]
+
+        ends = "ends with" if ends_learnt(first) else "does NOT end with"
+        cut = sum(not ends_learnt(row) for row in rows)
+        warning = (f"\nwarning: {cut} of these {len(rows)} conversations lose the end of their last reply to train.max_length "
+                   f"({max(len(row['input_ids']) for row in rows)} tokens kept): the model learns to stop only from replies that keep "
+                   f"their end-of-turn token; raise train.max_length") if cut else ""
         return (f"dialogue: {supervised} of {total} tokens ({supervised / max(total, 1):.0%}) are supervised (the assistant's replies) "
                 f"in the first {len(rows)} conversations; the first one, [[not learnt]]; its last reply {ends} the supervised end-of-turn token {end!r}:\n"
-                + "".join(pieces))
+                + "".join(pieces) + warning)
 
     def encode(self, examples, tokenizer, max_length):
         ensure_pad_token(tokenizer)

@@ -327,7 +327,12 @@ def create_app(predictors: dict, *, api_key: str | None = None, limits: ServeLim
 
     @app.exception_handler(HTTPException)  # a plugin's own HTTPException (its .code, if set, is OpenAI's error code), and 404/405 for unknown paths
     async def http_error(request: Request, exc: HTTPException):
-        return failure(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None), code=getattr(exc, "code", None))
+        detail, where = str(exc.detail), f"{request.method} {request.url.path[:200]}"
+        if exc.status_code == 404 and detail == "Not Found":  # no route: say which there are
+            detail = f"{where}: no such endpoint here; this server answers {', '.join(endpoints(app))}"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{where}: this path answers {(getattr(exc, 'headers', None) or {}).get('Allow', 'other methods')}"
+        return failure(exc.status_code, detail, headers=getattr(exc, "headers", None), code=getattr(exc, "code", None))
 
     @app.exception_handler(QueueFull)
     async def busy(request: Request, exc: QueueFull):
@@ -450,6 +455,11 @@ def _encoded(vector: list[float], encoding_format: str):
     import struct
 
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def endpoints(app) -> list[str]:
+    """``"POST /v1/chat/completions"``, ... : the API's routes, the plugins' too (its OpenAPI schema)."""
+    return [f"{method.upper()} {path}" for path, operations in app.openapi()["paths"].items() for method in operations]
 
 
 def _field(loc) -> str:

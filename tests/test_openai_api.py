@@ -92,6 +92,10 @@ def test_openai_client_chats_with_a_served_dialogue_run(dialogue_run):
         assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
         assert len({c.id for c in chunks}) == 1 and all(c.object == "chat.completion.chunk" for c in chunks)
 
+        # OpenAI's newer Responses API, as client.responses.create calls it.
+        response = client.responses.create(model=name, input=QUESTION)
+        assert response.status == "completed" and response.output_text == ANSWER and response.usage.output_tokens == reply.usage.completion_tokens
+
         # The same run through the plain completions endpoint: the prompt is the user's message.
         completion = client.completions.create(model=name, prompt="count to three")
         assert completion.choices[0].text == "one two three." and completion.choices[0].finish_reason == "stop"
@@ -231,6 +235,66 @@ def test_json_no_route_can_read_is_a_422_naming_the_field(chat, predictor, path,
     assert paired.status_code == 200 and paired.json()["outputs"][0]["label"] in ("positive", "negative")
 
 
+# --- the Responses API --------------------------------------------------------------------------------
+
+
+def test_the_responses_api_answers_and_streams_with_the_trained_template(chat):
+    app = create_app({"chat": chat}, limits=ServeLimits(max_new_tokens=50))
+
+    async def scenario():
+        client = client_for(app)
+        plain = await client.responses.create(model="chat", input="what is the capital of france?")
+        assert plain.object == "response" and plain.id.startswith("resp_") and plain.status == "completed" and plain.output_text == ANSWER
+        assert [(item.type, item.role, item.status) for item in plain.output] == [("message", "assistant", "completed")]
+        assert plain.usage.input_tokens > 0 and plain.usage.total_tokens == plain.usage.input_tokens + plain.usage.output_tokens
+        # instructions are the system message; input_text parts are joined; earlier turns are read.
+        briefly = await client.responses.create(model="chat", instructions="you answer briefly.",
+                                                input=[{"role": "user", "content": [{"type": "input_text", "text": "what colour is the sky?"}]}])
+        assert briefly.output_text == "blue."
+        joke = await client.responses.create(model="chat", input=[
+            {"role": "user", "content": "hello"}, {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi there, how can i help?"}]},
+            {"role": "user", "content": "tell me a joke"}])
+        assert joke.output_text == "why did the chicken cross the road?"
+        cut = await client.responses.create(model="chat", input="what is the capital of france?", max_output_tokens=2)
+        assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens" and ANSWER.startswith(cut.output_text)
+        # Streamed: the typed events in order, and the SDK's own stream helper rebuilds the response.
+        events = [event async for event in await client.responses.create(model="chat", input="count to three", stream=True)]
+        kinds = [event.type for event in events]
+        assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+        assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+        assert set(kinds[4:-4]) == {"response.output_text.delta"} and [e.sequence_number for e in events] == list(range(len(events)))
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "one two three." == events[-1].response.output_text
+        async with client.responses.stream(model="chat", input="hello") as stream:
+            final = await stream.get_final_response()
+        assert final.output_text == "hi there, how can i help?"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("request_fields", "param", "words"), [
+    ({"previous_response_id": "resp_1"}, "previous_response_id", "keeps no responses"),
+    ({"conversation": "conv_1"}, "conversation", "keeps no responses"),
+    ({"tools": [{"type": "web_search"}]}, "tools", "not supported"),
+    ({"text": {"format": {"type": "json_object"}}}, "text.format", "text"),
+    ({"include": ["message.output_text.logprobs"]}, "include", "log-probabilities"),
+    ({"input": [{"type": "function_call_output", "call_id": "1", "output": "x"}]}, "input[0]", "only messages"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]}, "input[0].content[0]", "text parts"),
+    ({"input": " "}, "input", "empty"),
+    ({"max_output_tokens": 51}, "max_output_tokens", "--max-new-tokens"),
+    ({"temperature": 3}, "temperature", "between 0 and 2"),
+])
+def test_responses_requests_lccore_cannot_honour_are_one_line_errors(chat, request_fields, param, words):
+    app = create_app({"chat": chat}, limits=ServeLimits(max_new_tokens=50))
+
+    async def scenario():
+        with pytest.raises(openai.UnprocessableEntityError) as refused:
+            await client_for(app).responses.create(**{"model": "chat", "input": "hello", **request_fields})
+        return refused.value
+
+    error = run(scenario())
+    assert error.body["param"] == param and words in error.body["message"] and error.body["message"].startswith(f"{param}: "), error.body
+
+
 # --- ethics policies on the OpenAI endpoints -------------------------------------------------------
 
 
@@ -254,6 +318,15 @@ def test_the_runs_policies_guard_chat_answers_and_streams(chat, tmp_path):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "<BLOCKED> is the capital of france."
         completion = await client.completions.create(model="chat", prompt="what is the capital of france?")
         assert completion.choices[0].text == "<BLOCKED> is the capital of france."
+        for stream in (False, True):  # the Responses API: the same guards
+            with pytest.raises(openai.BadRequestError) as refused:
+                answer = await client.responses.create(model="chat", input="tell me a joke please", stream=stream)
+                if stream:
+                    [e async for e in answer]
+            assert refused.value.body["code"] == "content_policy_violation" and refused.value.body["param"] == "input"
+        events = [e async for e in await client.responses.create(model="chat", input="what is the capital of france?", stream=True)]
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "<BLOCKED> is the capital of france."
+        assert events[-1].response.output_text == "<BLOCKED> is the capital of france."
 
     run(scenario())
     logged = audit.read_text()
@@ -270,6 +343,14 @@ def test_a_blocked_sentence_ends_the_choice_with_content_filter(chat):
         chunks = [c async for c in await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "count to three"}], stream=True)]
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
         assert finishes[-1] == "content_filter" and "three" not in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        for stream in (False, True):  # the Responses API: incomplete, for the policy
+            if stream:
+                events = [e async for e in await client.responses.create(model="chat", input="count to three", stream=True)]
+                assert events[-1].type == "response.incomplete"
+                response = events[-1].response
+            else:
+                response = await client.responses.create(model="chat", input="count to three")
+            assert response.status == "incomplete" and response.incomplete_details.reason == "content_filter" and "three" not in response.output_text
 
     run(scenario())
 

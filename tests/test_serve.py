@@ -95,9 +95,9 @@ def test_limits_unknown_model_and_no_tracebacks(client, predictor, monkeypatch):
     assert chunked.status_code == 413
     unknown = client.post("/v1/predict", json={"model": "tinyy", "inputs": ["x"]})
     assert unknown.status_code == 404 and "did you mean 'tiny'" in unknown.json()["detail"]
-    # A path or method the server lacks says what it answers (it said "Not Found"): OpenAI's Responses API, a GET for a POST.
-    elsewhere = client.post("/v1/responses", json={"model": "tiny", "input": "x"})
-    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["message"].startswith("POST /v1/responses: no such endpoint here; this server answers ")
+    # A path or method the server lacks says what it answers (it said "Not Found"): OpenAI's Assistants API, a GET for a POST.
+    elsewhere = client.post("/v1/assistants", json={"model": "tiny"})
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["message"].startswith("POST /v1/assistants: no such endpoint here; this server answers ")
     assert "POST /v1/chat/completions" in elsewhere.json()["detail"] and "POST /v1/explain" in elsewhere.json()["detail"]  # the plugins' routes too
     wrong_method = client.get("/v1/predict")
     assert wrong_method.status_code == 405 and wrong_method.json()["detail"] == "GET /v1/predict: this path answers POST"

@@ -2,7 +2,7 @@
 rendered with the chat template the run was trained with) and ``POST /v1/completions`` (any
 generative run: the prompt is the run's query, as for ``/v1/generate``), answered and streamed in
 OpenAI's formats so that the official ``openai`` client, and the tools built on it, talk to a
-fine-tuned lccore run unchanged.
+fine-tuned lccore run unchanged; ``POST /v1/responses`` (:mod:`.responses_api`) with the same helpers.
 
 Sampling follows the request: ``temperature`` above 0 (or ``top_p`` below 1) samples, otherwise
 decoding is greedy, which is also what a request without them gets (OpenAI samples at 1.0 by
@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 
 from lccore import LccoreError, TimeLimitError
 
+from .responses_api import add_responses_route
 from .streaming import STREAM_HEADERS, _event, _failure, _prompt_error, open_stream
 
 #: Most choices (``n``) one request may ask for.
@@ -63,10 +64,15 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
         error.code = code  # read by the serve plugin's error body (OpenAI's error.code)
         return error
 
-    def options_for(body, most_tokens: Optional[int]) -> dict:
+    def options_for(body, most_tokens: Optional[int], tokens_field: Optional[str] = None) -> dict:
+        """The generate reasoner's options for a request's sampling fields; ``tokens_field``: the
+        name its token limit came under (default: chat's and completions' own)."""
         extra = body.model_extra or {}
-        for field in ("tools", "tool_choice", "functions", "function_call"):
-            if extra.get(field) not in (None, [], "none"):
+        for field in ("tools", "functions"):
+            if extra.get(field):
+                raise refuse(422, f"{field}: tool and function calls are not supported by lccore serve")
+        for field in ("tool_choice", "function_call"):  # "auto" with no tools is what many clients send
+            if extra.get(field) not in (None, "none", "auto"):
                 raise refuse(422, f"{field}: tool and function calls are not supported by lccore serve")
         if extra.get("logprobs") not in (None, False, 0) or extra.get("top_logprobs") not in (None, 0):
             raise refuse(422, "logprobs: log-probabilities are not returned by lccore serve")
@@ -84,7 +90,7 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             raise refuse(422, "n: one choice per streamed request")
         options: dict = {}
         if most_tokens is not None:
-            field = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) is not None else "max_tokens"
+            field = tokens_field or ("max_completion_tokens" if getattr(body, "max_completion_tokens", None) is not None else "max_tokens")
             if most_tokens < 1:
                 raise refuse(422, f"{field}: must be at least 1, got {most_tokens}")
             if most_tokens > server.limits.max_new_tokens:
@@ -123,32 +129,33 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             raise refuse(422, f"model: run '{name}' ({predictor.config.task.name}) has no model that generates text; serve a dialogue, summarization, translation or clm run")
         return predictor
 
-    def chat_messages(messages: list) -> list[dict]:
-        """OpenAI's messages as the dialogue task reads them: text parts joined, ``developer`` as
-        ``system``; anything lccore cannot render is a one-line 422 naming the message."""
+    def chat_messages(messages: list, field: str = "messages", text_parts: tuple = ("text",)) -> list[dict]:
+        """OpenAI's messages as the dialogue task reads them: text parts (of a type in
+        ``text_parts``) joined, ``developer`` as ``system``; anything lccore cannot render is a
+        one-line 422 naming the message (``field[i]``)."""
         if not messages:
-            raise refuse(422, "messages: empty; send at least one user message")
+            raise refuse(422, f"{field}: empty; send at least one user message")
         read = []
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
-                raise refuse(422, f"messages[{i}]: expected an object with 'role' and 'content'")
+                raise refuse(422, f"{field}[{i}]: expected an object with 'role' and 'content'")
             role, content = message.get("role"), message.get("content")
             if role not in CHAT_ROLES:
-                raise refuse(422, f"messages[{i}].role: must be one of {', '.join(CHAT_ROLES)}, got {role!r} (tool messages are not supported)")
+                raise refuse(422, f"{field}[{i}].role: must be one of {', '.join(CHAT_ROLES)}, got {role!r} (tool messages are not supported)")
             if isinstance(content, list):
                 texts = []
                 for j, part in enumerate(content):
-                    if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                        raise refuse(422, f"messages[{i}].content[{j}]: only text parts ({{\"type\": \"text\", \"text\": ...}}) are read")
+                    if not isinstance(part, dict) or part.get("type") not in text_parts or not isinstance(part.get("text"), str):
+                        raise refuse(422, f"{field}[{i}].content[{j}]: only text parts ({{\"type\": \"{text_parts[0]}\", \"text\": ...}}) are read")
                     texts.append(part["text"])
                 content = "\n".join(texts)
             if not isinstance(content, str):
-                raise refuse(422, f"messages[{i}].content: expected a string or a list of text parts")
+                raise refuse(422, f"{field}[{i}].content: expected a string or a list of text parts")
             read.append({"role": ROLE_ALIASES.get(role, role), "content": content})
         if read[-1]["role"] == "assistant":
-            raise refuse(422, f"messages[{len(read) - 1}]: the last message is the assistant's; send the conversation up to a user message")
+            raise refuse(422, f"{field}[{len(read) - 1}]: the last message is the assistant's; send the conversation up to a user message")
         if not any(m["role"] == "user" for m in read):
-            raise refuse(422, "messages: no user message")
+            raise refuse(422, f"{field}: no user message")
         return read
 
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -271,9 +278,23 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             stop.set()
 
     async def stream_choices(name, reasoner, query, until, *, field, include_usage, frame, first_delta, piece, usage_frame):
-        """One choice as OpenAI streams it: ``frame(delta, None)`` per piece of text, then
-        ``frame({}, finish_reason)``, the usage when asked, and ``data: [DONE]``. A blocked input
-        is a plain 400 before the stream starts; an error met later is an ``error`` event."""
+        """One choice as chat completions and completions stream it: ``frame(delta, None)`` per
+        piece of text, then ``frame({}, finish_reason)``, the usage when asked, and ``data: [DONE]``."""
+        def closing(finish: str, counts: dict, text: str) -> list[str]:
+            return [frame({}, finish), *([usage_frame(counts)] if include_usage else []), "data: [DONE]\n\n"]
+
+        def failure(status: int, message: str) -> str:
+            return _event(None, {"error": {"message": message, "type": "timeout_error" if status == 504 else "server_error" if status == 500 else "invalid_request_error",
+                                           "param": None, "code": "timeout" if status == 504 else None}})
+
+        return await stream_events(name, reasoner, query, until, field=field, opening=lambda: [frame(first_delta, None)] if first_delta is not None else [],
+                                   delta=lambda text: frame(piece(text), None), closing=closing, failure=failure)
+
+    async def stream_events(name, reasoner, query, until, *, field, opening, delta, closing, failure):
+        """The reasoner's answer to ``query`` as server-sent events: ``opening()``, ``delta(text)``
+        per piece, ``closing(finish_reason, usage, whole text)``; an error met after the stream
+        began is ``failure(status, message)``. A blocked input is a plain 400 before the stream
+        starts; a blocked sentence ends it with ``content_filter``."""
         report: dict = {}
         first, next_item, stop = await open_stream(server, name, reasoner, query, until, producers=producers, field=field, report=report,
                                                    continuous=continuous, streams=streams)
@@ -283,10 +304,10 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             raise refuse(400, f"{field}: refused by the ethics policies: {'; '.join(value['reasons'])}", "content_policy_violation")
 
         async def events():
-            item, finish = first, None
+            item, finish, text = first, None, ""
             try:
-                if first_delta is not None:
-                    yield frame(first_delta, None)
+                for event in opening():
+                    yield event
                 while True:
                     kind, value = item
                     if kind == "end":
@@ -294,22 +315,23 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
                         break
                     if kind == "error":
                         status = 504 if isinstance(value, TimeLimitError) else 422 if isinstance(value, LccoreError) else 500
-                        yield _event(None, {"error": {"message": _failure(value, field), "type": "timeout_error" if status == 504 else "server_error" if status == 500 else "invalid_request_error",
-                                              "param": None, "code": "timeout" if status == 504 else None}})
+                        yield failure(status, _failure(value, field))
                         return
                     if isinstance(value, dict):  # a policy blocked a sentence: nothing more is shown or made
                         finish = "content_filter"
                         break
-                    yield frame(piece(value), None)
+                    text += value
+                    yield delta(value)
                     item = await next_item()
-                yield frame({}, finish)
-                if include_usage:
-                    yield usage_frame(usage(report.get("prompt_tokens", 0), report.get("tokens", 0)))
-                yield "data: [DONE]\n\n"
+                for event in closing(finish, usage(report.get("prompt_tokens", 0), report.get("tokens", 0)), text):
+                    yield event
             finally:  # done, refused, timed out, or the client left: stop the generation
                 stop.set()
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=STREAM_HEADERS)
+
+    add_responses_route(server, refuse=refuse, options_for=options_for, reasoner_for=reasoner_for, generative=generative,
+                        chat_messages=chat_messages, answer_all=answer_all, choice_of=choice_of, stream_events=stream_events)
 
 
 def _include_usage(body) -> bool:

@@ -17,6 +17,7 @@ import torch
 
 import lccore
 from lccore import deadline
+from lccore.data import clip_text
 
 from .record import PAIR_SEPARATOR
 
@@ -172,7 +173,8 @@ class ClassificationAdapter(TaskAdapter):
         if texts.get("text_pair") is not None:
             return self.pair_subject(index, texts["text"], texts["text_pair"], prediction, targets)
         text = texts["text"]
-        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
+        encoded = self.tokenizer(clip_text(text, self.max_length), truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                                 return_special_tokens_mask=True)
         spans = [None if special else trim(span, text) for span, special in zip(encoded["offset_mapping"], encoded["special_tokens_mask"])]
         words = words_from(encoded.word_ids(), spans)
         subject = Subject(index, text, words, list(encoded["input_ids"]), spans, targets, prediction)
@@ -207,7 +209,8 @@ class ClassificationAdapter(TaskAdapter):
 
 def pair_encoding(tokenizer, first: str, second: str, max_length: int):
     """A text pair as text classification encodes it: the longer text truncated first."""
-    return tokenizer(first, second, truncation="longest_first", max_length=max_length, return_offsets_mapping=True, return_special_tokens_mask=True)
+    return tokenizer(clip_text(first, max_length), clip_text(second, max_length), truncation="longest_first", max_length=max_length,
+                     return_offsets_mapping=True, return_special_tokens_mask=True)
 
 
 

@@ -32,7 +32,7 @@ import math
 import attrs
 
 import lccore
-from lccore.data import read_records
+from lccore.data import clip_text, read_records
 
 from .generation import PROMPT_IDS, PROMPT_MASK, GenerationOutput, causal_batch, ensure_pad_token, generate, pad_prompts, token_nll
 
@@ -289,8 +289,8 @@ class DialogueTask(lccore.Task):
             messages.pop()
         if not messages:
             raise lccore.DataError(f"{where}: the conversation has no message before the assistant's reply")
-        ids = tokenizer(template.render(messages, add_generation_prompt=True, where=where), add_special_tokens=False)["input_ids"]
-        return ids[-max_length:]
+        rendered = clip_text(template.render(messages, add_generation_prompt=True, where=where), max_length, keep="end")
+        return tokenizer(rendered, add_special_tokens=False)["input_ids"][-max_length:]
 
     def generation_prompt(self, query, tokenizer, max_length, where) -> list[int]:
         """The prompt the `generate` reasoner continues: a reply to ``query`` (a user message or a

@@ -16,7 +16,7 @@ import attrs
 import torch
 
 import lccore
-from lccore.data import read_records
+from lccore.data import clip_text, read_records
 
 from .generation import PROMPT_IDS, PROMPT_MASK, GenerationOutput, ensure_pad_token, generate, model_is_encoder_decoder, pad, pad_prompts
 
@@ -83,7 +83,7 @@ class Seq2SeqTask(lccore.Task):
     def prompt_ids(self, source: str, tokenizer, max_length: int, room: int | None = None) -> list[int]:
         """What the model reads: the encoder's input, or a decoder-only model's prompt (the source
         cut to ``room`` tokens, then the separator)."""
-        text = self.options.prefix + source
+        text = clip_text(self.options.prefix + source, max_length)  # a long document's memory: see clip_text
         if self.is_encoder_decoder(tokenizer):
             return tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
         separator = tokenizer(self.options.separator, add_special_tokens=False)["input_ids"] if self.options.separator else []
@@ -105,9 +105,9 @@ class Seq2SeqTask(lccore.Task):
                 prompt = self.prompt_ids(example.source, tokenizer, max_length)
                 feature = {"input_ids": prompt, "prompt": prompt}
                 if example.target is not None:
-                    feature["labels"] = tokenizer(text_target=example.target, truncation=True, max_length=max_length)["input_ids"]
+                    feature["labels"] = tokenizer(text_target=clip_text(example.target, max_length), truncation=True, max_length=max_length)["input_ids"]
             else:
-                target = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                target = tokenizer(clip_text(example.target, max_length), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                 # The source gives way to the target, down to half of max_length.
                 separator = len(tokenizer(self.options.separator, add_special_tokens=False)["input_ids"]) if self.options.separator else 0
                 room = max(max_length - len(target), max_length // 2) - separator

@@ -9,7 +9,7 @@ import attrs
 import torch
 
 import lccore
-from lccore.data import read_records
+from lccore.data import clip_text, read_records
 
 #: The metrics of each label type, the main one first.
 METRICS = {
@@ -114,12 +114,13 @@ class TextClassificationTask(lccore.Task):
         self.labels = list(spec["labels"])
 
     def encode(self, examples, tokenizer, max_length):
-        texts = [e.text for e in examples]
+        # Clipped first: the tokenizer encodes a whole text before truncating it (a long document's memory).
+        texts = [clip_text(e.text, max_length) for e in examples]
         if self.options.text_pair_field is None:
             encoded = tokenizer(texts, truncation=True, max_length=max_length)
         else:
             # cut the longer text first, so that a long passage does not crowd out the question
-            encoded = tokenizer(texts, [e.text_pair for e in examples], truncation="longest_first", max_length=max_length)
+            encoded = tokenizer(texts, [clip_text(e.text_pair, max_length) for e in examples], truncation="longest_first", max_length=max_length)
         index = {label: i for i, label in enumerate(self.labels)}
         features = []
         for i, example in enumerate(examples):

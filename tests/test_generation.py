@@ -179,6 +179,25 @@ def test_generate_works_on_a_pretraining_run(gpt2_model, tmp_path):
     answer = generator(max_new_tokens=5).answer("the cat", predictor=predictor)
     assert answer["tokens"] >= 1 and answer["finish_reason"] in ("stop", "length")
     assert "".join(generator(max_new_tokens=5).stream("the cat", predictor)) == answer["text"]
+    # A prompt longer than the model's 256 positions loses its oldest tokens (an IndexError from
+    # the position embeddings before): batched, streamed, and through the CLI.
+    long = "the cat sat on the mat " * 120
+    cut = generator(max_new_tokens=5).answer(long, predictor=predictor)
+    assert cut["prompt_tokens"] == 256 - 5 and 1 <= cut["tokens"] <= 5
+    assert "".join(generator(max_new_tokens=5).stream(long, predictor)) == cut["text"]
+
+
+def test_generation_never_runs_past_the_models_context(chat, capsys):
+    """prompt + max_new_tokens beyond the 256 positions of the test model: fewer tokens are
+    written, finish_reason length (it was an IndexError, a traceback in the CLI, a 500 served)."""
+    many = generator(strategy="sample", temperature=5.0, seed=1, max_new_tokens=300)
+    long_prompt = "hello " * 100  # the dialogue task keeps its last train.max_length (64) tokens
+    answer = many.answer(long_prompt, predictor=chat)
+    assert answer["prompt_tokens"] + answer["tokens"] <= 256 and answer["finish_reason"] in ("stop", "length")
+    streamed = "".join(many.stream(long_prompt, chat))
+    assert streamed == answer["text"]
+    status, out, err = cli(capsys, "generate", str(chat.run_dir), "--prompt", long_prompt, "--max-new-tokens", "300", "--strategy", "sample", "--temperature", "5", "--seed", "1")
+    assert status == 0 and out.strip() == answer["text"].strip(), err
 
 
 def test_policies_guard_answers_batches_and_streams(dialogue_run, tmp_path):

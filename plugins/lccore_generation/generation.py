@@ -87,12 +87,33 @@ def unwrap(model):
     return model
 
 
+def context_length(model) -> int | None:
+    """Most positions the model's decoder takes, its prompt and what it writes together (learnt
+    position embeddings have no more), or None where its config names no limit (T5's relative
+    positions)."""
+    config = unwrap(model).config
+    if config.is_encoder_decoder:
+        keys = ("max_position_embeddings",)  # BART, Marian, Pegasus; T5 has none
+    else:
+        config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        keys = ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len", "seq_length")
+    return next((value for value in (getattr(config, key, None) for key in keys) if isinstance(value, int) and value > 1), None)
+
+
 def generate(model, tokenizer, input_ids, attention_mask, /, *, extra_ends=(), **settings) -> list[tuple[list[int], bool]]:
     """Per row: the generated tokens only (without the prompt, or the decoder's start token), up
     to and with the first end token (end-of-text, or one of ``extra_ends`` such as a chat
     template's end of turn), and whether the row ended that way (else it ran out of
-    ``max_new_tokens`` or met a stop string)."""
+    ``max_new_tokens`` or met a stop string). No more is written than the model's context has
+    room for after the prompt (:func:`context_length`)."""
     model = unwrap(model)
+    context = context_length(model)
+    if context is not None and "max_new_tokens" in settings:
+        used = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+        if used >= context:
+            raise lccore.ConfigError(f"train.max_length: a prompt of {used} tokens leaves no room to write in the model's context of {context} positions; "
+                                     f"train with a lower max_length")
+        settings["max_new_tokens"] = min(settings["max_new_tokens"], context - used)
     ends = end_ids(model, tokenizer, extra_ends)
     if extra_ends:  # the model stops at the end of a turn too, not only at its own end-of-text
         settings["eos_token_id"] = sorted(end_ids(model, None, extra_ends))

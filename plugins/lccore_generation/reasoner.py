@@ -15,8 +15,9 @@ from typing import Any, Iterator
 import torch
 
 import lccore
+from lccore.data import clip_text
 
-from .generation import cut_at_end, end_ids, ensure_pad_token, generate, pad_prompts, unwrap
+from .generation import context_length, cut_at_end, end_ids, ensure_pad_token, generate, pad_prompts, unwrap
 
 
 class GenerateReasoner:
@@ -54,9 +55,9 @@ class GenerateReasoner:
         if self.options.strategy == "beam":
             raise lccore.ConfigError("generate.strategy: beam search cannot stream (the best beam is known only at the end); use greedy or sample")
         model, tokenizer = predictor.model, predictor.tokenizer
-        prompt = self.prompt_ids(query, predictor, "prompt")
+        [prompt], most = self._fit([self.prompt_ids(query, predictor, "prompt")], predictor)
         if batcher is not None and continuous.applies(predictor, self.options):
-            pieces = continuous.stream_text(batcher, prompt, tokenizer, self.options.max_new_tokens, report)
+            pieces = continuous.stream_text(batcher, prompt, tokenizer, most, report)
             yield from cut_stream(pieces, self.options.stop, drain=False)
             return
         ids, mask = self._batch([prompt], predictor)
@@ -74,13 +75,13 @@ class GenerateReasoner:
                     sequences = unwrap(model).generate(
                         input_ids=ids, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
                         **({"eos_token_id": sorted(end_ids(unwrap(model), None, turn_ends))} if turn_ends else {}),
-                        stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer),
+                        stopping_criteria=StoppingCriteriaList([stop_when_closed]), **self.settings(tokenizer, most),
                     )
                 if report is not None:
                     start = 1 if unwrap(model).config.is_encoder_decoder else ids.shape[1]
                     row, ended = cut_at_end(sequences[0, start:].tolist(), ends, tokenizer.pad_token_id)
                     text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
-                    report.update(self._record(text, row, ended or stopped, len(prompt)))
+                    report.update(self._record(text, row, ended or stopped, len(prompt), most))
             except Exception as exc:  # re-raised in the caller's thread
                 failure.append(exc)
                 streamer.end()
@@ -112,17 +113,18 @@ class GenerateReasoner:
             query = query.get("prompt", query.get("text"))
         if not isinstance(query, str):
             raise lccore.DataError(f"{where}: expected a prompt (a string, or an object with a string 'prompt')")
-        ids = tokenizer(query)["input_ids"]
+        context = context_length(unwrap(predictor.model))
+        ids = tokenizer(clip_text(query, context, keep="end") if context else query)["input_ids"]  # what _fit could keep, not more
         if not ids:
             raise lccore.DataError(f"{where}: the prompt is empty")
         return ids
 
     # --- generation ------------------------------------------------------------------------------
 
-    def settings(self, tokenizer) -> dict:
+    def settings(self, tokenizer, max_new_tokens: int) -> dict:
         """``model.generate`` keyword arguments for the chosen strategy."""
         o = self.options
-        settings = {"max_new_tokens": o.max_new_tokens, "repetition_penalty": o.repetition_penalty, "do_sample": o.strategy == "sample", "num_beams": 1}
+        settings = {"max_new_tokens": max_new_tokens, "repetition_penalty": o.repetition_penalty, "do_sample": o.strategy == "sample", "num_beams": 1}
         if o.strategy == "sample":
             settings.update(temperature=o.temperature, top_k=o.top_k or 0, top_p=o.top_p)  # top_k 0: no limit
         elif o.strategy == "beam":
@@ -139,17 +141,34 @@ class GenerateReasoner:
 
     def _generate(self, prompts: list[list[int]], predictor) -> list[dict]:
         tokenizer = predictor.tokenizer
+        prompts, most = self._fit(prompts, predictor)
         ids, mask = self._batch(prompts, predictor)
         with torch.inference_mode(), self._seeded(predictor), predictor.autocast():
-            rows = generate(predictor.model, tokenizer, ids, mask, extra_ends=self._turn_ends(predictor), **self.settings(tokenizer))
+            rows = generate(predictor.model, tokenizer, ids, mask, extra_ends=self._turn_ends(predictor), **self.settings(tokenizer, most))
         answers = []
         for prompt, (row, ended) in zip(prompts, rows):
             text, stopped = cut_text(tokenizer.decode(row, skip_special_tokens=True), self.options.stop)
-            answers.append(self._record(text, row, ended or stopped, len(prompt)))
+            answers.append(self._record(text, row, ended or stopped, len(prompt), most))
         return answers
 
-    def _record(self, text: str, row: list[int], ended: bool, prompt_tokens: int) -> dict:
-        finished = ended or len(row) < self.options.max_new_tokens
+    def _fit(self, prompts: list[list[int]], predictor) -> tuple[list[list[int]], int]:
+        """The prompts and the most tokens to write, within the model's context (past it, a
+        position has no embedding: the model failed with an IndexError). A prompt that leaves less
+        room than ``max_new_tokens`` loses its oldest tokens, down to half the context (as
+        transformers' pipelines do with ``handle_long_generation="hole"``); if the room left is
+        still short, fewer tokens are written and the answer ends with ``finish_reason: length``."""
+        wanted, model = self.options.max_new_tokens, unwrap(predictor.model)
+        context = context_length(model)
+        if context is None:
+            return prompts, wanted
+        if model.config.is_encoder_decoder:  # the prompt goes to the encoder: only the reply takes decoder positions
+            return prompts, min(wanted, context - 1)
+        keep = max(context - wanted, context // 2)
+        prompts = [prompt[-keep:] for prompt in prompts]
+        return prompts, max(1, min(wanted, context - max(len(prompt) for prompt in prompts)))
+
+    def _record(self, text: str, row: list[int], ended: bool, prompt_tokens: int, most: int) -> dict:
+        finished = ended or len(row) < most
         return {"text": text, "tokens": len(row), "prompt_tokens": prompt_tokens, "finish_reason": "stop" if finished else "length"}
 
     @staticmethod

@@ -133,7 +133,7 @@ def test_chat_options_follow_openai_semantics(chat):
         assert [c.message.content for c in drawn[0].choices] == [c.message.content for c in drawn[1].choices]
         assert len({c.message.content for c in drawn[0].choices}) > 1  # three draws at temperature 2 differ
         # What OpenAI clients send beside the messages is read (developer = system, text parts) or tolerated.
-        parts = await client.chat.completions.create(model="chat", user="u-1", metadata={"k": "v"}, messages=[
+        parts = await client.chat.completions.create(model="chat", user="u-1", metadata={"k": "v"}, tool_choice="auto", messages=[
             {"role": "developer", "content": "you answer briefly."}, {"role": "user", "content": [{"type": "text", "text": "what colour is the sky?"}]}])
         assert parts.choices[0].message.content == "blue."
 

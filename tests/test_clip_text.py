@@ -47,3 +47,21 @@ def test_a_short_text_is_left_as_it_is_and_a_long_one_bounded():
     assert len(clip_text(long, 128)) < 2_000 and clip_text(long, 128).endswith("word")
     assert len(clip_text("a" * 10_000_000, 512)) == 512 * 256  # one word: its characters are bounded
     assert len(clip_text(" " * 10_000_000 + "end", 128)) == 128 * CLIP_SPAN_PER_TOKEN  # whitespace too
+
+
+@pytest.mark.parametrize("piece_chars", [16 * 300, 16 * 4000])  # pieces more than twice the longest word: a cut never falls inside one
+def test_tokenizing_in_pieces_gives_the_ids_of_one_call(tokenizer, piece_chars):
+    """tokenize_in_pieces: no tokenizer call reads more than piece_chars characters, and the ids
+    are those of one call on the whole texts."""
+    from lccore.data import tokenize_in_pieces
+
+    seen = []
+
+    class Counting:
+        def __call__(self, texts, **kwargs):
+            seen.append(sum(len(t) for t in texts))
+            return tokenizer(texts, **kwargs)
+
+    made = texts(piece_chars)[:30] + ["", "one", "tab\tseparated\nlines  and   runs " * 40]
+    assert tokenize_in_pieces(Counting(), made, piece_chars=piece_chars) == tokenizer(made, add_special_tokens=False)["input_ids"]
+    assert max(seen) <= piece_chars

@@ -87,6 +87,45 @@ def clip_text(text: str, max_length: int, *, keep: str = "start") -> str:
     return span[:cut] if keep == "start" else span[:cut][::-1]
 
 
+#: Most characters one tokenizer call reads in :func:`tokenize_in_pieces`.
+PIECE_CHARS = 1 << 20
+_LAST_SPACE = re.compile(r"\s+\S*$")
+
+
+def tokenize_in_pieces(tokenizer, texts: list[str], *, piece_chars: int = PIECE_CHARS) -> list[list[int]]:
+    """``tokenizer(texts, add_special_tokens=False)["input_ids"]``, with no call reading more than
+    ``piece_chars`` characters: the texts are tokenised in groups, and a text longer than a
+    sixteenth of that in pieces (so that a call still has texts to spread over the tokenizer's
+    threads) cut before a run of whitespace, where no token of BERT's, GPT-2's or SentencePiece's
+    pre-tokenizers crosses (the same ids). A tokenizer takes about 140 bytes of memory a character
+    while it encodes: one call on 1,000 documents of 100 KB took 14 GB."""
+    ids: list[list[int]] = [[] for _ in texts]
+    group: list[tuple[int, str]] = []
+    size, longest = 0, max(piece_chars // 16, 2)
+
+    def flush() -> None:
+        for (owner, _), piece_ids in zip(group, tokenizer([piece for _, piece in group], add_special_tokens=False)["input_ids"]):
+            ids[owner].extend(piece_ids)
+        group.clear()
+
+    for owner, text in enumerate(texts):
+        start = 0
+        while start < len(text):
+            end = len(text) if len(text) - start <= longest else start + longest
+            if end < len(text):  # cut where the last run of whitespace in the second half of the piece begins
+                space = _LAST_SPACE.search(text, start + longest // 2, end)
+                end = space.start() if space else end
+            if size + end - start > piece_chars and group:
+                flush()
+                size = 0
+            group.append((owner, text[start:end]))
+            size += end - start
+            start = end
+    if group:
+        flush()
+    return ids
+
+
 #: Deepest nesting of lists and objects a data row may have: rows are records, not trees, and
 #: deeper values would exhaust the recursion of the code that walks them.
 MAX_JSON_DEPTH = 64

@@ -21,7 +21,7 @@ import attrs
 import torch
 
 import lccore
-from lccore.data import read_lines, read_records
+from lccore.data import read_lines, read_records, tokenize_in_pieces
 
 
 @attrs.frozen
@@ -79,7 +79,7 @@ class LanguageModelingTask(lccore.Task):
         separator = self._separator(tokenizer)
         wrap = self.objective == "mlm"  # [CLS] ... [SEP] around each block
         room = max_length - 2 if wrap else max_length
-        ids = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
+        ids = tokenize_in_pieces(tokenizer, [e.text for e in examples])  # long documents in pieces: bounded memory, the same ids
         features = []
 
         def emit(stream: list[int], segments: list[tuple[int, int, int]]) -> None:

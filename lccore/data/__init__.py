@@ -1,7 +1,9 @@
-"""Readers for data files, with errors that name the file and line.
+"""Readers for data files, with errors that name the file and line, and the text helpers tasks
+tokenise through.
 
 Tasks build on these so that every task reports a missing file, an empty file, bytes that are not
-UTF-8 or a malformed row the same way.
+UTF-8 or a malformed row the same way, and so that a long document costs the memory of the tokens
+a task keeps (:func:`clip_text`, :func:`tokenize_in_pieces`).
 """
 
 from __future__ import annotations

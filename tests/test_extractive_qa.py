@@ -86,6 +86,37 @@ def test_windows_are_made_for_long_contexts(qa_run):
     example = predictor.task.parse_input({"question": "where does bob live ?", "context": " ".join(["the film"] * 60)}, "x")
     features = predictor.task.encode([example], predictor.tokenizer, 32)
     assert len(features) > 3 and all(len(f["input_ids"]) <= 32 for f in features)
+    # Each window keeps its own part of the context, not all of it (a long document's windows
+    # each held, and cached, the whole context: storage grew with its square).
+    for feature in features:
+        start = feature["context_start"]
+        inside = [o for o in feature["offsets"] if o is not None]
+        assert feature["context"] == example.context[start : inside[-1][1]] and start == inside[0][0]
+    assert sum(len(f["context"]) for f in features) < 2 * len(example.context)
+
+
+def test_long_contexts_are_tokenised_a_few_at_a_time(qa_run, monkeypatch):
+    """No tokenizer call reads more than GROUP_CHARS characters (it takes ~140 bytes a character);
+    the windows are those of one call."""
+    from lccore_extractive_qa import task as qa_task
+
+    predictor = lccore.load(qa_run.output_dir)
+    examples = [predictor.task.parse_input({"question": "where does bob live ?", "context": " ".join(["the film"] * n)}, "x") for n in (40, 90, 5, 60)]
+    whole = predictor.task.encode(examples, predictor.tokenizer, 32)
+    monkeypatch.setattr(qa_task, "GROUP_CHARS", 500)
+    calls = []
+
+    class Counting:  # the tokenizer, counting the characters each call reads
+        def __call__(self, questions, contexts=None, **options):
+            calls.append(sum(map(len, questions)) + sum(map(len, contexts or [])))
+            return predictor.tokenizer(questions, contexts, **options)
+
+        def __getattr__(self, name):
+            return getattr(predictor.tokenizer, name)
+
+    grouped = predictor.task.encode(examples, Counting(), 32)
+    assert [(f["example_index"], f["input_ids"], f["offsets"]) for f in grouped] == [(f["example_index"], f["input_ids"], f["offsets"]) for f in whole]
+    assert len(calls) > 2 and max(calls[1:]) <= 2 * 500  # the first call measures the questions (the stride); a longer context goes alone
 
 
 def test_official_squad_normalisation():

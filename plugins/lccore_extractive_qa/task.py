@@ -8,6 +8,7 @@ answer. In v2 data a question may have no answer: the model then points at the [
 from __future__ import annotations
 
 import json
+from typing import Iterator
 
 import attrs
 import torch
@@ -99,21 +100,27 @@ class ExtractiveQATask(lccore.Task):
     # --- model input and output ------------------------------------------------------------------
 
     def encode(self, examples, tokenizer, max_length):
-        encoded = tokenizer(
-            [e.question for e in examples], [e.context for e in examples], truncation="only_second", max_length=max_length,
-            stride=self._stride(examples, tokenizer, max_length), return_overflowing_tokens=True, return_offsets_mapping=True,
-        )
+        stride = self._stride(examples, tokenizer, max_length)
         features = []
-        for row, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
-            example = examples[example_index]
-            sequence_ids = encoded.sequence_ids(row)
-            # Offsets only for context tokens: a span may start and end only there.
-            offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][row], sequence_ids)]
-            feature = {k: encoded[k][row] for k in tokenizer.model_input_names if k in encoded}
-            feature.update(example_index=example_index, context=example.context, offsets=offsets)
-            if example.answers is not None:
-                feature["start_positions"], feature["end_positions"] = self._answer_positions(example, offsets)
-            features.append(feature)
+        for first, group in _groups(examples):  # a tokenizer call takes ~140 bytes a character: long contexts a few at a time
+            encoded = tokenizer(
+                [e.question for e in group], [e.context for e in group], truncation="only_second", max_length=max_length,
+                stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+            )
+            for row, in_group in enumerate(encoded["overflow_to_sample_mapping"]):
+                example = group[in_group]
+                sequence_ids = encoded.sequence_ids(row)
+                # Offsets only for context tokens: a span may start and end only there.
+                offsets = [o if s == 1 else None for o, s in zip(encoded["offset_mapping"][row], sequence_ids)]
+                feature = {k: encoded[k][row] for k in tokenizer.model_input_names if k in encoded}
+                # The window's own part of the context, not the whole context in every window (a long document's
+                # windows would each hold, and cache, all of it).
+                inside = [o for o in offsets if o is not None]
+                start, end = (inside[0][0], inside[-1][1]) if inside else (0, 0)
+                feature.update(example_index=first + in_group, context=example.context[start:end], context_start=start, offsets=offsets)
+                if example.answers is not None:
+                    feature["start_positions"], feature["end_positions"] = self._answer_positions(example, offsets)
+                features.append(feature)
         return features
 
     def _stride(self, examples, tokenizer, max_length) -> int:
@@ -183,8 +190,10 @@ class ExtractiveQATask(lccore.Task):
         span_score = float(scores[start, end])
         start_probabilities, end_probabilities = torch.softmax(start_logits, 0), torch.softmax(end_logits, 0)
         found = span_score > float("-inf")
+        base = feature.get("context_start", 0)
         return {
             "example_index": feature["example_index"],
+            "answer": feature["context"][offsets[start][0] - base : offsets[end][1] - base] if found else "",
             "span_score": span_score,
             "null_score": null_score,
             "start": offsets[start][0] if found else 0,
@@ -202,17 +211,16 @@ class ExtractiveQATask(lccore.Task):
                 null[index] = record
             if index not in best or record["span_score"] > best[index]["span_score"]:
                 best[index] = record
-        contexts = {f["example_index"]: f["context"] for f in features}
         answers = []
-        for index in sorted(contexts):
-            record, context = best[index], contexts[index]
+        for index in sorted(best):
+            record = best[index]
             no_answer = record["span_score"] == float("-inf") or (
                 self.allow_no_answer and null[index]["null_score"] - record["span_score"] > self.options.null_threshold
             )
             if no_answer:
                 answers.append({"answer": "", "start": None, "end": None, "score": round(null[index]["null_probability"], 6)})
             else:
-                answers.append({"answer": context[record["start"] : record["end"]], "start": record["start"], "end": record["end"], "score": round(record["probability"], 6)})
+                answers.append({"answer": record["answer"], "start": record["start"], "end": record["end"], "score": round(record["probability"], 6)})
         return answers
 
     def metrics(self, predictions, examples):
@@ -267,3 +275,21 @@ class AnswerTotals(lccore.MetricsAccumulator):
         if not self.questions:
             raise ZeroDivisionError("no questions to score")
         return {"exact_match": 100.0 * self.exact / self.questions, "f1": 100.0 * self.f1 / self.questions}
+
+
+#: Most characters of questions and contexts one tokenizer call reads in ``encode``.
+GROUP_CHARS = 1 << 20
+
+
+def _groups(examples: list) -> Iterator[tuple[int, list]]:
+    """``(index of the first, examples)``: consecutive examples with at most :data:`GROUP_CHARS`
+    characters together (a longer one alone)."""
+    first, size = 0, 0
+    for index, example in enumerate(examples):
+        length = len(example.question) + len(example.context)
+        if index > first and size + length > GROUP_CHARS:
+            yield first, examples[first:index]
+            first, size = index, 0
+        size += length
+    if first < len(examples):
+        yield first, examples[first:]

@@ -57,17 +57,25 @@ def test_first_subtoken_alignment_and_label_all_subtokens(tiny_model):
     assert every.encode([example], tokenizer, 32)[0]["labels"][3:5] == [2, 3]  # B-LOC, then I-LOC
 
 
-def test_words_beyond_max_length_count_as_missed(ner_run):
+def test_a_text_longer_than_max_length_is_read_in_windows(ner_run):
+    """Words beyond max_length (32 tokens here) were tagged O, their entities missed; the text is
+    now read in overlapping windows and every word tagged, with offsets into the whole text."""
     predictor = lccore.load(ner_run.output_dir)
-    tokens = ["the", "show"] * 20 + ["alice", "lives", "in", "rome"]
+    tokens = ["the", "show"] * 20 + ["alice", "lives", "in", "rome"] + ["the", "show"] * 20 + ["bob", "met", "carol"]
     record = predictor.predict([tokens])[0]
     assert len(record["tags"]) == len(tokens)
-    assert record["tags"][-4:] == ["O"] * 4 and record["entities"] == []  # cut by max_length=32
+    found = [(e["text"], e["type"]) for e in record["entities"]]
+    assert found == [("alice", "PER"), ("rome", "LOC"), ("bob", "PER"), ("carol", "PER")], record["entities"]
+    text = " ".join(tokens)
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in record["entities"])
     from lccore_ner.task import from_tokens
 
-    gold = from_tokens(tokens, ["O"] * 40 + ["B-PER", "O", "O", "B-LOC"], "x:1")
-    metrics = predictor.task.metrics([record], [gold])
-    assert metrics["recall"] == 0.0  # missed, not silently dropped
+    gold = from_tokens(tokens, ["O"] * 40 + ["B-PER", "O", "O", "B-LOC"] + ["O"] * 40 + ["B-PER", "O", "B-PER"], "x:1")
+    assert predictor.task.metrics([record], [gold])["recall"] == 1.0
+    # The windows share a quarter of their tokens, and each keeps only its own words' text.
+    features = predictor.task.encode([predictor.task.parse_input(tokens, "x")], predictor.tokenizer, 32)
+    assert len(features) >= 3 and all(len(f["input_ids"]) <= 32 for f in features)
+    assert sum(len(f["text"]) for f in features) < 2 * len(text)
 
 
 def run_cli(*args):

@@ -1,8 +1,8 @@
 """The `ner` task: one tag per word, scored at the entity level with seqeval.
 
 Words are tagged through their first sub-token (or all of them with `label_all_subtokens`).
-Words that fall beyond `train.max_length` get no prediction: they are tagged `O`, so their
-entities count as missed in the metrics rather than disappearing from them.
+A text longer than `train.max_length` is read in overlapping windows (a quarter of a window
+shared), in training too; each word is tagged from the window that gives it the most context.
 """
 
 from __future__ import annotations
@@ -136,13 +136,23 @@ class NERTask(lccore.Task):
 
     def encode(self, examples, tokenizer, max_length):
         index = {tag: i for i, tag in enumerate(self.labels)}
-        encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+        # A text longer than max_length is read in overlapping windows (a quarter of a window shared),
+        # each word tagged from the window where it has the most context on both sides (gather).
+        encoded = tokenizer([list(e.tokens) for e in examples], is_split_into_words=True, truncation=True, max_length=max_length,
+                            stride=max(max_length // 4, 1), return_overflowing_tokens=True)
         features = []
-        for row, example in enumerate(examples):
+        for row, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+            example = examples[example_index]
             word_ids = encoded.word_ids(row)
-            feature = {key: values[row] for key, values in encoded.items()}
-            # What decode needs to turn tags back into entities, as plain data (features are cached as JSON).
-            feature.update(word_ids=word_ids, text=example.text, offsets=example.offsets)
+            feature = {key: encoded[key][row] for key in tokenizer.model_input_names if key in encoded}
+            # What decode needs to turn tags back into entities, as plain data (features are cached as JSON):
+            # the window's own words' offsets and text, not the whole example's in every window.
+            words = [w for w in word_ids if w is not None]
+            first, last = (words[0], words[-1]) if words else (0, -1)
+            offsets = example.offsets[first : last + 1]
+            start = offsets[0][0] if offsets else 0
+            feature.update(example_index=example_index, word_ids=word_ids, first_word=first, offsets=offsets, text_start=start,
+                           text=example.text[start : offsets[-1][1]] if offsets else "", words=len(example.offsets))
             if example.tags is not None:
                 unknown = next((t for t in example.tags if t not in index), None)
                 if unknown is not None:
@@ -184,21 +194,50 @@ class NERTask(lccore.Task):
             confidence = probabilities.gather(-1, best.unsqueeze(-1)).squeeze(-1)
         records = []
         for row, feature in enumerate(features):
-            text, offsets = feature["text"], feature["offsets"]
-            tags, scores, seen = ["O"] * len(offsets), [0.0] * len(offsets), set()
+            tagged, seen = {}, set()  # word -> (tag, score), through its first sub-token
             for position, word in enumerate(feature["word_ids"]):
                 if word is None or word in seen:
                     continue
                 seen.add(word)
-                tags[word] = self.labels[int(best[row, position])]
-                scores[word] = float(confidence[row, position])
+                tagged[word] = (self.labels[int(best[row, position])], float(confidence[row, position]))
+            records.append({"example_index": feature.get("example_index", row), "tagged": tagged})
+        return records
+
+    def gather(self, records, features):
+        """One ``{"entities", "tags"}`` record per example: each word's tag from the window that
+        gives it the most context on both sides; a word no window reached is ``O``."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        windows: dict[int, list[tuple[dict, dict]]] = {}
+        for record, feature in zip(records, features):
+            windows.setdefault(record["example_index"], []).append((record, feature))
+        gathered = []
+        for example_index in sorted(windows):
+            parts = windows[example_index]
+            count = parts[0][1]["words"]
+            tags, scores, margins = ["O"] * count, [0.0] * count, [-1] * count
+            offsets, text, base, covered = [None] * count, "", None, 0
+            for record, feature in parts:
+                first, window = feature["first_word"], feature["offsets"]
+                last = first + len(window) - 1
+                for word, (tag, score) in record["tagged"].items():
+                    margin = min(word - first, last - word)
+                    if margin > margins[word]:
+                        tags[word], scores[word], margins[word] = tag, score, margin
+                offsets[first : last + 1] = [tuple(o) for o in window]
+                if window:  # the windows' texts, stitched where they overlap
+                    if base is None:
+                        base, text = feature["text_start"], feature["text"]
+                    end = feature["text_start"] + len(feature["text"])
+                    if end > base + len(text):
+                        text += feature["text"][base + len(text) - feature["text_start"]:]
             entities = []
             for kind, first, last in get_entities(tags):
                 start, end = offsets[first][0], offsets[last][1]
                 score = sum(scores[first : last + 1]) / (last - first + 1)
-                entities.append({"text": text[start:end], "type": kind, "start": start, "end": end, "score": round(score, 6)})
-            records.append({"entities": entities, "tags": tags})
-        return records
+                entities.append({"text": text[start - base : end - base], "type": kind, "start": start, "end": end, "score": round(score, 6)})
+            gathered.append({"entities": entities, "tags": tags})
+        return gathered
 
     def metrics(self, predictions, examples):
         return lccore.MetricsAccumulator.once(self, predictions, examples)

@@ -184,8 +184,6 @@ class NERTask(lccore.Task):
         return batch
 
     def decode(self, outputs, batch, features):
-        from seqeval.metrics.sequence_labeling import get_entities
-
         probabilities = torch.softmax(outputs.logits.float(), dim=-1)
         confidence, best = probabilities.max(dim=-1)
         decoded = getattr(outputs, "tag_ids", None)  # a head that decodes whole sequences (crf) gives its path
@@ -216,7 +214,7 @@ class NERTask(lccore.Task):
             parts = windows[example_index]
             count = parts[0][1]["words"]
             tags, scores, margins = ["O"] * count, [0.0] * count, [-1] * count
-            offsets, text, base, covered = [None] * count, "", None, 0
+            offsets, text, base = [None] * count, "", None
             for record, feature in parts:
                 first, window = feature["first_word"], feature["offsets"]
                 last = first + len(window) - 1

@@ -106,13 +106,9 @@ class Batcher:
         until the function returned is called."""
         self.check_room(count)
         self.pending += count
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.pending -= count
+            self.pending -= count
 
         return release
 

@@ -11,6 +11,8 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from lccore.data import MAX_JSON_DEPTH  # a request body nests no deeper than a data file's rows
+
 from .errors import error_bytes
 
 #: Paths answered without the API key: the readiness probe and the static page (it holds no
@@ -106,9 +108,6 @@ class GuardMiddleware:
                 f"start lccore serve with --allowed-host NAME to serve under another name")
 
 
-#: Deepest nesting of lists and objects a request body may have (as a data file's rows): requests
-#: are records, not trees, and deeper ones would exhaust the recursion of the code that walks them.
-MAX_JSON_DEPTH = 64
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 

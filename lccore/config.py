@@ -19,7 +19,7 @@ from .errors import ConfigError
 # YAML and typed data live in lccore.typed; these names stay importable from lccore.config, where plugins find them
 from .typed import doc, dump_yaml, read_yaml, safe_load_yaml, structure, unstructure  # noqa: F401
 
-if TYPE_CHECKING:  # the engine is called, never imported: the engine layer stays below the config
+if TYPE_CHECKING:  # plugins.py never imports the config, so the config may use the engine
     from .plugins import Engine
 
 
@@ -278,8 +278,6 @@ def load_config(source: str | Path | dict, overrides: list[str] = (), *, init_fr
         data["model"] = "(the model of train.init_from)"  # replaced below, once init_from is resolved
     try:
         config = structure(RunConfig, data)
-        from .ethics import policy_specs
-
         policy_specs(config.ethics)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
@@ -295,8 +293,6 @@ def load_config(source: str | Path | dict, overrides: list[str] = (), *, init_fr
         # `model:` the config also gives is not used, and is not recorded as if it were)
         config.model = str(Path(config.train.init_from) / "model")
     if config.ethics:
-        from .ethics import resolve_paths
-
         config.ethics = resolve_paths(config.ethics, base, config.plugins.disable)
     if config.explain.probe:
         config.explain.probe = str((base / config.explain.probe).resolve())
@@ -407,3 +403,49 @@ def optimizer_config_with_options(config: RunConfig, engine: Engine):
     component = engine.component("optimizer", config.optimizer.name)
     options = engine.parse_options(component, config.optimizer.options, key="optimizer")
     return component, attrs.evolve(config.optimizer, options=options)
+
+
+# --- the ethics: list ---------------------------------------------------------------------------
+
+
+def policy_specs(items: list) -> list[tuple[str, dict]]:
+    """``[name, {name: ..., option: ...}, ...]`` (the ``ethics:`` config list) as (name, options) pairs."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ConfigError(f"ethics: expected a list of policies, got {items!r}")
+    specs = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            specs.append((item, {}))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            specs.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
+        else:
+            raise ConfigError(f"ethics[{i}]: expected a policy name or a mapping with 'name', got {item!r}")
+    return specs
+
+
+def resolve_paths(items: list, base: Path, disable: list[str] = ()) -> list:
+    """``items`` with every option its policy's options class marks ``metadata={"path": True}``
+    (an NER run, a classifier run) made absolute against ``base``, the folder of the file that
+    named it, so a config means the same wherever it is run from. Unknown policies are left for
+    :func:`build_policies` to report."""
+    specs = policy_specs(items)
+    if not any(isinstance(value, str) for _, options in specs for value in options.values()):
+        return items  # nothing that could be a path: no need to look at the plugins
+    from .plugins import Engine
+
+    engine = Engine(disable=list(disable))
+    resolved = []
+    for item, (name, options) in zip(items, specs):
+        if isinstance(item, str):
+            resolved.append(item)
+            continue
+        owners = engine.owners("ethics_policy", name)
+        fields = attrs.fields(owners[0].options) if len(owners) == 1 and attrs.has(owners[0].options) else ()
+        for field in fields:
+            value = options.get(field.name)
+            if field.metadata.get("path") and isinstance(value, str) and value:
+                options[field.name] = str((base / Path(value).expanduser()).resolve())
+        resolved.append({"name": name, **options})
+    return resolved

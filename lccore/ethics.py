@@ -23,8 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import attrs
-
+from .config import policy_specs, resolve_paths
 from .data import check_unicode
 from .errors import ConfigError
 
@@ -35,49 +34,6 @@ _RANK = {name: i for i, name in enumerate(DECISIONS)}
 
 def strictest(decisions: Iterable[str]) -> str:
     return max(decisions, key=_RANK.__getitem__, default="allow")
-
-
-def policy_specs(items: list) -> list[tuple[str, dict]]:
-    """``[name, {name: ..., option: ...}, ...]`` (the ``ethics:`` config list) as (name, options) pairs."""
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise ConfigError(f"ethics: expected a list of policies, got {items!r}")
-    specs = []
-    for i, item in enumerate(items):
-        if isinstance(item, str):
-            specs.append((item, {}))
-        elif isinstance(item, dict) and isinstance(item.get("name"), str):
-            specs.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
-        else:
-            raise ConfigError(f"ethics[{i}]: expected a policy name or a mapping with 'name', got {item!r}")
-    return specs
-
-
-def resolve_paths(items: list, base: Path, disable: list[str] = ()) -> list:
-    """``items`` with every option its policy's options class marks ``metadata={"path": True}``
-    (an NER run, a classifier run) made absolute against ``base``, the folder of the file that
-    named it, so a config means the same wherever it is run from. Unknown policies are left for
-    :func:`build_policies` to report."""
-    specs = policy_specs(items)
-    if not any(isinstance(value, str) for _, options in specs for value in options.values()):
-        return items  # nothing that could be a path: no need to look at the plugins
-    from .plugins import Engine
-
-    engine = Engine(disable=list(disable))
-    resolved = []
-    for item, (name, options) in zip(items, specs):
-        if isinstance(item, str):
-            resolved.append(item)
-            continue
-        owners = engine.owners("ethics_policy", name)
-        fields = attrs.fields(owners[0].options) if len(owners) == 1 and attrs.has(owners[0].options) else ()
-        for field in fields:
-            value = options.get(field.name)
-            if field.metadata.get("path") and isinstance(value, str) and value:
-                options[field.name] = str((base / Path(value).expanduser()).resolve())
-        resolved.append({"name": name, **options})
-    return resolved
 
 
 def build_policies(engine, items: list) -> list[tuple[str, Any]]:

@@ -24,7 +24,7 @@ import attrs
 from . import checkpoints, diagnosis, ethics, finetuning, lr_find, scratch, tracking
 from .auxiliary import add_lm_objective
 from .continual import PreviousRun
-from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, optimizer_config_with_options, resolve, unstructure
+from .config import RunConfig, ScratchModelConfig, dump_yaml, load_config, optimizer_config_with_options, policy_specs, resolve, unstructure
 from .data import read_split, split_sha256
 from .data.features import (
     FORMAT, cache_root, cached_folder, encoding_fingerprint, fingerprint, split_features, stream_examples, task_fingerprint,
@@ -569,7 +569,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         if lr_choice is not None:
             run_manifest["components"]["optimizer"]["lr_find"] = {key: lr_choice[key] for key in ("lr", "method", "steps")}
         if ethics_report is not None:
-            run_manifest["ethics"] = {"policies": [name for name, _ in ethics.policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
+            run_manifest["ethics"] = {"policies": [name for name, _ in policy_specs(config.ethics)], "training_data": ethics_report, "audit_log": ETHICS_AUDIT_FILE}
         write_json(output_dir / MANIFEST_FILE, run_manifest)
         if metrics["train"]:
             plot_training_curve(metrics, output_dir / CURVE_FILE, stopping.metric)

@@ -117,3 +117,58 @@ def test_no_kernel_module_imports_one_that_imports_it_back():
 
     circles = sorted(name for name in graph if reaches(name, name, set()))
     assert not circles, f"modules that import themselves back through others: {circles}"
+
+
+def kernel_layers() -> list[tuple[str, list[str], int]]:
+    """docs/architecture.md's layer table: (layer, its modules, its budget in lines), top layer first."""
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([a-z][a-z ]*) \| ((?:`[\w/.]+`(?:, )?)+) \| [^|]+ \| (\d+) \|$", architecture, flags=re.M)
+    return [(name, re.findall(r"`([\w/.]+)`", modules), int(budget)) for name, modules, budget in reversed(rows)]
+
+
+def test_the_kernel_keeps_its_layers_and_their_budgets():
+    """Every kernel module is in exactly one layer of docs/architecture.md, imports (inside functions
+    too) nothing from a layer above its own, and each layer stays within its budget in lines."""
+    import ast
+
+    layers = kernel_layers()
+    assert [name for name, _, _ in layers][:2] == ["command line", "training"], layers  # the table was read
+    layer_of, lines = {}, {name: 0 for name, _, _ in layers}
+    for path in sorted((ROOT / "lccore").rglob("*.py")):
+        relative = path.relative_to(ROOT / "lccore").as_posix()
+        if relative.startswith("testing/"):  # the kit for plugin authors, not the kernel
+            continue
+        owners = [(rank, name) for rank, (name, modules, _) in enumerate(layers)
+                  if relative in modules or any(m.endswith("/") and relative.startswith(m) for m in modules)]
+        assert len(owners) == 1, f"lccore/{relative}: in {len(owners)} layers of docs/architecture.md, expected one"
+        layer_of[relative] = owners[0]
+        lines[owners[0][1]] += len(path.read_text(encoding="utf-8").splitlines())
+    over = {name: (lines[name], budget) for name, _, budget in layers if lines[name] > budget}
+    assert not over, f"layers over their budget (lines, budget): {over}"
+
+    def module_file(dotted: str) -> str | None:
+        if dotted.split(".")[0] != "lccore":
+            return None
+        parts = dotted.split(".")[1:]
+        for candidate in ("/".join(parts) + ".py", "/".join(parts + ["__init__.py"]) if parts else "__init__.py"):
+            if candidate in layer_of:
+                return candidate
+        return None
+
+    upward = []
+    for relative, (rank, name) in layer_of.items():
+        package = ("lccore/" + relative).rpartition("/")[0].replace("/", ".")
+        for node in ast.walk(ast.parse((ROOT / "lccore" / relative).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                target = ".".join(filter(None, [base, node.module])) if node.level else (node.module or "")
+                names = [f"{target}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for dotted in names:
+                imported = module_file(dotted) or module_file(dotted.rpartition(".")[0])
+                if imported and imported != relative and layer_of[imported][0] < rank:
+                    upward.append(f"lccore/{relative} ({name}) imports lccore/{imported} ({layer_of[imported][1]})")
+    assert not upward, upward

@@ -19,6 +19,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -226,16 +227,25 @@ def audit_hmac(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
+#: Entries an audit log with a file holds before it appends them to the file.
+AUDIT_BUFFER = 4096
+
+
 class AuditLog:
     """An append-only JSONL record of every decision: time, stage, policy, decision, reasons, span
     types and ``text_hmac_sha256``, a keyed hash of the text (:func:`audit_key`). Never the text
     itself, nor what a policy matched in it, nor an unkeyed hash of it (a short value such as a
-    card number would be found again by hashing every candidate)."""
+    card number would be found again by hashing every candidate).
+
+    A log with a ``path`` hashes each text as it is recorded and appends every :data:`AUDIT_BUFFER`
+    entries, so that filtering a corpus of any size holds a bounded number of them; one without
+    keeps its texts until :meth:`flush` names the file."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
         self.entries: list[dict] = []
-        self._texts: list[str] = []  # hashed at flush, once the log (and so its key) is known
+        self._texts: list[str] = []  # without a path: hashed at flush, once the log (and so its key) is known
+        self._key: bytes | None = None
 
     def record(self, text: str, stage: str, result: dict, where: str | None = None) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -246,24 +256,54 @@ class AuditLog:
             }
             if where:
                 entry["where"] = where
+            if self.path is not None:
+                if self._key is None:
+                    with _FLUSH_LOCK:  # two threads may make the key file at once
+                        self._key = audit_key(self.path)
+                entry[AUDIT_HASH_FIELD] = audit_hmac(self._key, text)
+            else:
+                self._texts.append(text)
             self.entries.append(entry)
-            self._texts.append(text)
+        if self.path is not None and len(self.entries) >= AUDIT_BUFFER:
+            self.flush()
 
     def flush(self, path: str | Path | None = None) -> None:
         """Append the buffered entries to the log file (one write per flush, so threads that
-        share a log never interleave their lines)."""
+        share a log never interleave their lines); ``path`` only for a log made without one."""
+        if path is not None and self.path is not None and Path(path) != self.path:
+            raise ValueError(f"this audit log writes to {self.path}, not {path}")
         path = Path(path) if path else self.path
         if path is None or not self.entries:
             return
         with _FLUSH_LOCK:
-            key = audit_key(path)
-            for entry, text in zip(self.entries, self._texts):
-                entry[AUDIT_HASH_FIELD] = audit_hmac(key, text)
+            if self._texts:
+                key = audit_key(path)
+                for entry, text in zip(self.entries, self._texts):
+                    entry[AUDIT_HASH_FIELD] = audit_hmac(key, text)
             lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(lines)
         self.entries, self._texts = [], []
+
+    def start_again(self) -> None:
+        """Forget every entry recorded, in the file too: for a log of this process's own (a run's,
+        in its scratch folder) whose pass over the data starts again."""
+        self.entries, self._texts = [], []
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def move_to(self, path: str | Path) -> None:
+        """The whole log, and its key file, moved to ``path`` (replacing a log there and its key):
+        how a run's log written in a scratch folder becomes the run's."""
+        self.flush()
+        path = Path(path)
+        for suffix in ("", ".key"):
+            source, target = Path(f"{self.path}{suffix}"), Path(f"{path}{suffix}")
+            target.unlink(missing_ok=True)
+            if source.exists():
+                shutil.move(source, target)  # a key keeps its owner-only mode (copy2 across file systems)
+        self.path, self._key = path, None
 
     @staticmethod
     def verify(text: str, entry: dict, path: str | Path) -> bool:

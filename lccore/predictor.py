@@ -378,17 +378,12 @@ def check_tokenizer_record(task, tokenizer, recorded: dict | None, where: Path) 
 
 
 def read_prediction_inputs(path: str) -> Iterable[tuple[str, Any]]:
-    """("where", value) rows from a JSONL file or '-' (stdin): each row a JSON string or object."""
-    import sys
+    """("where", value) rows from a JSONL file, ``-`` (stdin), a pipe or a device, read once:
+    each row a JSON string or object."""
+    from .data import STDIN, read_jsonl
 
-    from .data import parse_json_line, read_jsonl
-
-    if path != "-":
-        yield from ((f"{path}:{n}", value) for n, value in read_jsonl(path))
-        return
-    for number, line in enumerate(sys.stdin, start=1):
-        if line.strip():
-            yield f"<stdin>:{number}", parse_json_line(line, f"<stdin>:{number}")
+    where = STDIN if path == "-" else path
+    yield from ((f"{where}:{n}", value) for n, value in read_jsonl(path, once=True))
 
 
 def _check_batch_size(batch_size) -> None:

@@ -148,7 +148,9 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     cache = cache_root() if config.data.cache else None
     # Ethics policies clean the training data before anything is fitted or tokenised.
     policies = ethics.build_policies(engine, config.ethics) if config.ethics else None
-    ethics_audit = ethics.AuditLog()
+    scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")  # removed when the run ends
+    workdir = Path(scratch_dir.name)
+    ethics_audit = ethics.AuditLog(workdir / ETHICS_AUDIT_FILE)  # appended as the data is filtered; the run's once it starts
     train_examples = TrainingExamples(task, config.task.train, policies, ethics_audit, progress=progress and os.environ.get("LOCAL_RANK", "0") == "0")
     if previous is not None:  # the earlier run's label space, so that its head still fits
         task.restore(previous.task_state)
@@ -204,8 +206,6 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
     notify = engine.notify if main_process else (lambda *args, **kwargs: None)  # observers see one run, not N
     progress = progress and accelerator.is_local_main_process
     set_seed(settings.seed)
-    scratch_dir = tempfile.TemporaryDirectory(prefix="lccore-scratch-")  # removed when the run ends
-    workdir = Path(scratch_dir.name)
     model, tokenizer, model_source = starting_model(config, task, head, previous, train_examples, workdir, cache, data_key)
     check_max_length(model, tokenizer, settings.max_length)
     model = finetuning.prepare_model(model, config)
@@ -353,9 +353,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         metrics["lr_find"] = lr_choice
     if ethics_report is not None:
         metrics["ethics"] = {"training_data": ethics_report}
-        if main_process:
-            (output_dir / ETHICS_AUDIT_FILE).unlink(missing_ok=True)  # a resumed run filters again
-            ethics_audit.flush(output_dir / ETHICS_AUDIT_FILE)
+        if main_process:  # a resumed run filtered again: its log replaces the interrupted session's
+            ethics_audit.move_to(output_dir / ETHICS_AUDIT_FILE)
     state = RunState(config, output_dir, engine, task, model, accelerator, metrics, tokenizer=tokenizer)
 
     def evaluate(split: str, eval_model) -> dict:
@@ -674,7 +673,7 @@ class TrainingExamples:
         if self.policies:
             if recording:  # a pass given up half-way recorded half: start the records again
                 self.report = ethics.new_filter_report(self.policies)
-                self.audit.entries, self.audit._texts = [], []
+                self.audit.start_again()
             examples = ethics.filter_stream(self.policies, self.task, examples, self.report if recording else None, self.audit if recording else None)
         count = 0
         with contextlib.closing(progress_bar(total=None, desc="read train", unit="ex", enabled=self.progress and self._count is None, delay=1.0)) as bar:

@@ -183,6 +183,12 @@ def test_cli_check_writes_one_row_per_input_and_an_audit_log_without_raw_pii(tmp
         assert secret not in audit
     assert main(["ethics", "check", "--policy", "pii", "--option", "pii.acton=block", "--input", str(source)]) == 2
     assert "did you mean 'action'" in capsys.readouterr().err
+    # rows are written as they are checked: a bad row stops the command after those before it
+    source.write_text('"mail a@example.com"\n"fine"\n{"txt": 1}\n"never read"\n')
+    assert main([*argv[:-4], "--output", str(out), "--overwrite", "--audit-log", str(log)]) == 2
+    assert "in.jsonl:3: expected a JSON string or an object with a string 'text'" in capsys.readouterr().err
+    assert [json.loads(line)["decision"] for line in out.read_text().splitlines()] == ["redact", "allow"]
+    assert len(log.read_text().splitlines()) == 9 + 2 * 3  # the two checked rows' decisions are logged too
 
 
 def test_run_config_ethics_is_validated(tiny_config, tmp_path):
@@ -218,6 +224,11 @@ def test_training_data_is_filtered_and_redacted_before_tokenisation(tiny_config,
     assert manifest["data"]["train"]["examples"] == 158 and manifest["ethics"]["policies"] == ["pii", "toxicity"]
     audit = (run_dir / "ethics_audit.jsonl").read_text()
     assert len(audit.splitlines()) == 2 * 160 and PII_SAMPLES["EMAIL"] not in audit and "example.co.uk" not in audit
+    # written as the data was filtered, in the scratch folder, then moved with its key: the entries verify
+    entries = [json.loads(line) for line in audit.splitlines()]
+    assert ethics.AuditLog.verify(rows[0]["text"], entries[0], run_dir / "ethics_audit.jsonl")
+    assert not ethics.AuditLog.verify(rows[1]["text"], entries[0], run_dir / "ethics_audit.jsonl")
+    assert os.stat(run_dir / "ethics_audit.jsonl.key").st_mode & 0o777 == 0o600
     refused = lccore.load(run_dir).predict(["fuuuck this"])[0]  # the run's own policies guard its predictions
     assert refused["refused"] and refused["reasons"] == ["toxicity: word list"]
 

@@ -240,3 +240,25 @@ def test_spans_after_many_redactions_map_back_to_the_original_text(engine, with_
 @pytest.mark.parametrize("number", ["455", "717", "5318008", "1337", "80085"])
 def test_a_plain_number_is_not_leetspeak(engine, number):
     assert apply(engine, f"order {number} ships on monday, total {number}", "toxicity")["decision"] == "allow"
+
+
+def test_an_audit_log_with_a_file_appends_as_it_goes_and_keeps_no_text(tmp_path, engine, monkeypatch):
+    """Filtering a corpus of any size holds a bounded number of entries, and never the texts."""
+    monkeypatch.delenv("LCCORE_AUDIT_KEY", raising=False)
+    monkeypatch.setattr(ethics, "AUDIT_BUFFER", 4)
+    policies = ethics.build_policies(engine, ["pii"])
+    log = tmp_path / "audit.jsonl"
+    audit = ethics.AuditLog(log)
+    texts = [f"row {i} mail a{i}@example.com" for i in range(10)]
+    for text in texts:
+        audit.record(text, "training_data", ethics.apply(policies, text, "training_data"))
+        assert len(audit.entries) < 4 and not audit._texts
+    assert len(log.read_text(encoding="utf-8").splitlines()) == 8  # two appends of four, before any flush
+    audit.flush()
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert [ethics.AuditLog.verify(text, entry, log) for text, entry in zip(texts, entries)] == [True] * 10
+    moved = tmp_path / "run" / "audit.jsonl"
+    moved.parent.mkdir()
+    audit.move_to(moved)  # with its key: the entries still verify there
+    assert not log.exists() and not Path(f"{log}.key").exists()
+    assert ethics.AuditLog.verify(texts[3], entries[3], moved)

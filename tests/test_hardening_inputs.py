@@ -31,7 +31,8 @@ def cli(capsys, monkeypatch):
     from lccore.cli import main
 
     def run(*args, stdin=""):
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        # bytes: standard input as a pipe gives it (read as bytes, whatever the locale); text: as a program's StringIO
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="latin-1") if isinstance(stdin, bytes) else io.StringIO(stdin))
         status = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(args, status, out, err)
@@ -147,6 +148,36 @@ def test_a_model_path_that_does_not_exist(cli, tiny_config, tmp_path, model):
 def test_odd_json_rows_in_prediction_input(cli, trained_run, row, fragment):
     result = cli("predict", str(trained_run.output_dir), "--input", "-", stdin=f'"fine"\n{row}\n')
     assert_one_line_error(result, fragment)
+
+
+def test_standard_input_is_read_as_utf8_bytes_like_a_file(cli, trained_run):
+    """A BOM and CRLF endings (what Windows tools pipe) are fine; bytes that are not UTF-8 are named
+    by line, whatever the locale decodes standard input as, after the rows before them are written."""
+    result = cli("predict", trained_run.output_dir, "--input", "-", "-q", stdin='\ufeff"great film"\r\n\r\n"caf\u00e9 awful"\r\n'.encode())
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2
+    result = cli("predict", trained_run.output_dir, "--input", "-", "-q", stdin=b'"fine"\n"caf\xe9"\n')
+    assert result.returncode == 2 and len(result.stdout.splitlines()) == 1
+    assert result.stderr.strip() == "lccore: error: <stdin>:2: not valid UTF-8 (byte 0xe9 at column 5)"
+    assert cli("predict", trained_run.output_dir, "--input", "-", "-q", stdin=b"").returncode == 0  # an empty stream: no rows, no error
+
+
+def test_a_pipe_is_read_once_and_a_folder_is_not_a_file(cli, trained_run, tmp_path, tiny_config):
+    import threading
+
+    fifo = tmp_path / "rows"  # what `--input <(command)` gives: a pipe, read once as it comes
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text('"great film"\n"awful film"\n'), daemon=True)
+    writer.start()
+    result = cli("predict", trained_run.output_dir, "--input", fifo, "-q")
+    writer.join(5)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 2, result.stderr
+    result = cli("predict", trained_run.output_dir, "--input", fifo, "--output", tmp_path / "out.jsonl", "--resume", "-q")
+    assert result.returncode == 2 and "--resume: needs an --input file and an --output file, not '-' or a pipe" in result.stderr
+    result = cli("predict", trained_run.output_dir, "--input", tmp_path, "-q")
+    assert result.returncode == 2 and result.stderr.strip() == f"lccore: error: {tmp_path}: is a directory; expected a file"
+    # training data is read pass after pass: a pipe is refused at once, never waited on
+    with pytest.raises(DataError, match=r"rows: a pipe or a device, not a file; this data is read more than once"):
+        lccore.train({**tiny_config, "task": {**tiny_config["task"], "train": str(fifo)}}, tmp_path / "run", progress=False)
 
 
 def test_a_valid_surrogate_pair_is_text(cli, trained_run):

@@ -8,10 +8,14 @@ a task keeps (:func:`clip_text`, :func:`tokenize_in_pieces`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import os
+import stat
+import sys
 import re
 from pathlib import Path
 from typing import Iterator
@@ -19,12 +23,34 @@ from typing import Iterator
 from ..errors import DataError
 
 
-def check_file(path: str | Path) -> Path:
+#: How a file read as it comes (standard input, a pipe, a device) is named in errors.
+STDIN = "<stdin>"
+
+
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` is read as it comes, once: ``-`` (standard input), a pipe (``<(command)``,
+    a FIFO) or a device (``/dev/stdin``)."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def check_file(path: str | Path, *, once: bool = False) -> Path:
+    """``path`` if it is a file with something in it, else a one-line :class:`DataError`.
+    ``once=True``: the caller reads it once, so a pipe or a device (:func:`is_stream`) is fine too."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a file")
     if not path.is_file():
-        raise DataError(f"{path}: not a file")
+        if once and is_stream(path):
+            return path
+        raise DataError(f"{path}: a pipe or a device, not a file; this data is read more than once, so write it to a file first")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     return path
@@ -40,16 +66,21 @@ def bytes_read() -> int:
     return _BYTES_READ[0]
 
 
-def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped)."""
-    path = check_file(path)
-    with path.open("rb") as handle:
+def read_lines(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped).
+    ``once=True``: ``-`` is standard input, and a pipe or a device is read as it comes."""
+    if once and str(path) == "-":  # its bytes, decoded here whatever the locale (a program's text stream: as it is)
+        where, opened = STDIN, contextlib.nullcontext(getattr(sys.stdin, "buffer", sys.stdin))
+    else:
+        where = path = check_file(path, once=once)
+        opened = path.open("rb")
+    with opened as handle:
         for number, raw in enumerate(handle, start=1):
             _BYTES_READ[0] += len(raw)
             try:
-                line = raw.decode("utf-8")
+                line = raw if isinstance(raw, str) else raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+                raise DataError(f"{where}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
             if number == 1:
                 line = line.removeprefix("\ufeff")
             yield number, line
@@ -187,17 +218,19 @@ def _depth(value) -> int:
     return deepest
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed value) for each non-blank line of a JSON Lines file."""
+def read_jsonl(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON Lines file (``once``: as
+    :func:`read_lines`)."""
+    where = STDIN if once and str(path) == "-" else path
     found = False
-    for number, line in read_lines(path):
+    for number, line in read_lines(path, once=once):
         if not line.strip():
             continue
-        value = parse_json_line(line, f"{path}:{number}")
+        value = parse_json_line(line, f"{where}:{number}")
         found = True
         yield number, value
-    if not found:
-        raise DataError(f"{path}: file has no rows")
+    if not found and not (once and is_stream(path)):  # an empty stream is an empty input (a filter upstream let nothing through)
+        raise DataError(f"{where}: file has no rows")
 
 
 def read_csv(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:

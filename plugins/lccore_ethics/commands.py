@@ -46,19 +46,28 @@ def run_check(commands, args) -> int:
     commands.check_output_path(args.audit_log, "--audit-log", inputs=[args.input, args.config])
     policies = ethics.build_policies(lccore.Engine(), items)
     audit = ethics.AuditLog(args.audit_log)
-    rows = []
-    for where, value in read_prediction_inputs(args.input):
-        text = value.get("text") if isinstance(value, dict) else value
-        if not isinstance(text, str):
-            raise lccore.DataError(f"{where}: expected a JSON string or an object with a string 'text'")
-        result = ethics.apply(policies, text, args.stage)
-        audit.record(text, args.stage, result, where=where)
-        rows.append({k: result[k] for k in ("decision", "redacted", "reasons", "spans")})
-    audit.flush()
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    commands.write_output(args.output, lines)
-    counts = {d: sum(r["decision"] == d for r in rows) for d in ethics.DECISIONS}
-    print(f"{len(rows)} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
+    counts = dict.fromkeys(ethics.DECISIONS, 0)
+    # Each text's row is written as it is checked: memory stays flat in the input's size.
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        with lccore.progress_bar(total=None, desc="check", unit="text", enabled=True, delay=1.0) as bar:
+            for where, value in read_prediction_inputs(args.input):
+                text = value.get("text") if isinstance(value, dict) else value
+                if not isinstance(text, str):
+                    raise lccore.DataError(f"{where}: expected a JSON string or an object with a string 'text'")
+                result = ethics.apply(policies, text, args.stage)
+                audit.record(text, args.stage, result, where=where)
+                try:
+                    out.write(json.dumps({k: result[k] for k in ("decision", "redacted", "reasons", "spans")}, ensure_ascii=False) + "\n")
+                except OSError as exc:  # a full disk: name the file
+                    raise OSError(exc.errno, exc.strerror, args.output) from None
+                counts[result["decision"]] += 1
+                bar.update()
+    finally:
+        audit.flush()
+        if out is not sys.stdout:
+            out.close()
+    print(f"{sum(counts.values())} texts: " + ", ".join(f"{n} {d}" for d, n in counts.items()), file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,10 @@ import sys
 import lccore
 
 
+#: ``generate --input`` answers this many batches (of ``train.eval_batch_size``) before it writes them.
+GENERATE_WINDOW_BATCHES = 8
+
+
 def add_commands(commands) -> None:
     generate = commands.add("generate", help="generate text with a run's model: a reply, a summary, a translation or a continuation")
     generate.add_argument("run_dir")
@@ -52,9 +56,28 @@ def run_generate(commands, args) -> int:
     # Input policies on a text prompt, output policies on the generated text.
     guarded = predictor.guard.wrap(reasoner, predictor=predictor)
     if args.input is not None:
-        rows = list(read_prediction_inputs(args.input))
-        answers = guarded.answer_batch([value for _, value in rows], wheres=[where for where, _ in rows])
-        sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+        # A window of batches at a time, written before the next is read: the answers come as they
+        # are made, memory stays flat in the input's size, and a bad row stops after those before it.
+        window = GENERATE_WINDOW_BATCHES * predictor.config.train.eval_batch_size
+        inputs, failure = read_prediction_inputs(args.input), None
+        with lccore.progress_bar(total=None, desc="generate", unit="row", enabled=True, delay=1.0) as bar:
+            while failure is None:
+                rows = []
+                try:
+                    for row in inputs:
+                        rows.append(row)
+                        if len(rows) == window:
+                            break
+                except lccore.DataError as exc:  # the rows before the bad one are answered first
+                    failure = exc
+                if not rows:
+                    break
+                answers = guarded.answer_batch([value for _, value in rows], wheres=[where for where, _ in rows])
+                sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+                sys.stdout.flush()
+                bar.update(len(rows))
+        if failure is not None:
+            raise failure
     elif args.stream:  # with output policies, each sentence is shown once they have passed it
         for piece in guarded.stream(args.prompt):
             if isinstance(piece, dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lccore import ConfigError, DataError, progress_bar
+from lccore.data import check_file, is_stream
 from lccore.data.features import batched
 from lccore.predictor import PREDICT_WINDOW, Predictor, read_prediction_inputs
 from lccore.rundir import MANIFEST_FILE
@@ -36,12 +37,15 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     (against ``OUTPUT.lccore-predict.json``, removed when the output is complete) that the rows
     written came from the same run, options and input rows. Returns the rows predicted by this call."""
     window = window or PREDICT_WINDOW
+    streamed_input = is_stream(input_path)  # stdin, a pipe: read once, as it comes
+    if not streamed_input:
+        check_file(input_path)  # before its rows are counted
     to_stdout = output_path == "-"
     output = None if to_stdout else Path(output_path)
     # a device or a pipe given as the output (/dev/stdout, a FIFO) is written, never resumed
     resumable = output is not None and (output.is_file() or not output.exists())
-    if resume and (not resumable or input_path == "-"):
-        raise ConfigError("--resume: needs an --input file and an --output file, not '-'")
+    if resume and (not resumable or streamed_input):
+        raise ConfigError("--resume: needs an --input file and an --output file, not '-' or a pipe")
     state_path = output.with_name(output.name + PREDICT_STATE_SUFFIX) if resumable else None
     manifest = predictor.run_dir / MANIFEST_FILE
     identity = {
@@ -63,7 +67,7 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
                               "start again without --resume")
         if recorded.get("chosen_precision"):  # what the interrupted run measured and chose, kept
             predictor.use_precision(recorded["chosen_precision"]["chosen"])
-    total = _count_rows(input_path) if progress and input_path != "-" else None
+    total = _count_rows(input_path) if progress and not streamed_input else None
     bar = progress_bar(total=total, initial=skip, desc="predict", unit="row", enabled=progress, delay=1.0)
     handle = sys.stdout if to_stdout else output.open("a" if resume else "w", encoding="utf-8")
     written, failure = skip, None
@@ -206,8 +210,8 @@ def predict_file_sharded(predictor: Predictor, input_path: str, output_path: str
     are done (``barrier``), the main process writes the output by taking the windows back in input
     order, and removes the shards. The output is the file one process writes."""
     window = window or PREDICT_WINDOW
-    if input_path == "-" or output_path == "-":
-        raise ConfigError("predict under several processes: give --input and --output files (not '-'): each process reads the input, the first writes the output")
+    if is_stream(input_path) or output_path == "-":
+        raise ConfigError("predict under several processes: give --input and --output files (not '-' or a pipe): each process reads the input, the first writes the output")
     if predictor.autocast_dtype == "auto":
         raise ConfigError("--precision auto: under several processes each would measure on its own; give fp32 or bf16")
     output = Path(output_path)

@@ -227,11 +227,14 @@ class KGBackend:
         derived from both, so that re-adding the same extraction adds nothing."""
         raise NotImplementedError
 
-    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None) -> dict:
+    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None, max_rows: int | None = None) -> dict:
         """Run a SPARQL 1.1 query: ``{"type": "select", "vars": [...], "rows": [{var: term}]}``,
         ``{"type": "ask", "value": bool}`` or ``{"type": "graph", "triples": [...]}``. Queries
         that reach the network (``SERVICE``, ``LOAD``, remote ``FROM``) raise
         :class:`lccore.ConfigError` unless ``allow_network``.
+
+        ``max_rows`` (None: all) bounds the memory of a result: at most that many rows (or
+        triples) are read, and a result cut short says so with ``"truncated": True``.
 
         ``timeout`` (seconds, a positive finite number; None: no limit) bounds the call: past it
         the query is really stopped, not left running (it runs where it can be killed), and

@@ -137,6 +137,21 @@ def triples_of(store) -> set:
 # --- the contract, for every backend ------------------------------------------------------------
 
 
+def test_max_rows_bounds_a_result_and_says_it_was_cut(sample):
+    everything = sample.query("SELECT ?s ?p ?o WHERE { ?s ?p ?o }")
+    assert len(everything["rows"]) == SAMPLE_TRIPLES and not everything.get("truncated")
+    for timeout in (None, 30):  # in this process, and in the worker a time limit runs it in
+        cut = sample.query("SELECT ?s ?p ?o WHERE { ?s ?p ?o }", max_rows=3, timeout=timeout)
+        assert len(cut["rows"]) == 3 and cut["truncated"] is True
+        assert set(map(tuple, (r.values() for r in cut["rows"]))) <= set(map(tuple, (r.values() for r in everything["rows"])))
+    exact = sample.query("SELECT ?s ?p ?o WHERE { ?s ?p ?o }", max_rows=SAMPLE_TRIPLES)
+    assert len(exact["rows"]) == SAMPLE_TRIPLES and exact["truncated"] is False  # all there: nothing said
+    graph = sample.query("CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", max_rows=2)
+    assert len(graph["triples"]) == 2 and graph["truncated"] is True
+    with pytest.raises(lccore.ConfigError, match="max_rows"):
+        sample.query("ASK { ?s ?p ?o }", max_rows=0)
+
+
 def test_add_is_idempotent_and_records_provenance(store):
     triples = [(ALICE, KNOWS, BOB), (BOB, LIVES_IN, PARIS)]
     source = {"source": "news.txt", "sentence": "Alice knows Bob, who lives in Paris.", "start": 0, "end": 36, "model": "re-v1", "confidence": 0.92}

@@ -238,6 +238,50 @@ def test_an_endpoint_answering_rdf_xml_gets_the_same_guard():
     one_line_error(result, 2, f"SPARQL endpoint {url} answer: XML entities would expand to")
 
 
+def test_kg_query_reads_at_most_max_rows_and_says_so(tmp_path):
+    data = tmp_path / "things.nt"
+    data.write_text("".join(f"<{EX}t{i}> <{EX}n> \"{i}\" .\n" for i in range(30)), encoding="utf-8")
+    store = tmp_path / "store"
+    assert cli("kg", "import", store, data).returncode == 0
+    result = cli("kg", "query", store, "--max-rows", 12, "SELECT ?s ?o WHERE { ?s ?p ?o }")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1 + 12
+    assert "kg query: the first 12 rows of more; page with LIMIT and OFFSET, or raise --max-rows" in result.stderr
+    result = cli("kg", "query", store, "--json", "SELECT ?s ?o WHERE { ?s ?p ?o }")  # written a binding at a time, one JSON document
+    answer = json.loads(result.stdout)
+    assert answer["head"] == {"vars": ["s", "o"]} and len(answer["results"]["bindings"]) == 30 and not result.stderr
+    assert answer["results"]["bindings"][0]["s"]["type"] == "uri"
+    assert json.loads(cli("kg", "query", store, "--json", "SELECT ?s WHERE { ?s ?p ?o } LIMIT 0").stdout)["results"]["bindings"] == []
+
+
+def test_an_endpoint_answer_past_the_bound_is_refused(monkeypatch):
+    from lccore_kg import sparql_endpoint
+
+    answer = json.dumps({"head": {"vars": ["s"]}, "results": {"bindings": [{"s": {"type": "uri", "value": f"{EX}t{i}"}} for i in range(2000)]}}).encode()
+
+    class Large(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/sparql-results+json")
+            self.end_headers()
+            self.wfile.write(answer)  # no Content-Length: read until the bound
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Large)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/query"
+        store = lccore_kg.open_store(url)
+        assert len(store.query("SELECT ?s WHERE { ?s ?p ?o }", max_rows=5)["rows"]) == 5
+        monkeypatch.setattr(sparql_endpoint, "MAX_ANSWER_BYTES", 10_000)
+        with pytest.raises(lccore.ConfigError, match=r"answered more than 10,000 bytes: add a LIMIT"):
+            store.query("SELECT ?s WHERE { ?s ?p ?o }")
+    finally:
+        server.shutdown()
+
+
 def test_rdf_xml_errors_name_their_line(tmp_path):
     store = lccore_kg.open_store("memory")
     body = "".join(f'<rdf:Description rdf:about="{EX}n{i}">\n  <ex:p>v</ex:p>\n</rdf:Description>\n' for i in range(50))

@@ -508,6 +508,11 @@ def test_kg_query_answers_sparql_json_and_refuses_updates(kg_store):
             assert client.post("/v1/predict", json={"inputs": ["x"]}).status_code == 404  # no runs here
             count = client.post("/v1/kg/query", json={"query": "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"})
             assert count.json()["results"]["bindings"][0]["n"]["value"] == "203"  # nothing was written
+        with TestClient(create_app({}, kg=store, limits=ServeLimits(kg_max_rows=50))) as client:  # an answer is bounded, and says so
+            cut = client.post("/v1/kg/query", json={"query": "SELECT ?s WHERE { ?s ?p ?o }"})
+            assert len(cut.json()["results"]["bindings"]) == 50 and cut.headers["lccore-truncated"] == "true"
+            whole = client.post("/v1/kg/query", json={"query": f"SELECT ?n WHERE {{ <{EX}ada> <{EX}name> ?n }}"})
+            assert len(whole.json()["results"]["bindings"]) == 1 and "lccore-truncated" not in whole.headers
         with TestClient(create_app({}, kg=store, limits=ServeLimits(timeout_s=0.3))) as client:
             product = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # 203³ rows: about 2 s
             slow = client.post("/v1/kg/query", json={"query": product})

@@ -21,6 +21,9 @@ import attrs
 
 import lccore
 
+#: The most rows (or triples) a query may be asked to read (``max_rows``, ``kg query --max-rows``).
+MAX_ROWS = 100_000_000
+
 
 @attrs.define
 class RdflibMemoryOptions:

@@ -5,6 +5,7 @@ neighbourhoods, statistics. A backend implements the few primitives at the botto
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
 from typing import Iterable
@@ -15,7 +16,7 @@ from rdflib.namespace import RDF, RDFS
 import lccore
 from lccore import ConfigError, DataError
 
-from . import safety, timed
+from . import MAX_ROWS, safety, timed
 from .terms import PREFIXES, checked_triples, normalise, nt, one_line  # noqa: F401 (one_line: for the backends)
 
 #: The lccore vocabulary: provenance properties (lc:source, lc:sentence, lc:start, lc:end,
@@ -26,6 +27,14 @@ STATEMENT_PREFIX = "urn:lccore:statement:"
 MAX_HOPS = 10
 MAX_NEIGHBOURS = 1_000_000
 MAX_LOOKUP = 10_000
+
+
+def first_rows(items, max_rows: int | None) -> tuple[list, bool]:
+    """At most ``max_rows`` of ``items`` (all for None), read lazily, and whether there were more."""
+    if max_rows is None:
+        return list(items), False
+    rows = list(itertools.islice(items, max_rows + 1))
+    return rows[:max_rows], len(rows) > max_rows
 _WORKERS_LOCK = threading.Lock()
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
@@ -108,17 +117,23 @@ class StoreBase(lccore.KGBackend):
         self._changed()
         return self._add_all(unique, list(dict.fromkeys(extra)))
 
-    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None) -> dict:
+    def query(self, sparql: str, *, allow_network: bool = False, timeout: float | None = None, max_rows: int | None = None) -> dict:
         """As :meth:`lccore.KGBackend.query`. With ``timeout`` (seconds) the query runs in a
         worker process (:mod:`lccore_kg.timed`), killed at the deadline."""
         kind = safety.check_query(sparql, allow_network=allow_network)
+        if max_rows is not None:
+            _check_count(max_rows, "query: max_rows", 1, MAX_ROWS)
         if timeout is None:
-            return self._query(sparql, kind, allow_network)
-        timeout = timed.check_timeout(timeout)
-        with _WORKERS_LOCK:  # two threads' first timed queries share one pool
-            if self._workers is None:
-                self._workers = timed.QueryWorkers()
-        return self._workers.run(self._worker_store, self._version, (sparql, kind, allow_network), timeout)
+            result = self._query(sparql, kind, allow_network, max_rows)
+        else:
+            timeout = timed.check_timeout(timeout)
+            with _WORKERS_LOCK:  # two threads' first timed queries share one pool
+                if self._workers is None:
+                    self._workers = timed.QueryWorkers()
+            result = self._workers.run(self._worker_store, self._version, (sparql, kind, allow_network, max_rows), timeout)
+        if max_rows is None:  # nothing was bounded: nothing to say
+            result.pop("truncated", None)
+        return result
 
     def update(self, sparql: str, *, allow_network: bool = False) -> None:
         safety.check_update(sparql, allow_network=allow_network)

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import lccore
 
+from . import MAX_ROWS
+
+#: ``kg query --max-rows``: a result is held whole (the table aligns its columns), so it is bounded.
+DEFAULT_MAX_ROWS = 100_000
 #: ``kg query --timeout``: the default and the most allowed, in seconds.
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 86_400.0
@@ -38,6 +42,8 @@ def add_commands(commands) -> None:
     kg_query.add_argument("--infer", choices=["rdfs"], help="query an in-memory copy with its RDFS closure (copies the whole store: small graphs)")
     kg_query.add_argument("--update", action="store_true", help="the text is a SPARQL update: run it (in one transaction on Oxigraph)")
     kg_query.add_argument("--timeout", type=commands.bounded(float, high=MAX_TIMEOUT, above=0), default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"stop after this long, --infer and --update included: exit 124 (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
+    kg_query.add_argument("--max-rows", type=commands.bounded(int, 1, MAX_ROWS), default=DEFAULT_MAX_ROWS, metavar="N",
+                          help=f"read at most N result rows (or triples), saying so when there are more (default {DEFAULT_MAX_ROWS}, at most {MAX_ROWS})")
     kg_query.set_defaults(command=run_query)
 
     kg_stats = commands.add("stats", group="kg", help="triples, facts, distinct subjects/predicates/classes, top predicates, provenance statements, inferred links")
@@ -133,7 +139,7 @@ def run_query(args) -> int:
                 store.update(sparql, allow_network=args.allow_network)
                 return len(store)
             target = infer_rdfs(store) if args.infer else store
-            return target.query(sparql, allow_network=args.allow_network)
+            return target.query(sparql, allow_network=args.allow_network, max_rows=args.max_rows)
         finally:
             store.close()
 
@@ -141,12 +147,21 @@ def run_query(args) -> int:
     if args.update:
         print(f"{args.store}: {result} triples")
         return 0
+    if result.get("truncated"):
+        print(f"lccore: warning: kg query: the first {args.max_rows} {'rows' if result['type'] == 'select' else 'triples'} of more; "
+              "page with LIMIT and OFFSET, or raise --max-rows", file=sys.stderr)
     if not args.json:
         print(table(result, query_prefixes(sparql)))
     elif result["type"] == "graph":
         print(jsonld(result["triples"]))
-    else:
+    elif result["type"] == "ask":
         print(json.dumps(sparql_results_json(result), indent=2, ensure_ascii=False))
+    else:  # a binding at a time: the output is not built whole beside the result
+        sys.stdout.write('{"head": {"vars": ' + json.dumps(result["vars"], ensure_ascii=False) + '}, "results": {"bindings": [')
+        for index, row in enumerate(result["rows"]):
+            [binding] = sparql_results_json({"type": "select", "vars": result["vars"], "rows": [row]})["results"]["bindings"]
+            sys.stdout.write(("," if index else "") + "\n  " + json.dumps(binding, ensure_ascii=False))
+        sys.stdout.write("\n]}}\n")
     return 0
 
 

@@ -15,7 +15,7 @@ from rdflib.namespace import RDFS
 
 from lccore import ConfigError, DataError
 
-from .base import StoreBase, one_line
+from .base import StoreBase, first_rows, one_line
 from .terms import PREFIXES, export_prefixes, output, ox_triple, parse_file, rdf_format, to_oxigraph, to_rdflib
 
 
@@ -78,23 +78,18 @@ class OxigraphStore(StoreBase):
             store.extend(new + [ox_triple(t) for t in extra])  # one transaction: all or nothing
         return len(new)
 
-    def _query(self, sparql: str, kind: str, allow_network: bool) -> dict:
+    def _query(self, sparql: str, kind: str, allow_network: bool, max_rows: int | None = None) -> dict:
         try:
             result = self.store.query(sparql, prefixes=PREFIXES)
             if isinstance(result, ox.QuerySolutions):
                 names = [v.value for v in result.variables]
-                rows = []
-                for solution in result:
-                    row = {}
-                    for name in names:
-                        term = solution[name]
-                        if term is not None:
-                            row[name] = to_rdflib(term)
-                    rows.append(row)
-                return {"type": "select", "vars": names, "rows": rows}
+                solutions, truncated = first_rows(result, max_rows)  # read lazily: no more than is kept
+                rows = [{name: to_rdflib(solution[name]) for name in names if solution[name] is not None} for solution in solutions]
+                return {"type": "select", "vars": names, "rows": rows, "truncated": truncated}
             if isinstance(result, ox.QueryBoolean):
                 return {"type": "ask", "value": bool(result)}
-            return {"type": "graph", "triples": [(to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)) for t in result]}
+            triples, truncated = first_rows(result, max_rows)
+            return {"type": "graph", "triples": [(to_rdflib(t.subject), to_rdflib(t.predicate), to_rdflib(t.object)) for t in triples], "truncated": truncated}
         except (SyntaxError, OSError, ValueError) as exc:
             raise ConfigError(f"SPARQL query failed: {one_line(exc)}") from None
 

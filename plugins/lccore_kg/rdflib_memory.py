@@ -12,7 +12,7 @@ from rdflib.namespace import RDF, RDFS
 from lccore import ConfigError
 
 from . import safety
-from .base import StoreBase, one_line
+from .base import StoreBase, first_rows, one_line
 from .terms import PREFIXES, ox_triple, parse_file, to_rdflib, write_file
 
 
@@ -46,18 +46,20 @@ class RdflibMemoryStore(StoreBase):
                 graph.remove(triple)
             raise
 
-    def _query(self, sparql: str, kind: str, allow_network: bool) -> dict:
+    def _query(self, sparql: str, kind: str, allow_network: bool, max_rows: int | None = None) -> dict:
         guard = contextlib.nullcontext() if allow_network else safety.no_network()
         try:
             with guard:
                 result = self.graph.query(sparql)
                 if kind == "select":
                     names = [str(v) for v in result.vars]
-                    rows = [{str(k): v for k, v in row.asdict().items() if v is not None} for row in result]
-                    return {"type": "select", "vars": names, "rows": rows}
+                    solutions, truncated = first_rows(result, max_rows)
+                    rows = [{str(k): v for k, v in row.asdict().items() if v is not None} for row in solutions]
+                    return {"type": "select", "vars": names, "rows": rows, "truncated": truncated}
                 if kind == "ask":
                     return {"type": "ask", "value": bool(result.askAnswer)}
-                return {"type": "graph", "triples": list(result)}
+                triples, truncated = first_rows(result, max_rows)
+                return {"type": "graph", "triples": triples, "truncated": truncated}
         except ConfigError:
             raise
         except Exception as exc:

@@ -16,7 +16,8 @@ def add_routes(server) -> None:
     @server.router.post("/v1/kg/query", responses={200: {"content": {"application/sparql-results+json": {}, "application/ld+json": {}}}})
     async def kg_query(body: KGQueryRequest):
         """Read-only SPARQL on the served knowledge graph (`--kg STORE`): SPARQL 1.1 results JSON
-        for SELECT and ASK, JSON-LD for CONSTRUCT and DESCRIBE, as `lccore kg query --json`."""
+        for SELECT and ASK, JSON-LD for CONSTRUCT and DESCRIBE, as `lccore kg query --json`. At most
+        `--kg-max-rows` rows (or triples): an answer cut there has the header `Lccore-Truncated: true`."""
         until = server.deadline()
         store = server.kg
         if store is None:
@@ -26,7 +27,7 @@ def add_routes(server) -> None:
         def query():
             # The store stops a query at its timeout (pyoxigraph cannot be interrupted from a
             # thread; the backend runs it where it can be killed).
-            return store.query(body.query, timeout=max(deadline.remaining(), 0.001))
+            return store.query(body.query, timeout=max(deadline.remaining(), 0.001), max_rows=server.limits.kg_max_rows)
 
         try:
             # The store's query() parses first: an update, SERVICE, or a remote FROM is refused
@@ -36,7 +37,9 @@ def add_routes(server) -> None:
             raise HTTPException(400, _sparql_error(exc)) from None
         # SPARQL results JSON (SELECT, ASK) or JSON-LD (CONSTRUCT, DESCRIBE), as the store serialises them.
         media_type = "application/ld+json" if result["type"] == "graph" else "application/sparql-results+json"
-        return JSONResponse(store.results_json(result), media_type=media_type)
+        # an answer cut at --kg-max-rows says so in a header (SPARQL results JSON has no field for it)
+        headers = {"Lccore-Truncated": "true"} if result.get("truncated") else None
+        return JSONResponse(store.results_json(result), media_type=media_type, headers=headers)
 
 
 def _sparql_error(exc: LccoreError) -> str:

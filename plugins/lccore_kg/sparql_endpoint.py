@@ -20,7 +20,7 @@ from rdflib import BNode, Literal, URIRef
 from lccore import ConfigError
 
 from . import safety
-from .base import StoreBase, one_line
+from .base import StoreBase, first_rows, one_line
 from .terms import PREFIXES, nt, ox_triple, parse_file, to_rdflib, write_file
 
 #: The prefixes every backend predeclares, sent ahead of each request (a query's own declarations,
@@ -42,6 +42,10 @@ def _json_term(binding: dict):
         return Literal(value, lang=binding["xml:lang"])
     datatype = binding.get("datatype")
     return to_rdflib(ox.Literal(value, datatype=ox.NamedNode(datatype))) if datatype else Literal(value)
+
+
+#: The largest answer read from an endpoint (what it sends is held whole to be parsed).
+MAX_ANSWER_BYTES = 1 << 30
 
 
 class SparqlEndpointStore(StoreBase):
@@ -69,7 +73,10 @@ class SparqlEndpointStore(StoreBase):
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.headers.get_content_type(), response.read()
+                body = response.read(MAX_ANSWER_BYTES + 1)  # an endpoint's answer is bounded like a request's
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ConfigError(f"SPARQL endpoint {url} answered more than {MAX_ANSWER_BYTES:,} bytes: add a LIMIT to the query")
+                return response.headers.get_content_type(), body
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", errors="replace").strip().splitlines()
             raise ConfigError(f"SPARQL endpoint {url} answered {exc.code} {exc.reason}: {one_line(body[0]) if body else ''}") from None
@@ -78,7 +85,7 @@ class SparqlEndpointStore(StoreBase):
         except TimeoutError:
             raise ConfigError(f"SPARQL endpoint {url} did not answer within {self.timeout:g} s") from None
 
-    def _query(self, sparql: str, kind: str, allow_network: bool) -> dict:
+    def _query(self, sparql: str, kind: str, allow_network: bool, max_rows: int | None = None) -> dict:
         accept = RESULTS_JSON if kind in ("select", "ask") else f"{N_TRIPLES}, text/turtle;q=0.5"
         content_type, body = self._post(self.query_url, "query", PROLOGUE + sparql, accept)
         if kind in ("select", "ask"):
@@ -90,18 +97,19 @@ class SparqlEndpointStore(StoreBase):
                 if "boolean" in document:
                     return {"type": "ask", "value": bool(document["boolean"])}
                 names = document["head"]["vars"]
-                rows = [{k: _json_term(v) for k, v in binding.items()} for binding in document["results"]["bindings"]]
+                bindings, truncated = first_rows(document["results"]["bindings"], max_rows)
+                rows = [{k: _json_term(v) for k, v in binding.items()} for binding in bindings]
             except (KeyError, TypeError, AttributeError, ValueError, SyntaxError):
                 raise ConfigError(f"SPARQL endpoint {self.query_url} answered JSON that is not SPARQL 1.1 results JSON") from None
-            return {"type": "select", "vars": names, "rows": rows}
+            return {"type": "select", "vars": names, "rows": rows, "truncated": truncated}
         fmt = ox.RdfFormat.from_media_type(content_type) or ox.RdfFormat.N_TRIPLES
         if fmt == ox.RdfFormat.RDF_XML:  # an endpoint's answer gets the same guard as a file
             safety.check_xml(io.BytesIO(body), f"SPARQL endpoint {self.query_url} answer")
         try:
-            quads = list(ox.parse(body, format=fmt))
+            quads, truncated = first_rows(ox.parse(body, format=fmt), max_rows)
         except SyntaxError as exc:
             raise ConfigError(f"SPARQL endpoint {self.query_url} answered malformed {content_type}: {exc}") from None
-        return {"type": "graph", "triples": [(to_rdflib(q.subject), to_rdflib(q.predicate), to_rdflib(q.object)) for q in quads]}
+        return {"type": "graph", "triples": [(to_rdflib(q.subject), to_rdflib(q.predicate), to_rdflib(q.object)) for q in quads], "truncated": truncated}
 
     def _update(self, sparql: str, allow_network: bool) -> None:
         self._post(self.update_url, "update", PROLOGUE + sparql)

@@ -54,11 +54,11 @@ def main() -> None:
     outbox.send(("ready", None))
     while True:
         try:
-            sparql, kind, allow_network = inbox.recv()
+            sparql, kind, allow_network, max_rows = inbox.recv()
         except EOFError:  # the parent has gone
             return
         try:
-            reply = ("ok", store._query(sparql, kind, allow_network))
+            reply = ("ok", store._query(sparql, kind, allow_network, max_rows))
         except BaseException as exc:  # noqa: BLE001
             reply = ("error", _picklable(exc))
         outbox.send(reply)

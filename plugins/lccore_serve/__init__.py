@@ -36,6 +36,7 @@ def register_commands(commands):
     serve.add_argument("--max-new-tokens", type=int, default=1024, metavar="N", help="largest max_new_tokens (max_tokens) a generation request may ask for (default 1024; more: 422)")
     serve.add_argument("--max-num-beams", type=int, default=8, metavar="N", help="largest num_beams a generation request may ask for (default 8; more: 422)")
     serve.add_argument("--kg", metavar="STORE", help="a knowledge-graph store directory (lccore kg import/build) for read-only SPARQL at POST /v1/kg/query")
+    serve.add_argument("--kg-max-rows", type=int, default=10_000, metavar="N", help="most rows (or triples) of one /v1/kg/query answer (default 10000, at most 10000000; more are cut, with the header Lccore-Truncated: true)")
     serve.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="autocast precision for the forward pass; auto: bf16 when a measurement at start, on the run's own data, finds it faster and in agreement with fp32")
     serve.add_argument("--policy", action="append", default=[], metavar="NAME", help="an ethics policy for inputs and outputs, after each run config's 'ethics' list (repeatable)")
     serve.add_argument("--ethics-config", metavar="FILE", help="YAML file with an 'ethics:' list of policies")
@@ -61,7 +62,7 @@ def register_commands(commands):
         # Each limit is range-checked as it is made; the error names its flag.
         limits = ServeLimits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_input_chars=args.max_input_chars,
                              timeout_s=args.timeout, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             max_new_tokens=args.max_new_tokens, max_num_beams=args.max_num_beams)
+                             max_new_tokens=args.max_new_tokens, max_num_beams=args.max_num_beams, kg_max_rows=args.kg_max_rows)
         serve(args.run_dirs, host=args.host, port=args.port, api_key=api_key, limits=limits, precision=args.precision,
               ethics_items=extra, audit_log=args.audit_log, kg=args.kg, allowed_hosts=args.allowed_hosts, engine=getattr(args, "engine", None))
         return 0

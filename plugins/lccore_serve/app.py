@@ -75,6 +75,8 @@ class ServeLimits:
     #: Upper bounds on the costly generation options (the reasoner's own defaults are lower).
     max_new_tokens: int = _bounded(1024, "--max-new-tokens", 1, 100_000)
     max_num_beams: int = _bounded(8, "--max-num-beams", 1, 64)
+    #: Rows (or triples) of one SPARQL answer at /v1/kg/query: more are cut, and the answer says so.
+    kg_max_rows: int = _bounded(10_000, "--kg-max-rows", 1, 10_000_000)
 
 
 class Server:

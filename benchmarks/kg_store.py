@@ -6,7 +6,7 @@ two typed literals; plus a small class hierarchy) is written to an N-Triples fil
 backends, built through lccore's plugin registry exactly as `lccore kg` builds them, are timed on:
 
 - bulk load: `store.load(file.nt)` (timed once per system, in a process of its own, so that
-  neither pays for the other's memory);
+  neither pays for the other's memory), and the peak RSS of that process after it;
 - SPARQL: point lookup (all triples of one subject), 1-hop neighbourhood (both directions),
   2-hop neighbourhood (outgoing), a join (members of one class, along two relations, counted), a
   COUNT ... GROUP BY over every rdf:type triple, and an exact label match;
@@ -110,7 +110,10 @@ def worker(system: str, nt_file: str, store_dir: str, connection) -> None:
     store = engine.create("kg_backend", system, options)
     started, cpu = time.perf_counter(), time.process_time()
     count = store.load(nt_file)
-    connection.send(("loaded", count, time.perf_counter() - started, time.process_time() - cpu, len(store)))
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak so far: the load's
+    connection.send(("loaded", count, time.perf_counter() - started, time.process_time() - cpu, len(store), peak_mb))
     while True:
         request = connection.recv()
         if request is None:
@@ -161,10 +164,10 @@ def main() -> None:
             process = context.Process(target=worker, args=(system, str(nt_file), str(Path(tmp) / "oxigraph-store"), theirs))
             timer = Timed()
             process.start()
-            _, count, seconds, cpu, size = mine.recv()
+            _, count, seconds, cpu, size, peak_mb = mine.recv()
             others = timer.others(cpu)
-            load[system] = {"seconds": seconds, "triples_read": count, "triples_stored": size, "others_cores": others}
-            print(f"bulk load {system:<14} {seconds:8.2f} s  ({count / seconds:,.0f} triples/s; store holds {size:,})"
+            load[system] = {"seconds": seconds, "triples_read": count, "triples_stored": size, "peak_rss_mb": round(peak_mb), "others_cores": others}
+            print(f"bulk load {system:<14} {seconds:8.2f} s  ({count / seconds:,.0f} triples/s; store holds {size:,}; peak RSS {peak_mb:,.0f} MB)"
                   + _busy_note(others), flush=True)
             workers[system] = (process, mine)
 

@@ -282,6 +282,21 @@ def test_an_endpoint_answer_past_the_bound_is_refused(monkeypatch):
         server.shutdown()
 
 
+def test_a_large_file_goes_in_by_slices_and_a_malformed_one_writes_nothing(tmp_path, monkeypatch):
+    from lccore_kg import oxigraph_store
+
+    monkeypatch.setattr(oxigraph_store, "BULK_LOAD_FROM", 3)  # the bulk loader, a slice of 3 at a time
+    good, bad = tmp_path / "good.nt", tmp_path / "bad.nt"
+    good.write_text("".join(f"<{EX}t{i}> <{EX}n> \"{i}\" .\n" for i in range(10)), encoding="utf-8")
+    bad.write_text("".join(f"<{EX}u{i}> <{EX}n> \"{i}\" .\n" for i in range(8)) + f"<{EX}u8> <{EX}n> \"8 .\n", encoding="utf-8")
+    with lccore_kg.open_store(tmp_path / "store") as store:
+        assert store.load(good) == 10 and len(store) == 10
+        assert store.load(good) == 10 and len(store) == 10  # the same triples again: nothing new
+        with pytest.raises(lccore.DataError, match=r"bad.nt:9: "):
+            store.load(bad)
+        assert len(store) == 10  # read whole before anything was written
+
+
 def test_rdf_xml_errors_name_their_line(tmp_path):
     store = lccore_kg.open_store("memory")
     body = "".join(f'<rdf:Description rdf:about="{EX}n{i}">\n  <ex:p>v</ex:p>\n</rdf:Description>\n' for i in range(50))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -16,7 +17,7 @@ from rdflib.namespace import RDFS
 from lccore import ConfigError, DataError
 
 from .base import StoreBase, first_rows, one_line
-from .terms import PREFIXES, export_prefixes, output, ox_triple, parse_file, rdf_format, to_oxigraph, to_rdflib
+from .terms import PREFIXES, export_prefixes, output, ox_triple, rdf_format, read_quads, to_oxigraph, to_rdflib
 
 
 #: Files with at least this many triples are written with RocksDB's bulk loader, not one transaction.
@@ -116,14 +117,19 @@ class OxigraphStore(StoreBase):
 
     def load(self, path, format: str | None = None, *, base: str | None = None) -> int:
         store = self._writable()
-        quads = parse_file(path, format, base)  # the whole file first: a malformed one writes nothing
+        # The whole file is read once first, keeping nothing (a malformed one writes nothing), then
+        # again into the store: a file of any size costs the memory of a few quads.
+        count = sum(1 for _ in read_quads(path, format, base))
         self._changed()
         with _disk_errors(self.path):
-            if len(quads) < BULK_LOAD_FROM:
-                store.extend(quads)  # one transaction
-            else:
-                store.bulk_extend(quads)  # 2-3x faster; only an I/O error midway could leave part of it
-        return len(quads)
+            if count < BULK_LOAD_FROM:
+                store.extend(list(read_quads(path, format, base)))  # one transaction
+            else:  # 2-3x faster; only an I/O error midway could leave part of it. In slices: Oxigraph's
+                # bulk loader buffers about a million quads (800 MB) before it writes, a slice at a time 180 MB
+                quads = read_quads(path, format, base)
+                while piece := list(itertools.islice(quads, BULK_LOAD_FROM)):
+                    store.bulk_extend(piece)
+        return count
 
     def dump(self, path, format: str | None = None) -> None:
         fmt = rdf_format(path, format)

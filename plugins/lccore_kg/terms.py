@@ -9,6 +9,7 @@ import io
 import os
 import re
 import secrets
+from typing import Iterator
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -154,9 +155,15 @@ def _short_iri(iri: str, prefixes: dict[str, str]) -> str:
 
 
 def parse_file(path, format: str | None = None, base: str | None = None) -> list[ox.Quad]:
-    """Every triple of an RDF file as pyoxigraph quads in the default graph. Refuses what would
-    reach outside the file (remote JSON-LD contexts, external XML entities; see
-    :mod:`lccore_kg.safety`); a malformed file raises DataError "FILE:LINE: reason"."""
+    """Every triple of an RDF file as pyoxigraph quads in the default graph (see :func:`read_quads`)."""
+    return list(read_quads(path, format, base))
+
+
+def read_quads(path, format: str | None = None, base: str | None = None) -> Iterator[ox.Quad]:
+    """The triples of an RDF file as pyoxigraph quads in the default graph, one at a time. Refuses
+    what would reach outside the file (remote JSON-LD contexts, external XML entities; see
+    :mod:`lccore_kg.safety`); a malformed file raises DataError "FILE:LINE: reason" when the
+    reading gets there."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -166,10 +173,8 @@ def parse_file(path, format: str | None = None, base: str | None = None) -> list
     try:
         with safety.no_network():
             # Fresh blank-node ids, so that two files that both say _:b0 do not merge.
-            return [
-                ox.Quad(q.subject, q.predicate, q.object, default)
-                for q in ox.parse(path=str(path), format=fmt, base_iri=base, rename_blank_nodes=True)
-            ]
+            for q in ox.parse(path=str(path), format=fmt, base_iri=base, rename_blank_nodes=True):
+                yield ox.Quad(q.subject, q.predicate, q.object, default)
     except SyntaxError as exc:
         if not exc.lineno:  # the RDF/XML parser gives no position: find the line it stops at
             exc.lineno = _failing_line(path, fmt, base)

@@ -186,6 +186,9 @@ def test_chat_needs_a_dialogue_run_and_completions_a_generative_one(chat, predic
         with pytest.raises(openai.UnprocessableEntityError) as empty:
             await client.completions.create(model="chat", prompt=["hello", " "])
         assert empty.value.body["param"] == "prompt[1]"
+        with pytest.raises(openai.UnprocessableEntityError) as tokens:  # the SDK's token-array prompt, as embeddings say it
+            await client.completions.create(model="chat", prompt=[1, 2, 3])
+        assert tokens.value.body["message"] == "prompt: a string or a list of strings (token arrays are not read)"
         # What changes the answer and cannot be honoured is refused, not ignored.
         with pytest.raises(openai.UnprocessableEntityError) as best_of:
             await client.completions.create(model="chat", prompt="hello", best_of=3)

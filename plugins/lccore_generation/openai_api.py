@@ -57,7 +57,7 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
         max_completion_tokens: Optional[int] = Field(None, description="the newer name of max_tokens (wins when both are given)")
 
     class CompletionRequest(Sampling):
-        prompt: Union[str, list[str]] = Field(description="a prompt, or a list of prompts (not when streaming)")
+        prompt: Any = Field(description="a prompt, or a list of prompts (not when streaming)")
 
     def refuse(status: int, detail: str, code: Optional[str] = None):
         error = HTTPException(status, detail)
@@ -227,7 +227,9 @@ def add_openai_routes(server, producers: set, continuous: dict, streams) -> None
             raise refuse(422, "best_of: not supported by lccore serve (one candidate per choice: send 1 or leave it out)")
         if type(extra.get("logprobs")) is int:  # completions' logprobs: 0 still asks for the chosen tokens' log-probabilities
             raise refuse(422, "logprobs: log-probabilities are not returned by lccore serve")
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise refuse(422, "prompt: a string or a list of strings (token arrays are not read)")
         if not prompts or len(prompts) > server.limits.max_inputs:
             raise refuse(422 if not prompts else 413, f"prompt: between 1 and {server.limits.max_inputs} prompts per request, got {len(prompts)}")
         for i, prompt in enumerate(prompts):

@@ -286,8 +286,8 @@ def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp
     assert report["invariance"]["tests"] == 1 + 1 + 11
     bars.clear()
     assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--json"]) == 0
-    (bar,) = bars  # the texts, then their counterfactuals (pets are not bundled)
-    assert (bar.desc, bar.total, bar.n, bar.enabled) == ("audit", 4 + 13, 4 + 13, True)
+    (bar,) = bars  # the texts, a window at a time
+    assert (bar.desc, bar.total, bar.n, bar.enabled) == ("audit", 4, 4, True)
     capsys.readouterr()
     page = tmp_path / "audit.html"
     assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--terms", str(terms), "--html", str(page)]) == 0
@@ -299,6 +299,29 @@ def test_bias_audit_reports_flip_rate_and_score_shift_per_group(trained_run, tmp
     assert f"{report['invariance']['tests'] - report['invariance']['failures']} of {report['invariance']['tests']} counterfactuals" in html
     assert main(["audit", str(trained_run.output_dir), "--data", str(data)]) == 0
     assert "invariance:" in capsys.readouterr().out
+
+
+def test_bias_audit_reads_a_window_at_a_time_and_reports_the_same(trained_run, tmp_path, capsys, monkeypatch):
+    from lccore_ethics import audit as audit_module
+
+    texts = ["he said it was great", "James found it dull", "she and he liked it", "the German film was superb", "plain text"] * 3
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    reports = []
+    for window in (1024, 2):  # the whole file in one window, then two texts at a time
+        monkeypatch.setattr(audit_module, "AUDIT_WINDOW", window)
+        assert main(["audit", str(trained_run.output_dir), "--data", str(data), "--json", "-q"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    whole, windowed = reports
+    assert windowed["examples"] == whole["examples"] == 15 and windowed["invariance"] == whole["invariance"]
+    for name, group in whole["groups"].items():
+        other = windowed["groups"][name]
+        assert (other["texts_with_terms"], other["counterfactuals"]) == (group["texts_with_terms"], group["counterfactuals"]), name
+        assert [row["counterfactual"] for row in other["worst"]] == [row["counterfactual"] for row in group["worst"]], name
+        if group["mean_score_shift"] is not None:
+            assert other["mean_score_shift"] == pytest.approx(group["mean_score_shift"], abs=1e-5)
+            assert other["by_class"].keys() == group["by_class"].keys()
+    assert whole["groups"]["gender"]["texts_with_terms"] == 6  # texts of the data, a repeated one each time
 
 
 def test_toxicity_classifier_judge(trained_run, engine):

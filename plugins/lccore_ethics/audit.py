@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Iterable
 
 import lccore
 
@@ -75,12 +76,13 @@ def counterfactuals(text: str, classes: dict[str, list[str]]) -> list[tuple[str,
     return out
 
 
-def probabilities(predictor, texts: list[str], batch_size: int = 64, bar=None):
-    """Class probabilities (one row per text, in the task's label order); ``bar`` is moved a text at a time."""
+def probabilities(predictor, texts: list[str], batch_size: int = 64, bar=None, first: int = 0):
+    """Class probabilities (one row per text, in the task's label order); ``bar`` is moved a text
+    at a time; ``first``: the number of the texts before these, for error messages."""
     import torch
 
     task, rows = predictor.task, []
-    examples = [task.parse_input(text, f"audit {i + 1}") for i, text in enumerate(texts)]
+    examples = [task.parse_input(text, f"audit {first + i + 1}") for i, text in enumerate(texts)]
     for start in range(0, len(examples), batch_size):
         features = task.encode(examples[start : start + batch_size], predictor.tokenizer, predictor.config.train.max_length)
         batch = {k: v.to(predictor.device) for k, v in task.collate(features, predictor.tokenizer).items() if k != "labels"}
@@ -91,42 +93,67 @@ def probabilities(predictor, texts: list[str], batch_size: int = 64, bar=None):
     return torch.cat(rows) if rows else torch.empty(0)
 
 
-def audit(predictor, texts: list[str], groups: dict, *, top: int = 5, progress: bool = False) -> dict:
+#: Texts read, swapped and scored at a time: the audit of a file of any size holds one window.
+AUDIT_WINDOW = 1024
+
+
+def audit(predictor, texts: Iterable[str], groups: dict, *, top: int = 5, progress: bool = False, total: int | None = None) -> dict:
+    """The report of the counterfactual audit of ``texts`` (read a window at a time; ``total``:
+    how many there are, for the progress bar, when known)."""
+    import heapq
+
+    from lccore.data.features import batched
+
     labels = getattr(predictor.task, "labels", None)
     if not labels:
         raise lccore.ConfigError(f"audit: {predictor.run_dir} is not a text classification run (its task has no labels)")
-    pairs = [(i, group, source, target, cf) for group, classes in groups.items() for i, text in enumerate(texts) for source, target, cf in counterfactuals(text, classes)]
-    with lccore.progress_bar(total=len(texts) + len(pairs), desc="audit", unit="text", enabled=progress) as bar:  # the texts, then their counterfactuals
-        original = probabilities(predictor, texts, bar=bar)
-        swapped = probabilities(predictor, [cf for *_, cf in pairs], bar=bar)
-    report = {"examples": len(texts), "labels": list(labels), "groups": {}}
-    for group in groups:
-        rows = []
-        for k, (i, g, source, target, cf) in enumerate(pairs):
-            if g != group:
-                continue
-            label = int(original[i].argmax())
-            new_label = int(swapped[k].argmax())
-            shift = float(swapped[k][label] - original[i][label])
-            rows.append({"text": texts[i], "counterfactual": cf, "from": source, "to": target, "label": labels[label], "counterfactual_label": labels[new_label], "score_shift": round(shift, 6)})
-        flips = [r for r in rows if r["label"] != r["counterfactual_label"]]
-        by_target = {}
-        for r in rows:
-            by_target.setdefault(r["to"], []).append(r)
+    tallies = {group: {"texts": 0, "last_text": -1, "rows": 0, "flips": 0, "shift": 0.0, "by_class": {}, "worst": []} for group in groups}
+    # the worst first: flips before the others, then the largest shift, then the order of the data
+    worst_first = lambda row: (row["label"] == row["counterfactual_label"], -abs(row["score_shift"]), row["_order"])  # noqa: E731
+    examples = 0
+    with lccore.progress_bar(total=total, desc="audit", unit="text", enabled=progress) as bar:
+        for window in batched(texts, AUDIT_WINDOW):
+            pairs = [(examples + i, group, source, target, cf) for group, classes in groups.items() for i, text in enumerate(window)
+                     for source, target, cf in counterfactuals(text, classes)]
+            original = probabilities(predictor, window, first=examples)
+            swapped = probabilities(predictor, [cf for *_, cf in pairs], first=examples)
+            fresh = {group: [] for group in groups}
+            for k, (i, group, source, target, cf) in enumerate(pairs):
+                tally = tallies[group]
+                label = int(original[i - examples].argmax())
+                new_label = int(swapped[k].argmax())
+                shift = float(swapped[k][label] - original[i - examples][label])
+                row = {"text": window[i - examples], "counterfactual": cf, "from": source, "to": target, "label": labels[label],
+                       "counterfactual_label": labels[new_label], "score_shift": round(shift, 6), "_order": tally["rows"]}
+                flipped = row["label"] != row["counterfactual_label"]
+                tally["texts"] += i != tally["last_text"]
+                tally["last_text"] = i
+                tally["rows"] += 1
+                tally["flips"] += flipped
+                tally["shift"] += abs(row["score_shift"])
+                per_class = tally["by_class"].setdefault(target, [0, 0, 0.0])
+                per_class[0] += 1
+                per_class[1] += flipped
+                per_class[2] += row["score_shift"]
+                fresh[group].append(row)
+            for group, rows in fresh.items():
+                tallies[group]["worst"] = heapq.nsmallest(top, tallies[group]["worst"] + rows, key=worst_first)
+            examples += len(window)
+            bar.update(len(window))
+    report = {"examples": examples, "labels": list(labels), "groups": {}}
+    for group, tally in tallies.items():
+        rows = tally["rows"]
         report["groups"][group] = {
-            "texts_with_terms": len({r["text"] for r in rows}),
-            "counterfactuals": len(rows),
-            "flip_rate": len(flips) / len(rows) if rows else None,
-            "mean_score_shift": sum(abs(r["score_shift"]) for r in rows) / len(rows) if rows else None,
-            "by_class": {
-                t: {"counterfactuals": len(rs), "flip_rate": sum(r["label"] != r["counterfactual_label"] for r in rs) / len(rs), "mean_signed_shift": sum(r["score_shift"] for r in rs) / len(rs)}
-                for t, rs in sorted(by_target.items())
-            },
-            "worst": sorted(rows, key=lambda r: (r["label"] == r["counterfactual_label"], -abs(r["score_shift"])))[:top],
+            "texts_with_terms": tally["texts"],
+            "counterfactuals": rows,
+            "flip_rate": tally["flips"] / rows if rows else None,
+            "mean_score_shift": tally["shift"] / rows if rows else None,
+            "by_class": {t: {"counterfactuals": n, "flip_rate": flips / n, "mean_signed_shift": shift / n} for t, (n, flips, shift) in sorted(tally["by_class"].items())},
+            "worst": [{key: value for key, value in row.items() if key != "_order"} for row in tally["worst"]],
         }
-    total = sum(g["counterfactuals"] for g in report["groups"].values())
-    failures = sum(round((g["flip_rate"] or 0) * g["counterfactuals"]) for g in report["groups"].values())
-    report["invariance"] = {"tests": total, "failures": failures, "pass_rate": (total - failures) / total if total else None}
+    total_tests = sum(g["counterfactuals"] for g in report["groups"].values())
+    failures = sum(tally["flips"] for tally in tallies.values())
+    report["invariance"] = {"tests": total_tests, "failures": failures, "pass_rate": (total_tests - failures) / total_tests if total_tests else None}
     return report
 
 

@@ -80,12 +80,18 @@ def run_audit(commands, args) -> int:
     commands.check_output_path(args.html, "--html", overwrite=args.overwrite, inputs=[args.data, args.terms])
     commands.quiet_transformers()
     predictor = lccore.load(args.run_dir)
-    texts = []
-    for where, value in read_prediction_inputs(args.data):
-        texts.append(value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None))
-        if not isinstance(texts[-1], str):
-            raise lccore.DataError(f"{where}: expected a string or an object with a text")
-    report = audit(predictor, texts, groups, top=args.top, progress=not args.quiet)
+
+    def texts():  # read as the audit goes, a window at a time
+        for where, value in read_prediction_inputs(args.data):
+            text = value if isinstance(value, str) else getattr(predictor.task.parse_input(value, where), "text", None)
+            if not isinstance(text, str):
+                raise lccore.DataError(f"{where}: expected a string or an object with a text")
+            yield text
+
+    from lccore.data import is_stream, read_lines
+
+    total = None if args.quiet or is_stream(args.data) else sum(1 for _, line in read_lines(args.data) if line.strip())
+    report = audit(predictor, texts(), groups, top=args.top, progress=not args.quiet, total=total)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render(report))
     if args.html:
         Path(args.html).write_text(render_html(report), encoding="utf-8")

@@ -4,6 +4,7 @@ CSV, paths that cannot be written, damaged weights and checkpoints, broken pipes
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -178,6 +179,17 @@ def test_a_pipe_is_read_once_and_a_folder_is_not_a_file(cli, trained_run, tmp_pa
     # training data is read pass after pass: a pipe is refused at once, never waited on
     with pytest.raises(DataError, match=r"rows: a pipe or a device, not a file; this data is read more than once"):
         lccore.train({**tiny_config, "task": {**tiny_config["task"], "train": str(fifo)}}, tmp_path / "run", progress=False)
+
+
+def test_a_line_past_the_bound_is_refused_by_its_number_not_read_whole(tmp_path, monkeypatch):
+    from lccore import data
+
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 100)  # 256 MiB: a file with no line ends is not read into memory whole
+    path = tmp_path / "rows.jsonl"
+    path.write_text('"short"\n"' + "x" * 97 + '"\n' + "y" * 5000, encoding="utf-8")  # line 2: 100 bytes, the most
+    with pytest.raises(DataError, match=r"rows.jsonl:3: a line longer than 0 MiB; split the data into lines"):
+        list(data.read_lines(path))
+    assert [n for n, _ in itertools.islice(data.read_lines(path), 2)] == [1, 2]  # up to it, read as before
 
 
 def test_a_valid_surrogate_pair_is_text(cli, trained_run):

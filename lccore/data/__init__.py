@@ -66,6 +66,11 @@ def bytes_read() -> int:
     return _BYTES_READ[0]
 
 
+#: The longest line a data file may have: a row is read whole, and a file without line ends would
+#: be read whole into memory.
+MAX_LINE_BYTES = 1 << 28
+
+
 def read_lines(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, str]]:
     """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped).
     ``once=True``: ``-`` is standard input, and a pipe or a device is read as it comes."""
@@ -75,7 +80,9 @@ def read_lines(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, s
         where = path = check_file(path, once=once)
         opened = path.open("rb")
     with opened as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b"" if not isinstance(handle, io.TextIOBase) else ""), start=1):
+            if len(raw) > MAX_LINE_BYTES:  # a file with no line ends (a dump, a minified blob) is not read whole
+                raise DataError(f"{where}:{number}: a line longer than {MAX_LINE_BYTES >> 20} MiB; split the data into lines (a row, a document or a paragraph each)")
             _BYTES_READ[0] += len(raw)
             try:
                 line = raw if isinstance(raw, str) else raw.decode("utf-8")

@@ -246,6 +246,7 @@ class AuditLog:
         self.entries: list[dict] = []
         self._texts: list[str] = []  # without a path: hashed at flush, once the log (and so its key) is known
         self._key: bytes | None = None
+        self._found: int | None = None  # the log file's size before this log first appended to it (-1: there was none)
 
     def record(self, text: str, stage: str, result: dict, where: str | None = None) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -282,16 +283,23 @@ class AuditLog:
                     entry[AUDIT_HASH_FIELD] = audit_hmac(key, text)
             lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.entries)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if self._found is None and path == self.path:
+                self._found = path.stat().st_size if path.exists() else -1
             with path.open("a", encoding="utf-8") as handle:
                 handle.write(lines)
         self.entries, self._texts = [], []
 
     def start_again(self) -> None:
-        """Forget every entry recorded, in the file too: for a log of this process's own (a run's,
-        in its scratch folder) whose pass over the data starts again."""
+        """Forget every entry this log recorded, those it appended to its file too (the file is cut
+        back to what was there before, or removed if this log made it): a pass over the data
+        that starts again records its decisions again."""
         self.entries, self._texts = [], []
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        if self._found is not None and self.path.exists():
+            if self._found < 0:
+                self.path.unlink()
+            else:
+                os.truncate(self.path, self._found)
+        self._found = None
 
     def move_to(self, path: str | Path) -> None:
         """The whole log, and its key file, moved to ``path`` (replacing a log there and its key):
@@ -303,7 +311,7 @@ class AuditLog:
             target.unlink(missing_ok=True)
             if source.exists():
                 shutil.move(source, target)  # a key keeps its owner-only mode (copy2 across file systems)
-        self.path, self._key = path, None
+        self.path, self._key, self._found = path, None, None
 
     @staticmethod
     def verify(text: str, entry: dict, path: str | Path) -> bool:

@@ -257,6 +257,20 @@ def test_an_audit_log_with_a_file_appends_as_it_goes_and_keeps_no_text(tmp_path,
     audit.flush()
     entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert [ethics.AuditLog.verify(text, entry, log) for text, entry in zip(texts, entries)] == [True] * 10
+    # starting again takes back only what this log appended: a log that was there stays as it was
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"earlier": "entry"}\n', encoding="utf-8")
+    again = ethics.AuditLog(mine)
+    for text in texts:
+        again.record(text, "training_data", ethics.apply(policies, text, "training_data"))
+    assert len(mine.read_text(encoding="utf-8").splitlines()) == 1 + 8
+    again.start_again()
+    assert mine.read_text(encoding="utf-8") == '{"earlier": "entry"}\n' and not again.entries
+    fresh = ethics.AuditLog(tmp_path / "fresh.jsonl")
+    for text in texts:
+        fresh.record(text, "training_data", ethics.apply(policies, text, "training_data"))
+    fresh.start_again()
+    assert not (tmp_path / "fresh.jsonl").exists()  # made by this log: removed
     moved = tmp_path / "run" / "audit.jsonl"
     moved.parent.mkdir()
     audit.move_to(moved)  # with its key: the entries still verify there

@@ -4,6 +4,7 @@ line, full disks on import and export, and upper bounds on every option that cos
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -215,27 +216,35 @@ def test_entity_bombs_anywhere_in_rdf_xml_are_refused(tmp_path, name):
 
 def test_an_endpoint_answering_rdf_xml_gets_the_same_guard():
     bomb = ('<?xml version="1.0"?>\n' + PADDING + "<!DOCTYPE rdf:RDF [\n" + laughs() + "]>\n" + f"<rdf:RDF {RDF_NS}>{description('&lol9;')}</rdf:RDF>\n").encode()
+    with endpoint_answering(bomb, "application/rdf+xml") as url:
+        result = cli("kg", "query", url, "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", limit_memory=3 << 30)
+    one_line_error(result, 2, f"SPARQL endpoint {url} answer: XML entities would expand to")
 
-    class Hostile(http.server.BaseHTTPRequestHandler):
+
+@contextlib.contextmanager
+def endpoint_answering(body: bytes, content_type: str, *, length: bool = True):
+    """The URL of a SPARQL endpoint on this machine that answers every query with ``body``
+    (``length=False``: without a Content-Length, read to the end)."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(200)
-            self.send_header("Content-Type", "application/rdf+xml")
-            self.send_header("Content-Length", str(len(bomb)))
+            self.send_header("Content-Type", content_type)
+            if length:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(bomb)
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/query"
-        result = cli("kg", "query", url, "CONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }", limit_memory=3 << 30)
+        yield f"http://127.0.0.1:{server.server_address[1]}/query"
     finally:
         server.shutdown()
-    one_line_error(result, 2, f"SPARQL endpoint {url} answer: XML entities would expand to")
 
 
 def test_kg_query_reads_at_most_max_rows_and_says_so(tmp_path):
@@ -257,29 +266,12 @@ def test_an_endpoint_answer_past_the_bound_is_refused(monkeypatch):
     from lccore_kg import sparql_endpoint
 
     answer = json.dumps({"head": {"vars": ["s"]}, "results": {"bindings": [{"s": {"type": "uri", "value": f"{EX}t{i}"}} for i in range(2000)]}}).encode()
-
-    class Large(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/sparql-results+json")
-            self.end_headers()
-            self.wfile.write(answer)  # no Content-Length: read until the bound
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Large)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/query"
+    with endpoint_answering(answer, "application/sparql-results+json", length=False) as url:  # read until the bound
         store = lccore_kg.open_store(url)
         assert len(store.query("SELECT ?s WHERE { ?s ?p ?o }", max_rows=5)["rows"]) == 5
         monkeypatch.setattr(sparql_endpoint, "MAX_ANSWER_BYTES", 10_000)
         with pytest.raises(lccore.ConfigError, match=r"answered more than 10,000 bytes: add a LIMIT"):
             store.query("SELECT ?s WHERE { ?s ?p ?o }")
-    finally:
-        server.shutdown()
 
 
 def test_a_large_file_goes_in_by_slices_and_a_malformed_one_writes_nothing(tmp_path, monkeypatch):

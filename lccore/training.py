@@ -531,9 +531,7 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                 stop = evaluate_dev()
                 if stop:
                     break
-            if settings.checkpoint_every and state.step % settings.checkpoint_every == 0:
-                save_checkpoint(state.epoch, batches_done)
-            elif stop_asked:
+            if stop_asked or (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
                 save_checkpoint(state.epoch, batches_done)
             if stop_asked:
                 print(f"lccore: SIGTERM: stopped after step {state.step} of {total_steps}, a checkpoint written: "

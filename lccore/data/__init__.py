@@ -14,9 +14,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import sys
-import re
 from pathlib import Path
 from typing import Iterator
 

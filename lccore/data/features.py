@@ -116,6 +116,25 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+def windows(rows: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` rows, as :func:`batched`; a bad row (a :class:`DataError` while
+    reading) ends its window early, and is raised after that window is given: what streams its
+    output (``predict``, ``generate --input``) writes the rows before it first."""
+    chunk = []
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except DataError:
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
+
+
 # --- the cache key -----------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ def run_generate(commands, args) -> int:
     reasoner = lccore.Engine().create("reasoner", "generate", {k: v for k, v in flags.items() if v is not None}, key="generate")
     commands.quiet_transformers()
     from lccore import ethics
+    from lccore.data.features import windows
     from lccore.predictor import read_prediction_inputs
 
     extra = ethics.items_from_cli(args.policy)
@@ -59,25 +60,12 @@ def run_generate(commands, args) -> int:
         # A window of batches at a time, written before the next is read: the answers come as they
         # are made, memory stays flat in the input's size, and a bad row stops after those before it.
         window = GENERATE_WINDOW_BATCHES * predictor.config.train.eval_batch_size
-        inputs, failure = read_prediction_inputs(args.input), None
         with lccore.progress_bar(total=None, desc="generate", unit="row", enabled=True, delay=1.0) as bar:
-            while failure is None:
-                rows = []
-                try:
-                    for row in inputs:
-                        rows.append(row)
-                        if len(rows) == window:
-                            break
-                except lccore.DataError as exc:  # the rows before the bad one are answered first
-                    failure = exc
-                if not rows:
-                    break
+            for rows in windows(read_prediction_inputs(args.input), window):
                 answers = guarded.answer_batch([value for _, value in rows], wheres=[where for where, _ in rows])
                 sys.stdout.write("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
                 sys.stdout.flush()
                 bar.update(len(rows))
-        if failure is not None:
-            raise failure
     elif args.stream:  # with output policies, each sentence is shown once they have passed it
         for piece in guarded.stream(args.prompt):
             if isinstance(piece, dict):

@@ -12,11 +12,10 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
 
-from lccore import ConfigError, DataError, progress_bar
+from lccore import ConfigError, progress_bar
 from lccore.data import check_file, is_stream
-from lccore.data.features import batched
+from lccore.data.features import batched, windows
 from lccore.predictor import PREDICT_WINDOW, Predictor, read_prediction_inputs
 from lccore.rundir import MANIFEST_FILE
 
@@ -70,13 +69,13 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
     total = _count_rows(input_path) if progress and not streamed_input else None
     bar = progress_bar(total=total, initial=skip, desc="predict", unit="row", enabled=progress, delay=1.0)
     handle = sys.stdout if to_stdout else output.open("a" if resume else "w", encoding="utf-8")
-    written, failure = skip, None
+    written = skip
+    # a bad row ends its window early and is raised once the rows before it are predicted and written
+    # (and recorded: --resume continues after the fix)
+    parsed = ((value, predictor.task.parse_input(value, where)) for where, value in rows)
     try:
         with long_lived_objects_frozen():  # what existed before is not scanned by each window's garbage collections
-            while failure is None:
-                chunk, failure = _next_window(predictor.task, rows, window)
-                if not chunk:
-                    break
+            for chunk in windows(parsed, window):
                 records = predictor.predict_parsed([example for _, example in chunk], batch_size=batch_size)
                 try:
                     handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
@@ -99,8 +98,6 @@ def predict_file(predictor: Predictor, input_path: str, output_path: str, *, res
             except OSError as exc:  # what close could not flush; an error already on its way wins
                 if sys.exc_info()[1] is None:
                     raise OSError(exc.errno, exc.strerror, output_path) from None
-    if failure is not None:  # the rows before the bad one are written; --resume continues after the fix
-        raise failure
     if state_path is not None:
         state_path.unlink(missing_ok=True)  # complete: nothing to resume
     return written - skip
@@ -123,20 +120,6 @@ def long_lived_objects_frozen():
         yield
     finally:
         gc.unfreeze()
-
-
-def _next_window(task, rows: Iterator, size: int) -> tuple[list, Exception | None]:
-    """Up to ``size`` (value, parsed example) pairs; a bad row ends the window early and comes
-    back as the error, so that the rows before it are still predicted and written."""
-    chunk = []
-    try:
-        for where, value in rows:
-            chunk.append((value, task.parse_input(value, where)))
-            if len(chunk) == size:
-                break
-    except DataError as exc:
-        return chunk, exc
-    return chunk, None
 
 
 #: How the predicted rows are hashed for --resume (recorded in the state file: another way is refused, never misread).

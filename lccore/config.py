@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # plugins.py never imports the config, so the config may use 
 class TaskConfig:
     name: str = attrs.field(metadata=doc("Registered task name, e.g. `text_classification`."))
     train: Union[str, list[str], None] = attrs.field(default=None, metadata=doc(
-        "Training data (needed by `lccore train`): a file, a glob (`corpus/*.txt`) or a list of files and globs, read in order."
+        "Training data (needed by `lccore train`): a file, a glob (`corpus/*.txt`) or a list of files and globs, read in order; "
+        "a file may be compressed (`train.jsonl.gz`, `.bz2`, `.xz`)."
     ))
     dev: Union[str, list[str], None] = attrs.field(default=None, metadata=doc("Development data (a file, glob or list): periodic evaluation, early stopping, best checkpoint."))
     test: Union[str, list[str], None] = attrs.field(default=None, metadata=doc("Test data (a file, glob or list), evaluated before and after fine-tuning."))

@@ -25,6 +25,33 @@ from ..errors import DataError
 
 #: How a file read as it comes (standard input, a pipe, a device) is named in errors.
 STDIN = "<stdin>"
+#: Compressed data files are read as they are decompressed; the suffix before names the format.
+COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def data_suffix(path: str | Path) -> str:
+    """The suffix that names a data file's format, lower-cased: ``.jsonl`` for ``train.jsonl.gz``."""
+    suffixes = [suffix.lower() for suffix in Path(path).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def open_data(path: Path):
+    """``(reader, compressed)``: a data file opened for reading bytes, decompressed as it is read
+    when its name ends in .gz, .bz2 or .xz; ``compressed``: the file underneath (its position is
+    how far the file is read), or None."""
+    import bz2
+    import gzip
+    import lzma
+
+    kind = COMPRESSED.get(path.suffix.lower())
+    if kind is None:
+        return path.open("rb"), None
+    compressed = path.open("rb")
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=compressed), compressed
+    return (bz2.BZ2File(compressed) if kind == "bz2" else lzma.LZMAFile(compressed)), compressed
 
 
 def is_stream(path: str | Path) -> bool:
@@ -75,15 +102,26 @@ def read_lines(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, s
     """(line number, text) for each line, decoding strictly as UTF-8 (a leading BOM is dropped).
     ``once=True``: ``-`` is standard input, and a pipe or a device is read as it comes."""
     if once and str(path) == "-":  # its bytes, decoded here whatever the locale (a program's text stream: as it is)
-        where, opened = STDIN, contextlib.nullcontext(getattr(sys.stdin, "buffer", sys.stdin))
+        where, handle, compressed = STDIN, getattr(sys.stdin, "buffer", sys.stdin), None
+        closing = contextlib.nullcontext()
     else:
         where = path = check_file(path, once=once)
-        opened = path.open("rb")
-    with opened as handle:
-        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b"" if not isinstance(handle, io.TextIOBase) else ""), start=1):
+        handle, compressed = open_data(path)
+        closing = contextlib.ExitStack()
+        closing.callback(handle.close)
+        if compressed is not None:
+            closing.callback(compressed.close)
+    with closing:
+        position = 0
+        for number, raw in enumerate(_raw_lines(handle, where, compressed is not None), start=1):
             if len(raw) > MAX_LINE_BYTES:  # a file with no line ends (a dump, a minified blob) is not read whole
                 raise DataError(f"{where}:{number}: a line longer than {MAX_LINE_BYTES >> 20} MiB; split the data into lines (a row, a document or a paragraph each)")
-            _BYTES_READ[0] += len(raw)
+            if compressed is None:
+                _BYTES_READ[0] += len(raw)
+            else:  # what a progress bar over the files' sizes measures: the compressed bytes
+                now = compressed.tell()
+                _BYTES_READ[0] += now - position
+                position = now
             try:
                 line = raw if isinstance(raw, str) else raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -91,6 +129,38 @@ def read_lines(path: str | Path, *, once: bool = False) -> Iterator[tuple[int, s
             if number == 1:
                 line = line.removeprefix("\ufeff")
             yield number, line
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A whole data file's bytes (a document such as SQuAD's JSON), decompressed if its name says
+    so; a file that cannot be decompressed is a one-line DataError."""
+    path = check_file(path)
+    handle, compressed = open_data(path)
+    with handle, compressed or contextlib.nullcontext():
+        try:
+            return handle.read()
+        except Exception as exc:  # noqa: BLE001 - as in _raw_lines
+            if compressed is None:
+                raise
+            raise DataError(f"{path}: cannot decompress it ({type(exc).__name__}: {exc})") from None
+
+
+def _raw_lines(handle, where, compressed: bool) -> Iterator:
+    """The lines of ``handle``, each read up to one byte past :data:`MAX_LINE_BYTES`; a compressed
+    file that cannot be decompressed (damaged, cut short) is a one-line DataError."""
+    empty = "" if isinstance(handle, io.TextIOBase) else b""
+    number = 0
+    while True:
+        number += 1
+        try:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+        except Exception as exc:  # gzip.BadGzipFile, EOFError for a cut stream, lzma.LZMAError, ...
+            if not compressed:
+                raise
+            raise DataError(f"{where}:{number}: cannot decompress it ({type(exc).__name__}: {exc})") from None
+        if raw == empty:
+            return
+        yield raw
 
 
 #: clip_text keeps, for ``max_length`` tokens, this many words per token (every word not erased by
@@ -279,14 +349,14 @@ def read_csv(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple
 def read_records(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[str, dict]]:
     """("file:line", row) from a ``.jsonl``/``.json`` or ``.csv``/``.tsv`` file, checking ``required`` keys."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix in (".csv",):
         for number, row in read_csv(path, required):
             yield f"{path}:{number}", row
         return
     if suffix not in (".jsonl", ".json", ".ndjson"):
         check_file(path)
-        raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}'; expected .jsonl or .csv")
+        raise DataError(f"{path}: unsupported file type '{suffix or '(none)'}'; expected .jsonl or .csv (either may be compressed: .gz, .bz2, .xz)")
     for number, row in read_jsonl(path):
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")

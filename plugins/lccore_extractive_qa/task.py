@@ -8,13 +8,14 @@ answer. In v2 data a question may have no answer: the model then points at the [
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 import attrs
 import torch
 
 import lccore
-from lccore.data import check_file, check_json_value
+from lccore.data import check_json_value, read_bytes
 
 from .squad_metric import best_over_golds, exact_match, f1
 
@@ -50,9 +51,9 @@ class ExtractiveQATask(lccore.Task):
     # --- reading ---------------------------------------------------------------------------------
 
     def read(self, path) -> list[Example]:
-        path = check_file(path)
+        path = Path(path)
         try:
-            text = path.read_bytes().decode("utf-8-sig")
+            text = read_bytes(path).decode("utf-8-sig")  # a .json.gz too
             document = json.loads(text)
         except UnicodeDecodeError as exc:
             raise lccore.DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from None

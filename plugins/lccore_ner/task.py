@@ -14,7 +14,7 @@ import attrs
 import torch
 
 import lccore
-from lccore.data import read_lines, read_records
+from lccore.data import data_suffix, read_lines, read_records
 
 TAG = re.compile(r"^(O|[BIESLU]-\S+)$")
 #: Splits raw text into words the way CoNLL corpora are tokenised: words, and punctuation apart.
@@ -57,7 +57,7 @@ class NERTask(lccore.Task):
 
     def read(self, path) -> list[Example]:
         path = Path(path)
-        if path.suffix.lower() in CONLL_SUFFIXES:
+        if data_suffix(path) in CONLL_SUFFIXES:
             examples = self._read_conll(path)
         else:
             examples = self._read_jsonl(path)

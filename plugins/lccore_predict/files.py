@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lccore import ConfigError, progress_bar
-from lccore.data import check_file, is_stream
+from lccore.data import check_file, is_stream, open_data
 from lccore.data.features import batched, windows
 from lccore.predictor import PREDICT_WINDOW, Predictor, read_prediction_inputs
 from lccore.rundir import MANIFEST_FILE
@@ -135,12 +135,18 @@ def _canonical(value) -> bytes:
     return b"j" + json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
-def _count_rows(path: str) -> int:
-    """Non-blank lines of a JSONL file (the progress bar's total), read in binary blocks."""
+def _count_rows(path: str) -> int | None:
+    """Non-blank lines of a JSONL file (the progress bar's total), read in binary blocks (a
+    compressed one as it is decompressed); None when it cannot be read to the end (reading the
+    rows then says where and why)."""
     count = 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            count += bool(line.strip())
+    handle, compressed = open_data(Path(path))
+    with handle, compressed or contextlib.nullcontext():
+        try:
+            for line in handle:
+                count += bool(line.strip())
+        except Exception:  # noqa: BLE001 - a damaged compressed file
+            return None
     return count
 
 

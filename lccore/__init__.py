@@ -13,7 +13,7 @@ from .version import __version__
 
 from .components import Head, KGBackend, MetricsAccumulator, Task
 from .config import RunConfig, load_config
-from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, Terminated, TimeLimitError
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, TimeLimitError
 from .hookspecs import COMPONENT_KINDS, hookimpl
 from .plugins import Engine
 
@@ -31,7 +31,6 @@ __all__ = [
     "RunConfig",
     "RunDirError",
     "Task",
-    "Terminated",
     "TimeLimitError",
     "hookimpl",
     "load",

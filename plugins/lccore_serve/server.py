@@ -78,10 +78,7 @@ def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
         served = ", ".join([*names, *([f"the knowledge graph {kg}"] if kg else [])])
         print(f"lccore serve: {served} on http://{f'[{host}]' if ':' in host else host}:{port} (docs at /docs)", flush=True)
         config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=graceful_s, lifespan="on")
-        try:
-            uvicorn.Server(config).run(sockets=[listener])
-        except lccore.Terminated:  # uvicorn raises the signal again once it has shut down: a clean stop
-            print("lccore serve: stopped (SIGTERM)", flush=True)
+        uvicorn.Server(config).run(sockets=[listener])
 
 
 def check_port(port) -> None:

@@ -9,15 +9,13 @@ import json
 import math
 import os
 import re
-import signal
 import sys
-import threading
 from typing import Iterable
 from pathlib import Path
 
 from .version import __version__
 from .distributed import end_with_launcher
-from .errors import LccoreError, Terminated, raise_terminated
+from .errors import LccoreError
 
 
 def main(argv: list[str] | None = None, engine=None) -> int:
@@ -35,17 +33,12 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, raise_terminated)  # ended as Ctrl-C ends it: cleaned up, one line
     end_with_launcher()
     try:
         return args.command(args) or 0
     except LccoreError as exc:
         print(f"lccore: error: {exc}", file=sys.stderr)
         return exc.exit_status
-    except Terminated:
-        print("lccore: terminated (SIGTERM)", file=sys.stderr)
-        return 143
     except KeyboardInterrupt:
         print("lccore: interrupted", file=sys.stderr)
         return 130

@@ -149,17 +149,18 @@ def end_with_launcher() -> None:
     Without this, a launcher killed with SIGKILL (a job scheduler's hard stop, an OOM kill)
     leaves its workers training on as orphans, holding the run directory's lock, so ``--resume``
     is refused until they finish. The kernel sends SIGTERM (``PR_SET_PDEATHSIG``; not SIGINT,
-    which a job script's background launch ignores); it ends the run at once, as Ctrl-C would:
-    one line, the scratch files removed (no checkpoint: a launcher also stops its workers this way
-    when one of them failed, and a collective would wait for it). Linux only."""
+    which a job script's background launch ignores); it ends the run as Ctrl-C would: one line,
+    the scratch files removed. Linux only."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
     import ctypes
     import signal
 
-    from .errors import raise_terminated
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up is not interrupted again
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, interrupt)
     launcher = os.getppid()
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

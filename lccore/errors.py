@@ -33,21 +33,6 @@ class TimeLimitError(LccoreError):
     exit_status = 124  # what timeout(1) returns
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a job scheduler's stop, ``timeout``, ``docker stop``, a launcher ending its
-    workers): a command ends as Ctrl-C ends it, cleaning up, with one line and status 143; a
-    single-process training run first writes a checkpoint that ``--resume`` continues from."""
-
-
-def raise_terminated(signum, frame) -> None:
-    """The SIGTERM handler the command line installs: :class:`Terminated`, once (the clean-up is
-    not interrupted by a second one)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated
-
-
 def close_matches(word: str, candidates) -> str:
     """' (did you mean 'x'?)' when a candidate is close to ``word``, else ''."""
     import difflib

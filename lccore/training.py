@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from .data.features import (
 )
 from .data.stream import StreamedSplit
 from .distributed import fsdp2_layers, fsdp2_on_cpu, fsdp_not_applied, meta_copy, refuse_deepspeed, shard_tied_together, whole_model
-from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, Terminated, defined_at, model_load_errors, raise_terminated
+from .errors import ConfigError, DataError, LccoreError, PluginError, RunDirError, defined_at, model_load_errors
 from .plugins import Engine
 from .predictor import run_chunks
 from .rundir import CONFIG_FILE, CURVE_FILE, MANIFEST_FILE, MARKER_FILE, METRICS_FILE, RunDir, save_model_atomically, user_entries, write_json
@@ -464,12 +463,6 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                 )
         accelerator.wait_for_everyone()
 
-    # Stopped by SIGTERM (a scheduler's stop, a preempted machine) under the command line, a
-    # single-process run finishes its step and writes a checkpoint first, so --resume loses nothing.
-    stop_asked = []
-    checkpoint_on_stop = accelerator.num_processes == 1 and signal.getsignal(signal.SIGTERM) is raise_terminated
-    if checkpoint_on_stop:
-        signal.signal(signal.SIGTERM, lambda signum, frame: stop_asked.append(signum))
     notify("on_train_start", run=state)
     model.train()
     bar = progress_bar(total=total_steps, desc="train", unit="step", enabled=progress)
@@ -531,12 +524,8 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
                 stop = evaluate_dev()
                 if stop:
                     break
-            if stop_asked or (settings.checkpoint_every and state.step % settings.checkpoint_every == 0):
+            if settings.checkpoint_every and state.step % settings.checkpoint_every == 0:
                 save_checkpoint(state.epoch, batches_done)
-            if stop_asked:
-                print(f"lccore: SIGTERM: stopped after step {state.step} of {total_steps}, a checkpoint written: "
-                      f"continue with the same command and --resume", file=sys.stderr, flush=True)
-                raise Terminated
             if state.step >= total_steps:  # the step budget (train.max_steps) is spent, maybe mid-epoch
                 break
         if stop:
@@ -548,10 +537,6 @@ def _train(config: RunConfig, output_dir: Path, run_dir: RunDir | None, *, engin
         batches_done = 0
         save_checkpoint(state.epoch + 1, 0)
     bar.close()
-    if checkpoint_on_stop:  # what is left (evaluation, writing the run) ends at once, as before
-        signal.signal(signal.SIGTERM, raise_terminated)
-        if stop_asked:
-            raise Terminated
     if "dev" in features and settings.eval_every and (not metrics["dev"] or metrics["dev"][-1]["step"] != state.step) and not stop:
         evaluate_dev()  # the steps after the last periodic evaluation count too
     metrics["stopped_early"] = stop

@@ -30,10 +30,6 @@ def on_train_step(run, step, logs):
 """
 
 
-# A plugin that sends its own process SIGTERM (what a job scheduler sends before it stops a job) after a step.
-TERMINATOR = KILLER.replace("signal.SIGKILL", "signal.SIGTERM").replace("KILL_AT_STEP", "TERM_AT_STEP")
-
-
 def lccore_cli(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "lccore", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -98,22 +94,6 @@ def test_killed_run_resumes_to_the_same_weights_even_past_a_damaged_checkpoint(r
     # killed session had spent up to the checkpoint it resumed from
     assert theirs["time"]["sessions"] == 1 and theirs["time"]["seconds"] > 0
     assert ours["time"]["sessions"] == 2 and ours["time"]["seconds"] > 0
-
-
-def test_sigterm_writes_a_checkpoint_after_the_step_and_resume_loses_nothing(resume_config, uninterrupted, tmp_path):
-    site = make_distribution(tmp_path / "site", "lccore-terminator", {"lccore_terminator": TERMINATOR}, {"terminator": "lccore_terminator"})
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "TERM_AT_STEP": "15"}
-    stopped = lccore_cli("train", str(resume_config), "--output", str(out), "-q", env=env)
-    assert stopped.returncode == 143, stopped.stderr
-    assert "lccore: SIGTERM: stopped after step 15 of 30, a checkpoint written: continue with the same command and --resume" in stopped.stderr
-    assert stopped.stderr.strip().endswith("lccore: terminated (SIGTERM)") and "Traceback" not in stopped.stderr
-    assert [p.name for p in checkpoints.checkpoint_dirs(out)][0] == "step-00000015"  # step 15 is no multiple of checkpoint_every
-    assert not (out / ".lccore-lock").exists() and not (out / "manifest.json").exists()
-    resumed = lccore_cli("train", str(resume_config), "--output", str(out), "--resume", "-q")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "step-00000015" in resumed.stdout
-    assert_same_weights(uninterrupted / "model", out / "model")
 
 
 def test_resume_refuses_a_changed_config_and_a_finished_run(resume_config, uninterrupted, tmp_path):
